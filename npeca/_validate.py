@@ -1,0 +1,220 @@
+"""The single place where user input to ECA is checked and normalised.
+
+Every public entry point calls :func:`eca_problem` (and :func:`grad_output` for backward)
+before any math runs; kernels downstream trust what comes out of here.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import DTypeError, ParameterError, ShapeError
+
+FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+PADDINGS = ("zeros", "circular")
+GATES = ("sigmoid", "hard_sigmoid")
+
+
+@dataclass(frozen=True)
+class ECAProblem:
+    """A validated ECA call: the input array, the normalised weight and every keyword."""
+
+    x: np.ndarray  # the input as given (any strides), dtype in FLOAT_DTYPES
+    channels_last: bool  # True when the channel axis is the last axis
+    n: int  # batch size N
+    c: int  # channels C
+    spatial: tuple[int, ...]  # the spatial axes' lengths, 1 to 3 of them
+    weight: np.ndarray  # (k,) shared or (C, k) per channel, a float array
+    weight_shape: tuple[int, ...]  # the shape the caller passed, for the gradient
+    weight_dtype: np.dtype
+    per_channel: bool
+    k: int
+    bias: float | None  # the scalar bias, or None
+    bias_shape: tuple[int, ...] | None  # () or (1,), as passed
+    bias_dtype: np.dtype | None
+    padding: str
+    groups: int
+    gate: str
+
+    @property
+    def s(self) -> int:
+        """Number of spatial positions S."""
+        return int(np.prod(self.spatial))
+
+    @property
+    def channel_axis(self) -> int:
+        """The channel axis as a non-negative index into ``x.shape``."""
+        return self.x.ndim - 1 if self.channels_last else 1
+
+
+def float_array(value: Any, name: str) -> np.ndarray:
+    """``value`` as an ndarray of float16/32/64, or DTypeError naming ``name``."""
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # e.g. ragged nested lists
+        raise DTypeError(
+            f"{name} must be an array of float16, float32 or float64; "
+            f"could not convert {type(value).__name__} to an array ({exc})"
+        ) from None
+    if arr.dtype not in FLOAT_DTYPES:
+        kind = {"b": "boolean", "i": "integer", "u": "unsigned integer", "c": "complex",
+                "O": "object", "U": "string", "S": "bytes"}.get(arr.dtype.kind, "unsupported")
+        fix = (" Convert it first, e.g. np.asarray(..., dtype=np.float32)."
+               if arr.dtype.kind in "biu" else "")
+        raise DTypeError(
+            f"{name} must have dtype float16, float32 or float64; got {kind} dtype "
+            f"{arr.dtype}.{fix}"
+        )
+    return arr
+
+
+def _channel_axis(channel_axis: Any, ndim: int) -> bool:
+    """True for channels-last, False for channels-first; ParameterError otherwise."""
+    if isinstance(channel_axis, bool) or not isinstance(channel_axis, numbers.Integral):
+        raise ParameterError(
+            f"channel_axis must be 1 (channels-first) or -1 (channels-last); "
+            f"got {channel_axis!r} ({type(channel_axis).__name__})"
+        )
+    axis = int(channel_axis)
+    normal = axis + ndim if axis < 0 else axis
+    if normal == 1:
+        return False
+    if normal == ndim - 1:
+        return True
+    raise ParameterError(
+        f"channel_axis must be 1 (channels-first) or -1 (channels-last) for x with {ndim} "
+        f"dimensions; got {channel_axis}"
+    )
+
+
+def _choice(value: Any, name: str, options: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in options:
+        listed = ", ".join(repr(o) for o in options)
+        raise ParameterError(f"{name} must be one of {listed}; got {value!r}")
+    return value
+
+
+def _bias(bias: Any) -> tuple[float | None, tuple[int, ...] | None, np.dtype | None]:
+    if bias is None:
+        return None, None, None
+    if isinstance(bias, bool):
+        raise DTypeError("bias must be None or a real scalar; got a bool")
+    if isinstance(bias, numbers.Real) and not isinstance(bias, np.generic):
+        return float(bias), (), np.dtype(np.float64)
+    arr = float_array(bias, "bias")
+    if arr.shape not in ((), (1,)):
+        raise ShapeError(
+            f"bias must be a scalar or have shape (1,) (one bias shared by all channels, as "
+            f"torch.nn.Conv1d(1, 1, k, bias=True) stores it); got shape {arr.shape}"
+        )
+    return float(arr.reshape(())), arr.shape, arr.dtype
+
+
+def _weight(weight: Any, c: int) -> tuple[np.ndarray, bool]:
+    """Normalise weight to (k,) shared or (C, k) per-channel; ShapeError on other shapes."""
+    w = float_array(weight, "weight")
+    forms = "(k,), (1, 1, k) as PyTorch stores it, or (C, k) / (C, 1, k) for per-channel kernels"
+    if w.ndim == 1:
+        shared, per_channel = w, False
+    elif w.ndim == 2:
+        if w.shape[0] != c:
+            raise ShapeError(
+                f"a 2-D weight holds one kernel per channel and must have shape (C, k) = "
+                f"({c}, k) for x with C = {c} channels; got shape {w.shape}. For one shared "
+                f"kernel pass shape (k,)"
+            )
+        shared, per_channel = w, True
+    elif w.ndim == 3:
+        if w.shape[:2] == (1, 1):
+            shared, per_channel = w.reshape(w.shape[2]), False
+        elif w.shape[1] == 1 and w.shape[0] == c:
+            shared, per_channel = w.reshape(c, w.shape[2]), True
+        else:
+            raise ShapeError(
+                f"a 3-D weight must have shape (1, 1, k) (shared) or ({c}, 1, k) (per channel) "
+                f"for x with C = {c} channels; got shape {w.shape}"
+            )
+    else:
+        raise ShapeError(f"weight must have shape {forms}; got shape {w.shape}")
+    k = shared.shape[-1]
+    if k == 0:
+        raise ShapeError(f"weight is empty (kernel size 0); got shape {w.shape}")
+    if k % 2 == 0:
+        raise ShapeError(
+            f"the kernel size k must be odd so that (k - 1) / 2 channels pad each side; got "
+            f"k = {k} from weight shape {w.shape}. npeca.kernel_size(C) gives the paper's odd k"
+        )
+    return shared, per_channel
+
+
+def eca_problem(
+    x: Any,
+    weight: Any,
+    *,
+    bias: Any = None,
+    channel_axis: Any = 1,
+    padding: Any = "zeros",
+    groups: Any = 1,
+    gate: Any = "sigmoid",
+) -> ECAProblem:
+    """Check every argument of an ECA call and return the normalised problem."""
+    x = float_array(x, "x")
+    if x.ndim < 3 or x.ndim > 5:
+        hint = ""
+        if x.ndim == 2:
+            hint = " If this is one sample of shape (C, L), add a batch axis: x[None]"
+        elif x.ndim < 2:
+            hint = " ECA needs a batch axis, a channel axis and 1 to 3 spatial axes"
+        raise ShapeError(
+            f"x must have 3 to 5 dimensions (N, C, *spatial) with 1 to 3 spatial axes; got "
+            f"shape {x.shape}.{hint}"
+        )
+    channels_last = _channel_axis(channel_axis, x.ndim)
+    if 0 in x.shape:
+        raise ShapeError(f"x must have no zero-length axis; got shape {x.shape}")
+    c = x.shape[-1] if channels_last else x.shape[1]
+    spatial = x.shape[1:-1] if channels_last else x.shape[2:]
+    w, per_channel = _weight(weight, c)
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
+        raise ParameterError(f"groups must be an integer >= 1; got {groups!r}")
+    groups = int(groups)
+    if c % groups != 0:
+        raise ParameterError(
+            f"groups must divide the number of channels; got groups = {groups} for C = {c}. "
+            f"Divisors of {c} work, e.g. groups = 1"
+        )
+    padding = _choice(padding, "padding", PADDINGS)
+    gate = _choice(gate, "gate", GATES)
+    bias_value, bias_shape, bias_dtype = _bias(bias)
+    return ECAProblem(
+        x=x,
+        channels_last=channels_last,
+        n=x.shape[0],
+        c=c,
+        spatial=tuple(spatial),
+        weight=w,
+        weight_shape=np.shape(weight),
+        weight_dtype=w.dtype,
+        per_channel=per_channel,
+        k=w.shape[-1],
+        bias=bias_value,
+        bias_shape=bias_shape,
+        bias_dtype=bias_dtype,
+        padding=padding,
+        groups=groups,
+        gate=gate,
+    )
+
+
+def grad_output(problem: ECAProblem, grad_out: Any) -> np.ndarray:
+    """Check that ``grad_out`` is a float array shaped like x."""
+    g = float_array(grad_out, "grad_out")
+    if g.shape != problem.x.shape:
+        raise ShapeError(
+            f"grad_out must have the shape of x, {problem.x.shape}; got shape {g.shape}"
+        )
+    return g

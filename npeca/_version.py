@@ -1,0 +1,3 @@
+"""The single place the npeca version is written."""
+
+__version__ = "0.1.0"

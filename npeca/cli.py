@@ -1,0 +1,104 @@
+"""The ``npeca`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+import numpy as np
+
+from ._version import __version__
+from .api import eca_backward, eca_forward
+from .errors import NpecaError
+from .kernel_size import kernel_size
+
+
+def _cmd_kernel_size(args: argparse.Namespace) -> int:
+    rows = [(c, kernel_size(c, args.gamma, args.b), kernel_size(c, args.gamma, args.b,
+                                                                min_size=3))
+            for c in args.channels]
+    print(f"kernel size k = psi(C), gamma = {args.gamma}, b = {args.b}")
+    print(f"{'C':>8}  {'paper':>5}  {'timm':>5}")
+    for c, paper, timm in rows:
+        print(f"{c:>8}  {paper:>5}  {timm:>5}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    rng = np.random.default_rng(args.seed)
+    n, c, h, w_ = 2, 16, 8, 8
+    k = kernel_size(c)
+    x = rng.standard_normal((n, c, h, w_))
+    weight = rng.standard_normal((1, 1, k)) / np.sqrt(k)
+    bias = 0.1
+    print(f"npeca {__version__}: ECA demo on x of shape {x.shape} (float64), seed {args.seed}")
+    print(f"kernel size for C = {c}: k = {k} (paper rule, gamma = 2, b = 1)")
+
+    fwd = eca_forward(x, weight, bias=bias)
+    print(f"attention a: min {fwd.a.min():.6f}  mean {fwd.a.mean():.6f}  max {fwd.a.max():.6f}")
+    print(f"output y:    mean {fwd.y.mean():+.6f}  std {fwd.y.std():.6f}  "
+          f"max|y|/max|x| {np.abs(fwd.y).max() / np.abs(x).max():.6f}")
+
+    # L = <r, y>; compare <dL/dinputs, u> with a central difference of L along u.
+    r = rng.standard_normal(x.shape)
+    grads = eca_backward(x, weight, r, bias=bias)
+    ux, uw, ub = rng.standard_normal(x.shape), rng.standard_normal(weight.shape), 1.0
+    analytic = (np.vdot(grads.x, ux) + np.vdot(grads.weight, uw) + float(grads.bias) * ub)
+
+    def loss(t: float) -> float:
+        y = eca_forward(x + t * ux, weight + t * uw, bias=bias + t * ub).y
+        return float(np.vdot(r, y))
+
+    eps = 1e-6
+    numeric = (loss(eps) - loss(-eps)) / (2 * eps)
+    rel = abs(analytic - numeric) / max(abs(analytic), abs(numeric), 1e-300)
+    ok = rel < 1e-7
+    print("gradient check, L = <r, y>, random direction u over (x, weight, bias):")
+    print(f"  backward <dL, u> = {analytic:+.12e}")
+    print(f"  central diff     = {numeric:+.12e}  (eps = {eps:g})")
+    print(f"  relative error   = {rel:.2e}  {'PASS' if ok else 'FAIL'} (tolerance 1e-7)")
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``npeca`` command."""
+    parser = argparse.ArgumentParser(
+        prog="npeca",
+        description="Reference implementation of ECA (Efficient Channel Attention).",
+    )
+    parser.add_argument("--version", action="version", version=f"npeca {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    ks = sub.add_parser("kernel-size", help="print the kernel size k for channel counts C",
+                        description="Print k = psi(C) for the paper's rule and timm's "
+                                    "(min_size = 3).")
+    ks.add_argument("channels", nargs="+", type=int, metavar="C", help="channel counts")
+    ks.add_argument("--gamma", type=float, default=2, help="gamma of the rule (default 2)")
+    ks.add_argument("--b", type=float, default=1, help="b of the rule (default 1)")
+    ks.set_defaults(func=_cmd_kernel_size)
+
+    demo = sub.add_parser("demo", help="run forward, backward and a gradient check",
+                          description="Run ECA forward and backward on a built-in example "
+                                      "and check the gradient by finite differences.")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``npeca`` command with ``argv`` (default: ``sys.argv[1:]``)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except NpecaError as exc:
+        print(f"npeca {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
