@@ -57,10 +57,13 @@ def _gate_grad(z: np.ndarray, a: np.ndarray, gate: str) -> np.ndarray:
 # --- layout ---------------------------------------------------------------------------------
 
 def _to_ncs(arr: np.ndarray, problem: ECAProblem) -> np.ndarray:
-    """A float64 copy of ``arr`` (shaped like x) as (N, C, S)."""
+    """A C-contiguous float64 copy of ``arr`` (shaped like x) as (N, C, S).
+
+    C order matters: NumPy sums a contiguous axis pairwise and a strided one differently,
+    and the reference must give the same bits for every memory layout of x."""
     if problem.channels_last:
         arr = np.moveaxis(arr, -1, 1)
-    return arr.reshape(problem.n, problem.c, problem.s).astype(np.float64)
+    return np.ascontiguousarray(arr.reshape(problem.n, problem.c, problem.s), dtype=np.float64)
 
 
 def _from_ncs(arr3: np.ndarray, problem: ECAProblem) -> np.ndarray:

@@ -1,0 +1,37 @@
+"""Shared test configuration: Hypothesis profiles and the optional-dependency policy."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+# deadline=None everywhere: the first call of a JIT backend compiles for seconds.
+settings.register_profile("dev", deadline=None, max_examples=60)
+settings.register_profile(
+    "ci",
+    deadline=None,
+    max_examples=120,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def require(module: str, env: str):
+    """Import an optional dependency; skip without it, fail without it when ``env`` is 1."""
+    if os.environ.get(env) == "1":
+        return importlib.import_module(module)  # an ImportError here fails the test
+    return pytest.importorskip(module, reason=f"{module} is not installed (set {env}=1 to "
+                                               f"make this a failure)")
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """PyTorch in float64-friendly single-threaded mode, or a skip (a failure under CI)."""
+    mod = require("torch", "NPECA_REQUIRE_TORCH")
+    mod.set_num_threads(1)
+    return mod
