@@ -13,6 +13,8 @@ __all__ = [
     "ParameterError",
     "DTypeError",
     "BackendUnavailableError",
+    "AutogradError",
+    "GradcheckError",
 ]
 
 
@@ -34,3 +36,12 @@ class DTypeError(NpecaError, TypeError):
 
 class BackendUnavailableError(NpecaError, ImportError):
     """A requested backend or optional dependency cannot be used on this machine."""
+
+
+class AutogradError(NpecaError, RuntimeError):
+    """The autograd cannot do what was asked: backward through a freed graph, an implicit
+    gradient for a non-scalar output, a higher-order gradient through a fused primitive."""
+
+
+class GradcheckError(NpecaError, AssertionError):
+    """A gradient or value check in :mod:`npeca.testing` found a mismatch."""

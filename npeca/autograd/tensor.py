@@ -1,0 +1,315 @@
+"""The engine: a Tensor, the tape that records operations on it, and the reverse pass.
+
+Every differentiable operation is a *primitive*: a NumPy function plus one VJP rule per
+argument (the table lives in :mod:`npeca.autograd.ops`). Calling a primitive on Tensors
+records a :class:`Node` on the output; ``backward`` walks those nodes in reverse
+topological order and sums each rule's contribution into the parents. The rules are
+themselves written with primitives, so running them while recording (``create_graph=True``)
+builds the graph of the gradient, which can be differentiated again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import threading
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import AutogradError, DTypeError, ShapeError
+
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    """Whether primitives record themselves on the tape (True unless inside no_grad)."""
+    return getattr(_state, "enabled", True)
+
+
+@contextlib.contextmanager
+def _grad_mode(enabled: bool) -> Iterator[None]:
+    previous = is_grad_enabled()
+    _state.enabled = enabled
+    try:
+        yield
+    finally:
+        _state.enabled = previous
+
+
+def no_grad() -> contextlib.AbstractContextManager:
+    """Context manager: operations inside it are not recorded.
+
+    >>> from npeca.autograd import Tensor, no_grad
+    >>> w = Tensor([1.0, 2.0], requires_grad=True)
+    >>> with no_grad():
+    ...     y = w * 3
+    >>> y.requires_grad
+    False
+    """
+    return _grad_mode(False)
+
+
+def enable_grad() -> contextlib.AbstractContextManager:
+    """Context manager: record operations even inside an enclosing ``no_grad``."""
+    return _grad_mode(True)
+
+
+def _as_array(value: Any, what: str = "Tensor data") -> np.ndarray:
+    """A float ndarray from a number, array or nested list; DTypeError for anything else."""
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        return value
+    if isinstance(value, (numbers.Real, np.ndarray, list, tuple, np.generic)) and not isinstance(
+            value, (str, bytes)):
+        arr = np.asarray(value)
+        if arr.dtype.kind in "biuf":
+            return arr.astype(np.float64) if arr.dtype.kind != "f" else arr
+    raise DTypeError(
+        f"{what} must be a Tensor, a real number or a real-valued array; got "
+        f"{type(value).__name__}" + (f" with dtype {np.asarray(value).dtype}"
+                                      if isinstance(value, np.ndarray) else ""))
+
+
+class Node:
+    """One recorded operation: its name, its parents and one VJP closure per parent."""
+
+    __slots__ = ("name", "parents", "vjps", "freed")
+
+    def __init__(self, name: str, parents: Sequence["Tensor"],
+                 vjps: Sequence[Callable[["Tensor"], "Tensor"] | None]) -> None:
+        self.name, self.parents, self.vjps, self.freed = name, tuple(parents), list(vjps), False
+
+
+class Tensor:
+    """An ndarray that remembers how it was computed.
+
+    Parameters
+    ----------
+    data : array_like
+        Real numbers; integers and bools are converted to float64.
+    requires_grad : bool
+        Whether gradients with respect to this tensor are wanted. Leaves with
+        ``requires_grad=True`` receive ``.grad`` from :meth:`backward`.
+
+    Examples
+    --------
+    >>> from npeca.autograd import Tensor
+    >>> x = Tensor([1.0, 2.0, 3.0], requires_grad=True)
+    >>> y = (x * x).sum()
+    >>> y.backward()
+    >>> x.grad.data.tolist()
+    [2.0, 4.0, 6.0]
+    """
+
+    __array_ufunc__ = None  # make ndarray + Tensor defer to Tensor.__radd__
+    _scalar: float | None = None  # set by as_tensor for Python numbers
+
+    def __init__(self, data: Any, requires_grad: bool = False) -> None:
+        self.data: np.ndarray = _as_array(data.data if isinstance(data, Tensor) else data)
+        self.requires_grad: bool = bool(requires_grad)
+        self.grad: Tensor | None = None
+        self._node: Node | None = None
+
+    # -- introspection ----------------------------------------------------------------------
+    shape = property(lambda self: self.data.shape, doc="Shape of ``data``.")
+    dtype = property(lambda self: self.data.dtype, doc="dtype of ``data``.")
+    ndim = property(lambda self: self.data.ndim, doc="Number of dimensions of ``data``.")
+    size = property(lambda self: self.data.size, doc="Number of elements of ``data``.")
+    is_leaf = property(lambda self: self._node is None,
+                       doc="True for tensors not produced by a recorded operation.")
+
+    def __repr__(self) -> str:
+        grad = f", grad_fn={self._node.name}" if self._node else (
+            ", requires_grad=True" if self.requires_grad else "")
+        body = np.array2string(self.data, separator=", ", prefix="Tensor(")
+        return f"Tensor({body}{grad})"
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def _value(self) -> Any:
+        """What a primitive computes with: the data, or the Python number it came from."""
+        return self.data if self._scalar is None else self._scalar
+
+    def item(self) -> float:
+        """The value of a one-element tensor as a Python float."""
+        return float(self.data.reshape(()))
+
+    def numpy(self) -> np.ndarray:
+        """The data (not a copy)."""
+        return self.data
+
+    def detach(self) -> "Tensor":
+        """A new leaf sharing the data, cut from the graph."""
+        return Tensor(self.data)
+
+    # -- the reverse pass -------------------------------------------------------------------
+    def backward(self, grad: Any = None, *, retain_graph: bool = False,
+                 create_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
+
+        Parameters
+        ----------
+        grad : array_like or Tensor, optional
+            The upstream gradient, shaped like ``self`` with its dtype. May be omitted only
+            when ``self`` has one element (it is then 1).
+        retain_graph : bool
+            Keep the recorded graph so that backward can run through it again.
+        create_graph : bool
+            Record the gradient computation, so gradients can be differentiated again
+            (implies ``retain_graph``).
+        """
+        for leaf, g in backprop(self, grad, retain_graph=retain_graph or create_graph,
+                                create_graph=create_graph, wanted=None):
+            leaf.grad = g if leaf.grad is None else leaf.grad + g
+
+    def zero_grad(self) -> None:
+        """Forget the accumulated gradient."""
+        self.grad = None
+
+    # -- operators (the primitives are in ops.py) -------------------------------------------
+    def __add__(self, other): return _ops.add(self, other)
+    def __radd__(self, other): return _ops.add(other, self)
+    def __sub__(self, other): return _ops.sub(self, other)
+    def __rsub__(self, other): return _ops.sub(other, self)
+    def __mul__(self, other): return _ops.mul(self, other)
+    def __rmul__(self, other): return _ops.mul(other, self)
+    def __truediv__(self, other): return _ops.div(self, other)
+    def __rtruediv__(self, other): return _ops.div(other, self)
+    def __matmul__(self, other): return _ops.matmul(self, other)
+    def __rmatmul__(self, other): return _ops.matmul(other, self)
+    def __neg__(self): return _ops.neg(self)
+    def __pow__(self, exponent): return _ops.power(self, exponent=exponent)
+    def __getitem__(self, index): return _ops.getitem(self, index=index)
+
+    def sum(self, axis=None, keepdims=False): return _ops.sum(self, axis=axis, keepdims=keepdims)
+    def mean(self, axis=None, keepdims=False): return _ops.mean(self, axis=axis, keepdims=keepdims)
+    def reshape(self, *shape): return _ops.reshape(self, shape=shape[0] if len(shape) == 1 else shape)
+    def transpose(self, *axes): return _ops.transpose(self, axes=axes[0] if len(axes) == 1 else (axes or None))
+    def exp(self): return _ops.exp(self)
+    def log(self): return _ops.log(self)
+    def sigmoid(self): return _ops.sigmoid(self)
+    def relu(self): return _ops.relu(self)
+
+    T = property(lambda self: _ops.transpose(self), doc="The transpose (axes reversed).")
+
+
+def as_tensor(value: Any) -> Tensor:
+    """``value`` itself if it is a Tensor, else a constant leaf holding it."""
+    if isinstance(value, Tensor):
+        return value
+    t = Tensor(_as_array(value, "operand"))
+    if isinstance(value, numbers.Real) and not isinstance(value, np.generic):
+        t._scalar = float(value)  # a Python number stays "weak": 2.0 * float32 is float32
+    return t
+
+
+_RULES: dict[str, tuple[Callable[..., "Tensor"], ...]] = {}
+
+
+def defvjp(op: Callable[..., "Tensor"], *rules: Callable[..., "Tensor"]) -> None:
+    """Register one VJP rule per positional argument of primitive ``op``.
+
+    A rule is called as ``rule(g, ans, *args, **params)`` with the upstream gradient ``g``,
+    the primitive's output ``ans`` and its Tensor arguments, and returns that argument's
+    gradient, computed with primitives so that it can itself be recorded.
+    """
+    _RULES[op.__name__] = rules
+
+
+def primitive(fn: Callable[..., np.ndarray]) -> Callable[..., "Tensor"]:
+    """Turn NumPy function ``fn(*arrays, **params)`` into a recorded operation on Tensors.
+
+    Positional arguments are the differentiable inputs (numbers and arrays become
+    constants); keyword arguments are parameters (axes, shapes, indices) that are not
+    differentiated.
+    """
+    name = fn.__name__
+
+    def op(*args: Any, **params: Any) -> "Tensor":
+        parents = [as_tensor(a) for a in args]
+        ans = Tensor(fn(*(p._value() for p in parents), **params))
+        if is_grad_enabled() and any(p.requires_grad for p in parents):
+            rules = _RULES[name]
+            ans.requires_grad = True
+            ans._node = Node(name, parents, [
+                (lambda g, rule=rule: rule(g, ans, *parents, **params)) if p.requires_grad
+                else None for p, rule in zip(parents, rules)])
+        return ans
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = fn.__doc__
+    return op
+
+
+def _topological(root: Tensor) -> list[Tensor]:
+    """Tensors reachable from ``root`` through recorded nodes, parents before children."""
+    order, seen, stack = [], set(), [(root, False)]
+    while stack:  # iterative DFS: deep graphs must not hit the recursion limit
+        t, expanded = stack.pop()
+        if expanded:
+            order.append(t)
+            continue
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        stack.append((t, True))
+        if t._node is not None:
+            stack.extend((p, False) for p in t._node.parents if p.requires_grad)
+    return order
+
+
+def _initial_grad(root: Tensor, grad: Any) -> Tensor:
+    if grad is None:
+        if root.size != 1:
+            raise AutogradError(
+                f"backward() without a gradient needs a one-element output; this output has "
+                f"shape {root.shape}. Pass grad=, e.g. np.ones({root.shape})")
+        return Tensor(np.ones(root.shape, dtype=root.dtype))
+    g = as_tensor(grad)
+    if g.shape != root.shape:
+        raise ShapeError(f"grad must have the output's shape {root.shape}; got {g.shape}")
+    if g.dtype != root.dtype:
+        raise DTypeError(f"grad must have the output's dtype {root.dtype}; got {g.dtype}")
+    return g
+
+
+def backprop(root: Tensor, grad: Any, *, retain_graph: bool, create_graph: bool,
+             wanted: Sequence[Tensor] | None) -> list[tuple[Tensor, Tensor]]:
+    """The reverse pass from ``root``: (tensor, d root / d tensor) for the leaves reached,
+    or for the tensors in ``wanted`` when given."""
+    if not root.requires_grad:
+        raise AutogradError("this tensor does not require grad: no recorded operation on a "
+                            "tensor with requires_grad=True produced it")
+    order = _topological(root)
+    wanted_ids = None if wanted is None else {id(t) for t in wanted}
+    grads: dict[int, Tensor] = {id(root): _initial_grad(root, grad)}
+    results: list[tuple[Tensor, Tensor]] = []
+    with _grad_mode(create_graph):
+        for t in reversed(order):
+            g = grads.pop(id(t), None)
+            if g is None:
+                continue
+            if (wanted_ids is None and t.is_leaf) or (wanted_ids and id(t) in wanted_ids):
+                results.append((t, g))
+            node = t._node
+            if node is None:
+                continue
+            if node.freed:
+                raise AutogradError(
+                    f"backward through a graph that was already freed (at {node.name}): a "
+                    f"second backward needs retain_graph=True on the first")
+            for parent, vjp in zip(node.parents, node.vjps):
+                if vjp is None:
+                    continue
+                contribution = vjp(g)
+                previous = grads.get(id(parent))
+                grads[id(parent)] = contribution if previous is None else previous + contribution
+    if not retain_graph:
+        for t in order:
+            if t._node is not None:
+                t._node.freed, t._node.vjps = True, [None] * len(t._node.vjps)
+    return results
+
+
+from . import ops as _ops  # noqa: E402  (the operators above need the primitives)

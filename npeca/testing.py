@@ -1,0 +1,316 @@
+"""Tools for testing any ECA implementation (or any differentiable function) against npeca.
+
+- :func:`assert_close`: compare arrays with a per-dtype default tolerance and a readable
+  report of the worst element.
+- :func:`gradcheck`: compare a function's analytical derivatives with central finite
+  differences, either through :mod:`npeca.autograd` or through a VJP you supply, so that a
+  PyTorch, C or CUDA backward wrapped in a Python function can be checked the same way.
+- :func:`check_vjp`: the same for an opaque (forward, vjp) pair.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import GradcheckError, ParameterError, ShapeError
+
+__all__ = ["DEFAULT_TOLERANCES", "assert_close", "gradcheck", "check_vjp"]
+
+#: (rtol, atol) used by :func:`assert_close` for each dtype: a few units in the last place
+#: of that dtype relative, and an absolute floor for values near zero.
+DEFAULT_TOLERANCES: dict[np.dtype, tuple[float, float]] = {
+    np.dtype(np.float16): (1e-3, 1e-5),
+    np.dtype(np.float32): (1.3e-6, 1e-5),
+    np.dtype(np.float64): (1e-7, 1e-7),
+}
+
+
+def _tolerance(dtype: Any, rtol: float | None, atol: float | None) -> tuple[float, float]:
+    dt = np.dtype(dtype)
+    if dt not in DEFAULT_TOLERANCES and (rtol is None or atol is None):
+        raise ParameterError(f"no default tolerance for dtype {dt}; known: float16, float32, "
+                             f"float64. Pass rtol= and atol=")
+    r, a = DEFAULT_TOLERANCES.get(dt, (0.0, 0.0))
+    return (r if rtol is None else rtol), (a if atol is None else atol)
+
+
+def assert_close(actual: Any, expected: Any, *, dtype: Any = None, rtol: float | None = None,
+                 atol: float | None = None, equal_nan: bool = True, name: str = "value") -> None:
+    """Assert ``|actual - expected| <= atol + rtol * |expected|`` element by element.
+
+    Parameters
+    ----------
+    actual, expected : array_like
+        Arrays of the same shape.
+    dtype : dtype, optional
+        Which row of :data:`DEFAULT_TOLERANCES` to use. Default: the less precise of the two
+        arrays' dtypes (float64 for non-float input).
+    rtol, atol : float, optional
+        Override the table.
+    equal_nan : bool
+        NaN in both at the same place counts as equal (default True).
+    name : str
+        What is compared, for the message.
+
+    Raises
+    ------
+    GradcheckError
+        (an ``AssertionError``) naming the worst element's index, both values, the absolute
+        and relative errors and how many elements failed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from npeca.testing import assert_close
+    >>> assert_close(np.float32([1.0, 2.0]), np.array([1.0, 2.0 + 1e-7]))
+    >>> assert_close(np.array([1.0, 2.0]), np.array([1.0, 2.1]), name="y")
+    Traceback (most recent call last):
+    ...
+    npeca.errors.GradcheckError: y: 1 of 2 elements differ (rtol 1e-07, atol 1e-07); worst at index (1,): actual 2.0, expected 2.1, abs err 0.1, rel err 0.0476
+    """
+    a, e = np.asarray(actual), np.asarray(expected)
+    if a.shape != e.shape:
+        raise ShapeError(f"{name}: actual has shape {a.shape}, expected {e.shape}")
+    if dtype is None:
+        floats = [d for d in (a.dtype, e.dtype) if d.kind == "f"]
+        dtype = min(floats, key=lambda d: d.itemsize) if floats else np.float64
+    r, t = _tolerance(dtype, rtol, atol)
+    a64, e64 = a.astype(np.float64), e.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(a64 - e64)
+        ok = diff <= t + r * np.abs(e64)
+        ok |= (a64 == e64)  # equal infinities
+        if equal_nan:
+            ok |= np.isnan(a64) & np.isnan(e64)
+    if ok.all():
+        return
+    bad = ~ok
+    excess = np.where(bad, np.nan_to_num(diff - (t + r * np.abs(e64)), nan=np.inf), -np.inf)
+    i = np.unravel_index(int(np.argmax(excess)), a.shape)
+    rel = diff[i] / abs(e64[i]) if e64[i] != 0 else np.inf
+    raise GradcheckError(
+        f"{name}: {int(bad.sum())} of {a.size} elements differ (rtol {r:g}, atol {t:g}); "
+        f"worst at index {tuple(int(v) for v in i)}: actual {float(a64[i])!r}, expected "
+        f"{float(e64[i])!r}, abs err {diff[i]:.3g}, rel err {rel:.3g}")
+
+
+# --- gradient checking --------------------------------------------------------------------
+
+def _named(inputs: Sequence[Any] | Mapping[str, Any]) -> tuple[list[str], list[np.ndarray]]:
+    if isinstance(inputs, Mapping):
+        names, values = list(inputs), list(inputs.values())
+    else:
+        values = list(inputs)
+        names = [f"input {i}" for i in range(len(values))]
+    arrays = []
+    for n, v in zip(names, values):
+        arr = np.asarray(v)
+        if arr.dtype.kind != "f":
+            raise ParameterError(f"gradcheck: {n} must be a float array; got dtype {arr.dtype}")
+        if arr.dtype != np.float64:
+            raise ParameterError(
+                f"gradcheck: {n} has dtype {arr.dtype}; finite differences need float64 "
+                f"inputs (cast with .astype(np.float64))")
+        arrays.append(arr.copy())
+    return names, arrays
+
+
+def _outputs(fn: Callable[..., Any], arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+    out = fn(*arrays)
+    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    return [np.asarray(getattr(o, "data", o), dtype=np.float64) for o in outs]
+
+
+def _autograd_vjp(fn: Callable[..., Any]) -> Callable[..., tuple[np.ndarray, ...]]:
+    """A VJP for ``fn`` computed by npeca.autograd (fn must accept and return Tensors)."""
+    from . import autograd
+
+    def vjp(cotangents: Sequence[np.ndarray], *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        leaves = [autograd.Tensor(a, requires_grad=True) for a in arrays]
+        out = fn(*leaves)
+        outs = list(out) if isinstance(out, (tuple, list)) else [out]
+        total = None
+        for o, v in zip(outs, cotangents):
+            if not isinstance(o, autograd.Tensor):
+                raise ParameterError("gradcheck without vjp= needs fn to return npeca.autograd "
+                                     f"Tensors; got {type(o).__name__}. Pass vjp= instead")
+            term = autograd.sum(o * v)
+            total = term if total is None else total + term
+        grads = autograd.gradients(total, leaves)
+        return tuple(g.data for g in grads)
+
+    return vjp
+
+
+def _call_vjp(vjp: Callable[..., Any], cotangents: list[np.ndarray], arrays: list[np.ndarray],
+              names: list[str]) -> list[np.ndarray]:
+    grads = vjp(cotangents, *[a.copy() for a in arrays])
+    grads = list(grads) if isinstance(grads, (tuple, list)) else [grads]
+    if len(grads) != len(arrays):
+        raise ParameterError(f"vjp returned {len(grads)} gradients for {len(arrays)} inputs")
+    out = []
+    for n, g, a in zip(names, grads, arrays):
+        g = np.zeros_like(a) if g is None else np.asarray(getattr(g, "data", g), np.float64)
+        if g.shape != a.shape:
+            raise ShapeError(f"vjp's gradient for {n} has shape {g.shape}; expected {a.shape}")
+        out.append(g)
+    return out
+
+
+def _side_by_side(analytic: np.ndarray, numeric: np.ndarray) -> str:
+    """Two small Jacobian blocks next to each other, rows aligned."""
+    fmt = {"float_kind": lambda v: f"{v: .6g}"}
+    left = np.array2string(analytic, formatter=fmt, max_line_width=10**6).splitlines()
+    right = np.array2string(numeric, formatter=fmt, max_line_width=10**6).splitlines()
+    width = max(len("analytical"), *(len(line) for line in left))
+    lines = [f"  {'analytical':<{width}}   numerical"]
+    lines += [f"  {a:<{width}}   {b}" for a, b in zip(left, right)]
+    return "\n".join(lines)
+
+
+def gradcheck(fn: Callable[..., Any], inputs: Sequence[Any] | Mapping[str, Any], *,
+              vjp: Callable[..., Any] | None = None, eps: float = 1e-6, atol: float = 1e-5,
+              rtol: float = 1e-3, mode: str = "full", n_projections: int = 3, seed: int = 0,
+              max_print: int = 64) -> bool:
+    """Check the derivatives of ``fn`` at ``inputs`` against central finite differences.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(*arrays)`` returning an array or a tuple of arrays (npeca.autograd Tensors are
+        accepted too). Without ``vjp`` it is called with Tensors and differentiated by
+        :mod:`npeca.autograd`.
+    inputs : sequence or mapping of float64 arrays
+        Where to check; a mapping gives the inputs names for the messages.
+    vjp : callable, optional
+        ``vjp(cotangents, *arrays)`` returning one gradient per input: the gradients of
+        ``sum_i <cotangents[i], outputs[i]>``. Use this for an opaque backward (PyTorch, C,
+        CUDA) wrapped in Python.
+    eps : float
+        Finite-difference step.
+    atol, rtol : float
+        Pass when ``|analytical - numerical| <= atol + rtol * |numerical|`` everywhere.
+    mode : {"full", "fast"}
+        "full" builds every Jacobian block (one VJP per output element, two evaluations per
+        input element); "fast" compares ``n_projections`` random projections
+        ``<v, J u>`` per (output, input) pair, for problems too large for the full Jacobian.
+    seed : int
+        Seed of the random projections.
+    max_print : int
+        Blocks with at most this many entries are printed side by side on failure.
+
+    Returns
+    -------
+    bool
+        True (failures raise).
+
+    Raises
+    ------
+    GradcheckError
+        Naming the output and input, the worst element (or projection), the numerical and
+        analytical values and, for small blocks, both Jacobians side by side.
+
+    Notes
+    -----
+    The numerical Jacobian column for input element i is
+    :math:`(f(x + \\epsilon e_i) - f(x - \\epsilon e_i)) / 2\\epsilon`, with error
+    :math:`O(\\epsilon^2)` plus rounding :math:`O(u / \\epsilon)`, u = 2**-53 times the size
+    of f: with eps = 1e-6 about 1e-10 relative for smooth functions in float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from npeca import autograd as ag
+    >>> from npeca.testing import gradcheck
+    >>> x = np.random.default_rng(0).standard_normal((2, 4, 3))
+    >>> w = np.array([0.3, -0.2, 0.5])
+    >>> gradcheck(lambda x, w: ag.eca_composed(x, w), {"x": x, "weight": w})
+    True
+    """
+    if mode not in ("full", "fast"):
+        raise ParameterError(f"mode must be 'full' or 'fast'; got {mode!r}")
+    names, arrays = _named(inputs)
+    vjp = vjp if vjp is not None else _autograd_vjp(fn)
+
+    def call(*arrays_: np.ndarray) -> list[np.ndarray]:
+        return _outputs(fn, arrays_)
+
+    outs = call(*arrays)
+    rng = np.random.default_rng(seed)
+
+    def perturbed(i: int, direction: np.ndarray, o: int) -> np.ndarray:
+        plus = [a if j != i else a + eps * direction for j, a in enumerate(arrays)]
+        minus = [a if j != i else a - eps * direction for j, a in enumerate(arrays)]
+        return (call(*plus)[o] - call(*minus)[o]) / (2 * eps)
+
+    for o, out in enumerate(outs):
+        oname = f"output {o}" if len(outs) > 1 else "output"
+        if mode == "full":
+            rows = []
+            for r in range(out.size):
+                cot = [np.zeros_like(y) for y in outs]
+                cot[o].reshape(-1)[r] = 1.0
+                rows.append([g.reshape(-1) for g in _call_vjp(vjp, cot, arrays, names)])
+            for i, (iname, a) in enumerate(zip(names, arrays)):
+                analytic = np.array([row[i] for row in rows]).reshape(out.size, a.size)
+                numeric = np.empty((out.size, a.size))
+                for col in range(a.size):
+                    e = np.zeros(a.size)
+                    e[col] = 1.0
+                    numeric[:, col] = perturbed(i, e.reshape(a.shape), o).reshape(-1)
+                _compare(analytic, numeric, atol, rtol, oname, iname, max_print)
+        else:
+            for i, (iname, a) in enumerate(zip(names, arrays)):
+                for _ in range(n_projections):
+                    u = rng.standard_normal(a.shape)
+                    v = rng.standard_normal(out.shape)
+                    cot = [np.zeros_like(y) for y in outs]
+                    cot[o] = v
+                    analytic = np.vdot(_call_vjp(vjp, cot, arrays, names)[i], u)
+                    numeric = np.vdot(v, perturbed(i, u, o))
+                    _compare(np.array([[analytic]]), np.array([[numeric]]), atol, rtol, oname,
+                             iname, 0, projection=True)
+    return True
+
+
+def _compare(analytic, numeric, atol, rtol, oname, iname, max_print, projection=False):
+    err = np.abs(analytic - numeric)
+    bad = ~(err <= atol + rtol * np.abs(numeric))
+    if not bad.any():
+        return
+    worst = np.unravel_index(int(np.argmax(np.where(bad, err, -1))), err.shape)
+    where = ("random projection <v, J u>" if projection else
+             f"d {oname}[flat {worst[0]}] / d {iname}[flat {worst[1]}]")
+    msg = (f"gradient check failed for {oname} with respect to {iname}: {int(bad.sum())} of "
+           f"{bad.size} entries exceed atol {atol:g} + rtol {rtol:g}; worst at {where}: "
+           f"analytical {float(analytic[worst])!r}, numerical {float(numeric[worst])!r}, "
+           f"abs err {err[worst]:.3g}")
+    if not projection and analytic.size <= max_print:
+        msg += "\n" + _side_by_side(analytic, numeric)
+    raise GradcheckError(msg)
+
+
+def check_vjp(forward: Callable[..., Any], vjp: Callable[..., Any],
+              inputs: Sequence[Any] | Mapping[str, Any], **kwargs: Any) -> bool:
+    """Check an opaque backward: ``vjp(cotangents, *inputs)`` against differences of
+    ``forward(*inputs)``. Keywords as :func:`gradcheck`.
+
+    Examples
+    --------
+    A planted bug (the derivative of x**2 written as x) is caught:
+
+    >>> import numpy as np
+    >>> from npeca.testing import check_vjp
+    >>> check_vjp(lambda x: x**2, lambda cot, x: (2 * x * cot[0],), [np.array([1.0, 3.0])])
+    True
+    >>> check_vjp(lambda x: x**2, lambda cot, x: (x * cot[0],), {"x": np.array([1.0, 3.0])})
+    Traceback (most recent call last):
+    ...
+    npeca.errors.GradcheckError: gradient check failed for output with respect to x: 2 of 4 entries exceed atol 1e-05 + rtol 0.001; worst at d output[flat 1] / d x[flat 1]: analytical 3.0, numerical 6.0..., abs err 3
+      analytical          numerical
+      [[ 1  0]            [[ 2  0]
+       [ 0  3]]            [ 0  6]]
+    """
+    return gradcheck(forward, inputs, vjp=vjp, **kwargs)
