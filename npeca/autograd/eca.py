@@ -78,8 +78,8 @@ def eca_composed(x: Any, weight: Any, *, bias: Any = None, channel_axis: int = 1
     The steps, each a primitive or a composite of them::
 
         m = mean(x, spatial)                       # (N, C)
-        m~ = pad(m per group, p, zeros | circular) # (N, G, C/G + 2p)
-        z = correlate1d(m~, w) + bias              # (N, C)
+        m~ = pad(m per group, p, zeros | circular) # (N, G * (C/G + 2p))
+        z = correlate1d(m~, w, groups=G) + bias    # (N, C)
         a = gate(z)
         y = x * a
 
@@ -103,8 +103,9 @@ def eca_composed(x: Any, weight: Any, *, bias: Any = None, channel_axis: int = 1
     x3 = ops.reshape(xc, shape=(n, c, s))  # (N, C, S)
     m = ops.mean(x3, axis=2)  # (N, C)
     m_pad = ops.pad(ops.reshape(m, shape=(n, g, c // g)), p, axis=-1, mode=padding)
+    m_pad = ops.reshape(m_pad, shape=(n, g * (c // g + 2 * p)))  # groups side by side
     w = ops.reshape(weight, shape=(g, c // g, k) if pr.per_channel else (k,))
-    z = ops.reshape(ops.correlate1d(m_pad, w, axis=-1), shape=(n, c))  # (N, C)
+    z = ops.correlate1d(m_pad, w, axis=-1, groups=g)  # (N, C)
     if bias is not None:
         z = z + ops.reshape(bias, shape=())
     a = ops.sigmoid(z) if gate == "sigmoid" else ops.hard_sigmoid(z)  # (N, C)
