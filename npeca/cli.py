@@ -61,6 +61,38 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _cmd_golden_generate(args: argparse.Namespace) -> int:
+    from .golden import Suite, generate
+
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    path = generate(args.out_dir, suite_name=args.suite, formats=formats, force=args.force,
+                    progress=None if not args.quiet else False)
+    suite = Suite(path)
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    print(f"wrote {len(suite.cases)} cases of the {args.suite} suite to {path} "
+          f"({', '.join(formats)}; {size / 1e6:.2f} MB)")
+    return 0
+
+
+def _cmd_golden_verify(args: argparse.Namespace) -> int:
+    import json
+
+    from .golden import format_table, to_json, verify
+
+    results = verify(args.dir, args.backend, fmt=args.format,
+                     progress=None if not (args.quiet or args.json) else False)
+    if args.json:
+        print(json.dumps({"backend": args.backend, "suite": str(args.dir),
+                          "cases": to_json(results)}, indent=1, default=float))
+    else:
+        print(format_table(results, verbose=args.verbose))
+    failed = [r for r in results if r.status in ("FAIL", "ERROR")]
+    if not any(r.status == "PASS" for r in results):
+        print(f"npeca golden verify: backend {args.backend} ran no case", file=sys.stderr)
+        return 1
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``npeca`` command."""
     parser = argparse.ArgumentParser(
@@ -83,6 +115,34 @@ def build_parser() -> argparse.ArgumentParser:
                                       "and check the gradient by finite differences.")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.set_defaults(func=_cmd_demo)
+
+    golden = sub.add_parser("golden", help="generate or verify golden test vectors",
+                            description="Golden test vectors for checking any ECA backend.")
+    gsub = golden.add_subparsers(dest="golden_command", metavar="ACTION", required=True)
+    gen = gsub.add_parser("generate", help="write a golden suite to a directory",
+                          description="Write a deterministic golden suite (inputs, exact "
+                                      "expected outputs, intermediates and gradients).")
+    gen.add_argument("out_dir", metavar="OUT_DIR", help="directory to create")
+    gen.add_argument("--suite", choices=("core", "full"), default="core")
+    gen.add_argument("--format", default="npz,json",
+                     help="comma-separated subset of npz,safetensors,json (default npz,json)")
+    gen.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.set_defaults(func=_cmd_golden_generate)
+    ver = gsub.add_parser("verify", help="check a backend against a golden suite",
+                          description="Run a backend on every case of a suite and compare. "
+                                      "Exit status 0: all pass; 1: a case failed; 2: the suite "
+                                      "is damaged or the arguments are wrong.")
+    ver.add_argument("dir", metavar="DIR", help="a suite written by golden generate")
+    ver.add_argument("--backend", default="numpy",
+                     help="numpy, numba, cuda, torch, onnxruntime or module:function "
+                          "(default numpy)")
+    ver.add_argument("--format", choices=("npz", "safetensors", "json"), default=None,
+                     help="which files to read (default npz)")
+    ver.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ver.add_argument("--verbose", action="store_true", help="one row per output")
+    ver.add_argument("--quiet", action="store_true", help="no progress bar")
+    ver.set_defaults(func=_cmd_golden_verify)
     return parser
 
 
@@ -96,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except NpecaError as exc:
+        print(f"npeca {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
         print(f"npeca {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -142,12 +142,18 @@ def _forward3(problem: ECAProblem) -> tuple[np.ndarray, ECAForward]:
 
 def forward(problem: ECAProblem) -> ECAForward:
     """y and the intermediates m, z, a (float64, shape (N, C)) of a validated problem."""
-    _, out = _forward3(problem)
+    with np.errstate(invalid="ignore"):  # NaN from Inf inputs is documented IEEE behaviour
+        _, out = _forward3(problem)
     return out._replace(y=_from_ncs(out.y, problem))
 
 
 def backward(problem: ECAProblem, grad_out: np.ndarray) -> ECAGrads:
     """Gradients with respect to x, weight and bias for upstream gradient ``grad_out``."""
+    with np.errstate(invalid="ignore"):  # NaN from Inf inputs is documented IEEE behaviour
+        return _backward(problem, grad_out)
+
+
+def _backward(problem: ECAProblem, grad_out: np.ndarray) -> ECAGrads:
     x, fwd = _forward3(problem)
     m, z, a = fwd.m, fwd.z, fwd.a
     g = _to_ncs(grad_out, problem)  # (N, C, S) float64
