@@ -1,0 +1,386 @@
+"""Golden vectors: generation, exactness against an arbitrary-precision oracle, formats,
+integrity checks, the committed core suite, and verification of other backends."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import require
+from npeca import golden
+from npeca.cli import main
+from npeca.golden import GoldenIntegrityError, Suite
+from npeca.golden.cases import core_cases
+
+COMMITTED = Path(__file__).parent / "golden" / "core"
+
+
+@pytest.fixture(scope="module")
+def suite_dir(tmp_path_factory) -> Path:
+    require("safetensors", "NPECA_REQUIRE_OPTIONAL")
+    return golden.generate(tmp_path_factory.mktemp("g") / "core",
+                           formats=("npz", "safetensors", "json"), progress=False)
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "suite"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _rehash(path: Path) -> None:
+    """Recompute every hash in the manifest, as an attacker or a careless edit would."""
+    manifest = json.loads((path / "manifest.json").read_text())
+    for rel in manifest["files"]:
+        manifest["files"][rel] = golden.io.sha256((path / rel).read_bytes())
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+# --- generation and the numpy backend ------------------------------------------------------
+
+def test_generated_suite_verifies_with_the_reference(suite_dir, capsys):
+    assert main(["golden", "verify", str(suite_dir), "--backend", "numpy", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "37 PASS, 0 FAIL, 0 ERROR, 0 SKIP of 37 cases" in out
+    assert main(["golden", "verify", str(suite_dir), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {c["status"] for c in doc["cases"]} == {"PASS"}
+    outputs = {o["output"] for c in doc["cases"] for o in c["outputs"]}
+    assert outputs == {"y", "m", "z", "a", "dx", "dweight", "dbias"}
+
+
+def test_manifest_covers_what_the_issue_asks(suite_dir):
+    m = json.loads((suite_dir / "manifest.json").read_text())
+    assert m["schema"] == "npeca-golden" and m["schema_version"] == 1
+    assert set(m["generator"]) >= {"npeca", "numpy"}
+    cases = {c["name"]: c for c in m["cases"]}
+    channels = {c["arrays"]["x"]["shape"][1] for c in cases.values() if
+                c["params"]["channel_axis"] == 1}
+    assert {1, 2, 7, 8, 16, 31, 32, 127, 128, 255, 256, 511, 512, 2048} <= channels
+    for c in cases.values():
+        assert set(c) >= {"name", "seed", "dtype", "params", "flags", "arrays", "tolerances",
+                          "files"}
+        assert set(c["params"]) == {"k", "padding", "groups", "gate", "bias", "channel_axis",
+                                    "weight_form"}
+        assert c["params"]["k"] % 2 == 1
+        for rel in c["files"].values():
+            assert rel in m["files"] and len(m["files"][rel]) == 64
+    ps = [c["params"] for c in cases.values()]
+    assert any(p["k"] > cases[n]["arrays"]["x"]["shape"][1] for n, p in zip(cases, ps))
+    assert {p["padding"] for p in ps} == {"zeros", "circular"}
+    assert {p["gate"] for p in ps} == {"sigmoid", "hard_sigmoid"}
+    assert {p["weight_form"] for p in ps} == {"k", "11k", "Ck", "C1k"}
+    assert {p["channel_axis"] for p in ps} == {1, -1} and any(p["bias"] for p in ps)
+    assert any(p["groups"] > 1 for p in ps)
+    assert {c["dtype"] for c in cases.values()} == {"float16", "float32", "float64"}
+    assert {len(c["arrays"]["x"]["shape"]) for c in cases.values()} == {3, 4, 5}
+    assert cases["saturated_sigmoid"]["flags"]["saturated"]
+    assert not cases["bias"]["flags"]["saturated"]
+    assert cases["nan_propagation"]["flags"] == {"exact": False, "nonfinite": True,
+                                                 "saturated": False}
+
+
+def test_nan_and_inf_propagate_in_the_expected_values(suite_dir):
+    s = Suite(suite_dir)
+    nan = s.arrays("nan_propagation")
+    nan_channels = np.isnan(nan["y"][0]).any(axis=(1, 2))
+    assert nan_channels.tolist() == [c in (7, 8, 9) for c in range(16)]  # k = 3 neighbours
+    assert not np.isnan(nan["y"][1]).any()
+    inf = s.arrays("inf_propagation")
+    assert np.isinf(inf["m"][0, 8]) and np.isinf(inf["m"][1, 0])
+
+
+def test_generation_is_deterministic(suite_dir, tmp_path):
+    again = golden.generate(tmp_path / "again", formats=("npz", "safetensors", "json"),
+                            progress=False)
+    assert (again / "manifest.json").read_bytes() == (suite_dir / "manifest.json").read_bytes()
+
+
+def test_formats_hold_identical_arrays(suite_dir):
+    s = Suite(suite_dir)
+    for name, case in s.cases.items():
+        ref = s.arrays(name, "npz")
+        for fmt in case["files"]:
+            other = s.arrays(name, fmt)
+            assert set(other) == set(ref)
+            for k in ref:
+                assert other[k].dtype == ref[k].dtype
+                np.testing.assert_array_equal(other[k], ref[k], err_msg=f"{name} {fmt} {k}")
+
+
+def test_json_needs_no_npeca(suite_dir):
+    """The JSON files are plain JSON with hex floats: read them with the standard library."""
+    m = json.loads((suite_dir / "manifest.json").read_text())
+    case = next(c for c in m["cases"] if "json" in c["files"])
+    doc = json.loads((suite_dir / case["files"]["json"]).read_text())
+    y = doc["arrays"]["y"]
+    values = [float.fromhex(v) for v in y["data"]]
+    assert len(values) == math.prod(y["shape"]) and y["dtype"] == case["dtype"]
+
+
+def test_npz_and_safetensors_read_with_their_own_libraries(suite_dir):
+    st = require("safetensors.numpy", "NPECA_REQUIRE_OPTIONAL")
+    with np.load(suite_dir / "cases" / "bias.npz", allow_pickle=False) as npz:
+        x = npz["x"]
+    np.testing.assert_array_equal(st.load_file(str(suite_dir / "cases" / "bias.safetensors"))
+                                  ["x"], x)
+
+
+# --- exactness ------------------------------------------------------------------------------
+
+def _oracle(arrays, params, prec=256):
+    """ECA in mpmath at ``prec`` bits, loops only, written independently of exact.py."""
+    import mpmath as mp
+
+    ctx = mp.mp.clone()
+    ctx.prec = prec
+    mpf = ctx.mpf
+    x, g = arrays["x"], arrays["grad_out"]
+    if params["channel_axis"] == -1:
+        x, g = np.moveaxis(x, -1, 1), np.moveaxis(g, -1, 1)
+    n, c = x.shape[:2]
+    xs = [[[mpf(float(v)) for v in x[i, ch].reshape(-1)] for ch in range(c)] for i in range(n)]
+    gs = [[[mpf(float(v)) for v in g[i, ch].reshape(-1)] for ch in range(c)] for i in range(n)]
+    s = len(xs[0][0])
+    k, groups = params["k"], params["groups"]
+    cg, p = c // groups, (k - 1) // 2
+    w = arrays["weight"].astype(np.float64).reshape(-1, k)
+    wt = lambda ch, j: mpf(float(w[ch if w.shape[0] > 1 else 0, j]))  # noqa: E731
+    b = mpf(float(arrays["bias"][0])) if "bias" in arrays else mpf(0)
+
+    def src(ch, j):
+        base = ch // cg * cg
+        t = ch - base + j - p
+        if params["padding"] == "circular":
+            return base + t % cg
+        return base + t if 0 <= t < cg else None
+
+    m = [[ctx.fsum(xs[i][ch]) / s for ch in range(c)] for i in range(n)]
+    z = [[b + ctx.fsum(wt(ch, j) * m[i][src(ch, j)] for j in range(k) if src(ch, j) is not None)
+          for ch in range(c)] for i in range(n)]
+    if params["gate"] == "sigmoid":
+        a = [[1 / (1 + ctx.exp(-v)) for v in row] for row in z]
+        d = [[ctx.exp(-v) / (1 + ctx.exp(-v)) ** 2 for v in row] for row in z]
+    else:
+        a = [[min(max(v + 3, mpf(0)), mpf(6)) / 6 for v in row] for row in z]
+        d = [[mpf(1) / 6 if -3 < v < 3 else mpf(0) for v in row] for row in z]
+    dz = [[ctx.fsum(gv * xv for gv, xv in zip(gs[i][ch], xs[i][ch])) * d[i][ch]
+           for ch in range(c)] for i in range(n)]
+    dw = [[mpf(0)] * k for _ in range(w.shape[0])]
+    dm = [[mpf(0)] * c for _ in range(n)]
+    for i in range(n):
+        for ch in range(c):
+            for j in range(k):
+                t = src(ch, j)
+                if t is not None:
+                    dw[ch if w.shape[0] > 1 else 0][j] += dz[i][ch] * m[i][t]
+                    dm[i][t] += wt(ch, j) * dz[i][ch]
+    y = [[[a[i][ch] * v for v in xs[i][ch]] for ch in range(c)] for i in range(n)]
+    dx = [[[gv * a[i][ch] + dm[i][ch] / s for gv in gs[i][ch]] for ch in range(c)]
+          for i in range(n)]
+    out = {"m": m, "z": z, "a": a, "dweight": dw, "y": y, "dx": dx}
+    if "bias" in arrays:
+        out["dbias"] = [ctx.fsum(v for row in dz for v in row)]
+    return out, ctx
+
+
+def _flat(nested):
+    if isinstance(nested, list):
+        return [v for item in nested for v in _flat(item)]
+    return [nested]
+
+
+def _worst_ulp(stored: np.ndarray, exact: list, ctx) -> float:
+    """max |stored - exact| in units of the stored dtype's spacing towards exact."""
+    worst = 0.0
+    for s_val, v in zip(stored.reshape(-1), exact):
+        s_mp = ctx.mpf(float(s_val))
+        toward = np.inf if v > s_mp else -np.inf
+        ulp = abs(float(np.nextafter(s_val, s_val.dtype.type(toward))) - float(s_val))
+        if ulp == 0 or not math.isfinite(ulp):
+            continue
+        worst = max(worst, float(abs(s_mp - v) / ctx.mpf(ulp)))
+    return worst
+
+
+def test_stored_values_are_correctly_rounded(capsys):
+    """Every stored value of the exact cases small enough for an mpmath oracle is within
+    half an ulp of the 256-bit result: correctly rounded."""
+    suite = Suite(COMMITTED)
+    worst_overall, checked = 0.0, 0
+    for name, case in suite.cases.items():
+        if not case["flags"]["exact"] or math.prod(case["arrays"]["x"]["shape"]) > 400:
+            continue
+        arrays = suite.arrays(name)
+        exact, ctx = _oracle(arrays, case["params"])
+        for out, values in exact.items():
+            stored = arrays[out]
+            if out in ("y", "dx") and case["params"]["channel_axis"] == -1:
+                stored = np.moveaxis(stored, -1, 1)
+            flat = _flat(values)
+            assert len(flat) == stored.size, (name, out)
+            w = _worst_ulp(np.ascontiguousarray(stored), flat, ctx)
+            assert w <= 0.5 + 1e-12, f"{name}.{out}: {w} ulp from the exact value"
+            worst_overall = max(worst_overall, w)
+            checked += stored.size
+    with capsys.disabled():
+        print(f"\n[golden exactness] {checked} stored values checked against a 256-bit mpmath "
+              f"oracle; worst error {worst_overall:.6f} ulp")
+    assert checked > 1000
+
+
+# --- the committed suite ---------------------------------------------------------------------
+
+def test_committed_core_suite_matches_a_fresh_generation(tmp_path):
+    """Regenerate the core suite and compare with the committed one: exact cases bit for
+    bit (they are correctly rounded, so any change of the reference's math shows up), the
+    non-finite ones (from the float64 reference) within one ulp."""
+    committed = Suite(COMMITTED)
+    fresh = Suite(golden.generate(tmp_path / "fresh", formats=("npz",), progress=False))
+    assert list(committed.cases) == list(fresh.cases) == [c.name for c in core_cases()]
+    for name, case in fresh.cases.items():
+        old, new = committed.arrays(name), fresh.arrays(name)
+        assert case["params"] == committed.cases[name]["params"]
+        assert case["tolerances"] == committed.cases[name]["tolerances"]
+        for key in new:
+            if case["flags"]["exact"]:
+                np.testing.assert_array_equal(old[key], new[key], err_msg=f"{name}.{key}")
+            else:
+                np.testing.assert_array_max_ulp(old[key], new[key], maxulp=1)
+
+
+# --- integrity: every damaged suite is refused ----------------------------------------------
+
+def _verify_exit(path, *extra):
+    return main(["golden", "verify", str(path), "--quiet", *extra])
+
+
+def test_wrong_value_with_a_valid_hash_fails_the_comparison(tmp_path, capsys):
+    path = _copy(COMMITTED, tmp_path)
+    npz = path / "cases" / "bias.npz"
+    with np.load(npz, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["y"] = arrays["y"].copy()
+    arrays["y"][0, 3, 1, 1] += 1e-3
+    np.savez(npz, **arrays)
+    _rehash(path)
+    assert _verify_exit(path) == 1
+    assert "bias" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage", ["flip_byte", "truncate", "delete", "hash", "schema",
+                                    "manifest_json", "pickle", "escape_path"])
+def test_damaged_suites_are_refused(tmp_path, capsys, damage):
+    path = _copy(COMMITTED, tmp_path)
+    target = path / "cases" / "bias.npz"
+    manifest = json.loads((path / "manifest.json").read_text())
+    if damage == "flip_byte":
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        target.write_bytes(bytes(data))
+    elif damage == "truncate":
+        target.write_bytes(target.read_bytes()[:100])
+    elif damage == "delete":
+        target.unlink()
+    elif damage == "hash":
+        manifest["files"]["cases/bias.npz"] = "0" * 64
+        (path / "manifest.json").write_text(json.dumps(manifest))
+    elif damage == "schema":
+        manifest["schema_version"] = 99
+        (path / "manifest.json").write_text(json.dumps(manifest))
+    elif damage == "manifest_json":
+        (path / "manifest.json").write_text("{not json")
+    elif damage == "pickle":
+        np.savez(target, x=np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+        _rehash(path)
+    elif damage == "escape_path":
+        manifest["files"]["../outside.npz"] = "0" * 64
+        (path / "manifest.json").write_text(json.dumps(manifest))
+    assert _verify_exit(path) == 2
+    err = capsys.readouterr().err
+    assert "error" in err
+    expected = {"flip_byte": "SHA-256 mismatch", "truncate": "SHA-256 mismatch",
+                "delete": "missing", "hash": "SHA-256 mismatch", "schema": "schema_version 99",
+                "manifest_json": "not valid JSON", "pickle": "pickle",
+                "escape_path": "missing"}[damage]
+    assert expected in err
+
+
+def test_generation_is_atomic(tmp_path, monkeypatch):
+    calls = []
+
+    def failing(spec):
+        calls.append(spec.name)
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # an interrupted run
+        return real(spec)
+
+    real = golden.generate.__globals__["build_case"]
+    monkeypatch.setitem(golden.generate.__globals__, "build_case", failing)
+    with pytest.raises(KeyboardInterrupt):
+        golden.generate(tmp_path / "suite", progress=False)
+    assert list(tmp_path.iterdir()) == []  # no suite, no temporary directory left behind
+
+
+def test_existing_directory_needs_force(tmp_path, capsys):
+    out = tmp_path / "suite"
+    out.mkdir()
+    assert main(["golden", "generate", str(out), "--quiet"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["golden", "generate", str(out), "--quiet", "--force"]) == 0
+    assert Suite(out).cases
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["suite"]
+
+
+def test_bad_generate_arguments(tmp_path, capsys):
+    assert main(["golden", "generate", str(tmp_path / "s"), "--format", "csv"]) == 2
+    assert "formats must be" in capsys.readouterr().err
+
+
+# --- other backends ---------------------------------------------------------------------------
+
+def test_module_function_backends(capsys):
+    assert _verify_exit(COMMITTED, "--backend", "golden_adapters:correct") == 0
+    assert _verify_exit(COMMITTED, "--backend", "golden_adapters:flipped_kernel") == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "y" in out
+    assert _verify_exit(COMMITTED, "--backend", "golden_adapters:sum_not_mean") == 1
+    assert _verify_exit(COMMITTED, "--backend", "golden_adapters:unsupported") == 1
+    assert "ran no case" in capsys.readouterr().err
+    assert _verify_exit(COMMITTED, "--backend", "golden_adapters:nope") == 2
+    assert _verify_exit(COMMITTED, "--backend", "tensorflow") == 2
+
+
+def test_flipped_kernel_passes_only_symmetric_cases():
+    """The convolution/correlation mix-up is invisible only where the kernel is length 1
+    or the gate is saturated (a = 1 whatever the kernel)."""
+    results = golden.verify(COMMITTED, "golden_adapters:flipped_kernel", progress=False)
+    suite = Suite(COMMITTED)
+    for r in results:
+        if r.status == "PASS":
+            case = suite.cases[r.case]
+            assert case["params"]["k"] == 1 or case["flags"]["saturated"], r.case
+    assert sum(r.status == "FAIL" for r in results) >= 25
+
+
+def test_torch_passes_the_core_suite(torch):
+    results = golden.verify(COMMITTED, "torch", progress=False)
+    bad = [(r.case, r.status, r.message or (r.worst and r.worst.message)) for r in results
+           if r.status != "PASS"]
+    assert not bad
+
+
+def test_onnxruntime_passes_the_core_suite():
+    require("onnxruntime", "NPECA_REQUIRE_OPTIONAL")
+    require("onnx", "NPECA_REQUIRE_OPTIONAL")
+    results = golden.verify(COMMITTED, "onnxruntime", progress=False)
+    statuses = {r.case: r.status for r in results}
+    assert all(s in ("PASS", "SKIP") for s in statuses.values()), statuses
+    suite = Suite(COMMITTED)
+    assert all(statuses[n] == "PASS" for n, c in suite.cases.items() if c["dtype"] == "float32")
