@@ -213,10 +213,11 @@ def test_stored_values_are_correctly_rounded(capsys):
     """Every stored value of the exact cases small enough for an mpmath oracle is within
     half an ulp of the 256-bit result: correctly rounded."""
     suite = Suite(COMMITTED)
-    worst_overall, checked = 0.0, 0
+    worst_overall, checked, cases = 0.0, 0, 0
     for name, case in suite.cases.items():
         if not case["flags"]["exact"] or math.prod(case["arrays"]["x"]["shape"]) > 400:
             continue
+        cases += 1
         arrays = suite.arrays(name)
         exact, ctx = _oracle(arrays, case["params"])
         for out, values in exact.items():
@@ -230,8 +231,8 @@ def test_stored_values_are_correctly_rounded(capsys):
             worst_overall = max(worst_overall, w)
             checked += stored.size
     with capsys.disabled():
-        print(f"\n[golden exactness] {checked} stored values checked against a 256-bit mpmath "
-              f"oracle; worst error {worst_overall:.6f} ulp")
+        print(f"\n[golden exactness] {checked} stored values in {cases} cases checked against "
+              f"a 256-bit mpmath oracle; worst error {worst_overall:.6f} ulp")
     assert checked > 1000
 
 
@@ -384,3 +385,19 @@ def test_onnxruntime_passes_the_core_suite():
     assert all(s in ("PASS", "SKIP") for s in statuses.values()), statuses
     suite = Suite(COMMITTED)
     assert all(statuses[n] == "PASS" for n, c in suite.cases.items() if c["dtype"] == "float32")
+
+
+def test_docs_worked_example_runs_as_documented(tmp_path, monkeypatch, capsys, torch):
+    """docs/golden.md's my_eca.py, extracted and run with the command the page shows."""
+    import re
+    import sys
+
+    page = (Path(__file__).parent.parent / "docs" / "golden.md").read_text()
+    code = re.search(r"```python\n# my_eca.py\n(.*?)```", page, re.S).group(1)
+    (tmp_path / "my_eca.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("my_eca", None)
+    assert _verify_exit(COMMITTED, "--backend", "my_eca:paper_eca") == 0
+    out = capsys.readouterr().out
+    summary = re.search(r"\n(\d+ PASS, \d+ FAIL, \d+ ERROR, \d+ SKIP of \d+ cases)\n```", page)
+    assert summary.group(1) in out

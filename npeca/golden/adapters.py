@@ -18,6 +18,8 @@ function.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Callable
 
 import numpy as np
@@ -200,6 +202,8 @@ def get_adapter(name: str) -> Adapter:
         return onnxruntime_adapter
     if ":" in name:
         module, _, attr = name.partition(":")
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.append(os.getcwd())  # as `python -m` would: modules beside the caller
         try:
             fn = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as exc:
