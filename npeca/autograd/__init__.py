@@ -45,6 +45,15 @@ def gradients(output: Tensor, inputs: Sequence[Tensor], grad_output: Any = None,
 
     Leaves' ``.grad`` are left untouched. An input the output does not depend on gets a
     zero gradient. ``create_graph=True`` records the computation for higher derivatives.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from npeca import autograd as ag
+    >>> x = ag.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    >>> (g,) = ag.gradients(ag.sum(x * x), [x])
+    >>> g.data.tolist()
+    [2.0, 4.0]
     """
     found = dict((id(t), g) for t, g in backprop(
         output, grad_output, retain_graph=create_graph if retain_graph is None else retain_graph,
@@ -68,6 +77,8 @@ def vjp(fun: Callable[..., Tensor], *args: Any, argnums: int | Sequence[int] | N
     """Run ``fun(*args)`` and return ``(output, vjp_fn)``; ``vjp_fn(g)`` gives the gradients
     of ``<g, output>`` with respect to the arguments in ``argnums`` (default: all).
 
+    Examples
+    --------
     >>> import numpy as np
     >>> from npeca import autograd as ag
     >>> out, back = ag.vjp(lambda a, b: a * b, np.array([1.0, 2.0]), np.array([3.0, 4.0]))
@@ -92,6 +103,8 @@ def grad(fun: Callable[..., Tensor], argnums: int | Sequence[int] = 0) -> Callab
     Returns Tensors (one, or a tuple for a sequence of ``argnums``). Called on arguments
     that themselves require grad, the result stays on the tape, so ``grad(grad(f))`` works.
 
+    Examples
+    --------
     >>> from npeca import autograd as ag
     >>> f = lambda x: (x * x * x).sum()
     >>> float(ag.grad(f)(2.0).data), float(ag.grad(ag.grad(f))(2.0).data)
