@@ -42,6 +42,15 @@ def _api_accepts_backend() -> bool:
             and "backend" in inspect.signature(api.eca_backward).parameters)
 
 
+def _known_backends() -> tuple[str, ...] | None:
+    """The backend names npeca knows (importing npeca.backends does not import numba)."""
+    try:
+        from .backends import BACKENDS
+    except ImportError:
+        return None
+    return tuple(BACKENDS)
+
+
 def to_numpy(value: Any, name: str) -> np.ndarray:
     """A NumPy array from an array-like or a (CPU or GPU) torch tensor, without importing torch.
 
@@ -230,6 +239,10 @@ class ECA:
                 raise BackendUnavailableError(
                     f"backend={backend!r}: this version of npeca computes with the NumPy "
                     f"reference only (npeca.eca has no backend= keyword). Pass backend=None")
+            known = _known_backends()
+            if known is not None and backend not in known:
+                raise ParameterError(f"backend must be one of {', '.join(map(repr, known))} "
+                                     f"or None; got {backend!r}")
 
         self.channels = channels
         self.kernel_size = kernel_size
@@ -497,11 +510,11 @@ def _kernel_shape(shape: tuple[int, ...], key: str) -> tuple[bool, int | None, i
     if len(shape) != 3 or shape[1] != 1 or shape[0] < 1:
         if len(shape) == 3 and shape[0] == 1 and shape[1] > 1:
             why = (f" A (1, {shape[1]}, k) weight reads {shape[1]} input channels, as the "
-                   f"second convolution of timm's EcaModule(use_mlp=True) does: not ECA")
+                   f"second convolution of timm's EcaModule(use_mlp=True) does: not ECA.")
         elif len(shape) == 3 and shape[0] == shape[1] and shape[0] > 1:
-            why = " A (C, C, k) weight is a full Conv1d over channels, not ECA"
+            why = " A (C, C, k) weight is a full Conv1d over channels, not ECA."
         elif len(shape) == 4:
-            why = " A 4-D weight is a Conv2d, not ECA's 1-D convolution"
+            why = " A 4-D weight is a Conv2d, not ECA's 1-D convolution."
         else:
             why = ""
         raise ShapeError(f"{key} has shape {tuple(shape)}, which is not an ECA kernel; "

@@ -254,10 +254,16 @@ def test_backend_is_forwarded_or_refused_clearly(monkeypatch):
         seen.update(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(npeca.api, "eca", spy)
+    with pytest.raises(ParameterError, match="backend must be one of .*'numpy'.*got 'bogus'"):
+        ECA(kernel_size=3, backend="bogus")
     layer = ECA(kernel_size=3, backend="numpy", seed=0)
+    assert repr(layer).endswith("backend='numpy')")
+    monkeypatch.setattr(npeca.api, "eca", spy)
     layer(np.ones((1, 4, 3)))
     assert seen["backend"] == "numpy"
+    seen.clear()
+    ECA(kernel_size=3, seed=0)(np.ones((1, 4, 3)))
+    assert "backend" not in seen  # None: npeca's own default
 
 
 def test_repr():
