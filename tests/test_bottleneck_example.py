@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import doctest
 import importlib.util
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,6 @@ import pytest
 from conftest import require
 from test_layer import torch_modules
 
-pytestmark = pytest.mark.torch
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "bottleneck.py"
 
 
@@ -119,3 +119,9 @@ def test_timm_naming_through_attn_name(torch, example):
     block = example.Bottleneck.from_state_dict(sd, attn_name="se")
     np.testing.assert_allclose(block(x), expected, rtol=1e-4,
                                atol=1e-5 * float(np.abs(expected).max()))
+
+
+# Mark the tests that cross-check against PyTorch (those taking the torch fixture).
+for _name, _test in list(globals().items()):
+    if _name.startswith("test_") and "torch" in inspect.signature(_test).parameters:
+        globals()[_name] = pytest.mark.torch(_test)

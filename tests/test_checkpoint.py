@@ -5,6 +5,7 @@ unsafe checkpoints refused with errors that name the key and the shape."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import subprocess
 import sys
@@ -20,7 +21,6 @@ from npeca.errors import BackendUnavailableError, DTypeError, ParameterError, Sh
 from npeca.layer import ECA
 from test_layer import F32, run_torch, torch_modules
 
-pytestmark = pytest.mark.torch
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -437,3 +437,9 @@ def test_unnamed_1x1xk_conv_inside_a_bigger_module_is_not_taken():
     sd = {"head.conv.weight": np.ones((1, 1, 3)), "head.fc.weight": np.ones((2, 2)),
           "x.eca.conv.weight": np.ones((1, 1, 3))}
     assert list(load_eca_layers(sd)) == ["x.eca"]
+
+
+# Mark the tests that cross-check against PyTorch (those taking the torch fixture).
+for _name, _test in list(globals().items()):
+    if _name.startswith("test_") and "torch" in inspect.signature(_test).parameters:
+        globals()[_name] = pytest.mark.torch(_test)

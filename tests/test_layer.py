@@ -555,3 +555,9 @@ def test_from_state_dict_infers_everything_from_the_weights():
         ECA.from_state_dict({"conv.weight": np.ones((12, 1, 3)), "conv.bias": np.ones(12)})
     with pytest.raises(ParameterError, match="missing key 'conv.weight'"):
         ECA.from_state_dict({"conv.bias": np.ones(1)})
+
+
+# Mark the tests that cross-check against PyTorch (those taking the torch fixture).
+for _name, _test in list(globals().items()):
+    if _name.startswith("test_") and "torch" in inspect.signature(_test).parameters:
+        globals()[_name] = pytest.mark.torch(_test)
