@@ -338,6 +338,9 @@ def load_eca_layers(
     names = tuple(names)
     if not all(isinstance(n, str) and n for n in names):
         raise ParameterError(f"names must be non-empty strings; got {names!r}")
+    # check the layer options before reading anything: a typo is not the checkpoint's fault
+    ECA(kernel_size=1, padding=padding, gate=gate, channel_axis=channel_axis,
+        dtype=np.float32 if dtype is None else dtype, backend=backend, seed=0)
     stack: list[Any] = []
     try:
         tensors = _open(source, key, stack)

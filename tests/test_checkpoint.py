@@ -425,6 +425,19 @@ def test_source_errors(tmp_path):
         load_eca_layers({3: np.ones((1, 1, 3))})
 
 
+def test_bad_options_are_refused_before_reading(tmp_path):
+    missing = tmp_path / "never-read.safetensors"
+    with pytest.raises(ParameterError, match="padding must be one of 'zeros', 'circular'; got "
+                                             "'reflect'"):
+        load_eca_layers(missing, padding="reflect")
+    with pytest.raises(ParameterError, match="gate must be one of"):
+        load_eca_layers(missing, gate="relu")
+    with pytest.raises(DTypeError, match="dtype must be float16, float32 or float64"):
+        load_eca_layers(missing, dtype=np.int8)
+    with pytest.raises(ParameterError, match="names must be non-empty strings"):
+        load_eca_layers({}, names=("eca", ""))
+
+
 def test_checkpoint_without_eca_is_refused():
     se_resnet = {"layer1.0.se.fc1.weight": np.ones((4, 16, 1, 1)),
                  "layer1.0.se.fc2.weight": np.ones((16, 4, 1, 1))}
