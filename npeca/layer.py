@@ -3,9 +3,10 @@
 :class:`ECA` holds what ``torch.nn.Conv1d(1, 1, k, bias=False)`` holds inside the official
 ``eca_layer`` and timm's ``EcaModule`` / ``CecaModule``: one weight of shape (1, 1, k), and
 optionally one bias of shape (1,). Its state dict uses PyTorch's key names (``conv.weight``,
-``conv.bias``), so ``layer.load_state_dict({k[len("layer1.0.eca."):]: v ...})`` takes a slice
-of a PyTorch state dict as it is. The math is :func:`npeca.eca`; the layer adds parameters,
-initialisation, the forward cache and gradients.
+``conv.bias``), so the entries of a PyTorch state dict under ``layer1.0.eca.``, with that
+prefix removed, load as they are (:func:`npeca.checkpoint.load_eca_layers` does this for a
+whole checkpoint). The math is :func:`npeca.eca`; the layer adds parameters, initialisation,
+the forward cache and gradients.
 """
 
 from __future__ import annotations
