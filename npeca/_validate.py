@@ -218,3 +218,47 @@ def grad_output(problem: ECAProblem, grad_out: Any) -> np.ndarray:
             f"grad_out must have the shape of x, {problem.x.shape}; got shape {g.shape}"
         )
     return g
+
+
+def output_array(out: Any, problem: ECAProblem, name: str = "out", *,
+                 in_place: tuple[tuple[str, np.ndarray], ...] = ()) -> np.ndarray | None:
+    """Check an ``out=`` array: an ndarray with x's shape and dtype, writeable, and not
+    overlapping an input unless it *is* one of the arrays named in ``in_place``."""
+    if out is None:
+        return None
+    x = problem.x
+    if not isinstance(out, np.ndarray):
+        raise DTypeError(f"{name} must be a numpy.ndarray (shape {x.shape}, dtype {x.dtype}); "
+                         f"got {type(out).__name__}")
+    if out.shape != x.shape:
+        raise ShapeError(f"{name} must have the shape of x, {x.shape}; got shape {out.shape}")
+    if out.dtype != x.dtype:
+        raise DTypeError(f"{name} must have the dtype of x, {x.dtype}; got dtype {out.dtype}")
+    if not out.flags.writeable:
+        raise ParameterError(f"{name} is read-only; pass a writeable array "
+                             f"(e.g. np.empty_like(x))")
+    for other_name, other in in_place:
+        if _same_view(out, other):
+            continue
+        if _overlaps(out, other):
+            allowed = " or ".join(n for n, _ in in_place)
+            raise ParameterError(
+                f"{name} overlaps {other_name} in memory without being the same array; pass "
+                f"{name}={allowed} itself to compute in place, or a separate array")
+    return out
+
+
+def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when a and b address exactly the same elements in the same order."""
+    return (a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+
+
+def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether a and b share memory, exactly when that is cheap to decide, else by bounds."""
+    if not np.may_share_memory(a, b):
+        return False
+    try:
+        return bool(np.shares_memory(a, b, max_work=10_000))
+    except getattr(np, "exceptions", np).TooHardError:  # too costly to untangle
+        return True

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from . import reference
-from ._validate import eca_problem, grad_output
+from ._validate import eca_problem, grad_output, output_array
+from .backends import select_backend
 from .results import ECAForward, ECAGrads
 
 __all__ = ["eca", "eca_forward", "eca_backward"]
@@ -31,7 +31,26 @@ _KEYWORDS_DOC = """\
         Split the channels into this many contiguous groups; the convolution never reads
         across a group edge. Must divide C.
     gate : {"sigmoid", "hard_sigmoid"}, optional
-        The gate: the logistic sigmoid, or relu6(z + 3) / 6."""
+        The gate: the logistic sigmoid, or relu6(z + 3) / 6.
+    backend : {"auto", "numpy", "numba"}, optional
+        Who computes: ``"numpy"``, the float64 reference; ``"numba"``, fused parallel CPU
+        kernels (float64 accumulation, results within the documented error bound of the
+        reference and bitwise reproducible for any thread count); ``"auto"`` (the
+        default), numba for inputs of at least ``npeca.backends.AUTO_MIN_SIZE`` elements
+        when it imports (else, with a one-time warning, numpy), numpy for smaller ones."""
+
+
+_OUT_Y_DOC = """\
+    out : numpy.ndarray, optional
+        Where to write y: an array with the shape and dtype of ``x``, any strides. It may
+        be ``x`` itself (y then overwrites x, with the same result as a separate array) but
+        must not otherwise overlap ``x``."""
+
+_OUT_DX_DOC = """\
+    out : numpy.ndarray, optional
+        Where to write dL/dx: an array with the shape and dtype of ``x``, any strides. It
+        may be ``x`` or ``grad_out`` itself (overwritten, with the same result as a
+        separate array) but must not otherwise overlap either."""
 
 
 def eca_forward(
@@ -43,10 +62,13 @@ def eca_forward(
     padding: str = "zeros",
     groups: int = 1,
     gate: str = "sigmoid",
+    backend: str = "auto",
+    out: np.ndarray | None = None,
 ) -> ECAForward:
     problem = eca_problem(x, weight, bias=bias, channel_axis=channel_axis,
                           padding=padding, groups=groups, gate=gate)
-    return reference.forward(problem)
+    out = output_array(out, problem, in_place=(("x", problem.x),))
+    return select_backend(backend, problem.x.size).forward(problem, out)
 
 
 def eca(
@@ -58,9 +80,11 @@ def eca(
     padding: str = "zeros",
     groups: int = 1,
     gate: str = "sigmoid",
+    backend: str = "auto",
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     return eca_forward(x, weight, bias=bias, channel_axis=channel_axis, padding=padding,
-                       groups=groups, gate=gate).y
+                       groups=groups, gate=gate, backend=backend, out=out).y
 
 
 def eca_backward(
@@ -73,10 +97,14 @@ def eca_backward(
     padding: str = "zeros",
     groups: int = 1,
     gate: str = "sigmoid",
+    backend: str = "auto",
+    out: np.ndarray | None = None,
 ) -> ECAGrads:
     problem = eca_problem(x, weight, bias=bias, channel_axis=channel_axis,
                           padding=padding, groups=groups, gate=gate)
-    return reference.backward(problem, grad_output(problem, grad_out))
+    g = grad_output(problem, grad_out)
+    out = output_array(out, problem, in_place=(("x", problem.x), ("grad_out", g)))
+    return select_backend(backend, problem.x.size).backward(problem, g, out)
 
 
 eca.__doc__ = f"""Efficient Channel Attention: rescale every channel of ``x`` by a learned gate.
@@ -84,17 +112,21 @@ eca.__doc__ = f"""Efficient Channel Attention: rescale every channel of ``x`` by
     Parameters
     ----------
 {_KEYWORDS_DOC}
+{_OUT_Y_DOC}
 
     Returns
     -------
     numpy.ndarray
-        y, with the shape and dtype of ``x`` (C-contiguous).
+        y, with the shape and dtype of ``x`` (C-contiguous), or ``out`` when given.
 
     Raises
     ------
     ShapeError, ParameterError, DTypeError
         (subclasses of ``ValueError`` / ``TypeError``) naming the argument, what was
         expected and what arrived.
+    BackendUnavailableError
+        (a subclass of ``ImportError``) for ``backend="numba"`` without numba, and for
+        ``backend="cuda"``, which is not implemented yet.
 
     Notes
     -----
@@ -128,12 +160,13 @@ eca_forward.__doc__ = f"""ECA forward pass with its intermediates, for debugging
     Parameters
     ----------
 {_KEYWORDS_DOC}
+{_OUT_Y_DOC}
 
     Returns
     -------
     ECAForward
         Named tuple ``(y, m, z, a)``: y as :func:`eca` returns it; m the pooled means, z the
-        logits and a = gate(z), each of shape (N, C) in float64.
+        logits and a = gate(z), each of shape (N, C) in float64 (all backends).
 
     Notes
     -----
@@ -156,13 +189,14 @@ eca_backward.__doc__ = f"""Gradients of ECA with respect to x, weight and bias.
 {_KEYWORDS_DOC}
     grad_out : array_like
         dL/dy, shaped like ``x``, float16/32/64.
+{_OUT_DX_DOC}
 
     Returns
     -------
     ECAGrads
-        Named tuple ``(x, weight, bias)``: dL/dx in the shape and dtype of ``x``; dL/dweight
-        in the weight's own shape and dtype; dL/dbias shaped like the bias, or None when
-        ``bias`` is None.
+        Named tuple ``(x, weight, bias)``: dL/dx in the shape and dtype of ``x`` (``out``
+        when given, else a new C-contiguous array); dL/dweight in the weight's own shape
+        and dtype; dL/dbias shaped like the bias, or None when ``bias`` is None.
 
     Notes
     -----

@@ -1,0 +1,146 @@
+"""Backends: the same ECA math behind one interface, chosen by name.
+
+Every backend module has the same two functions::
+
+    forward(problem, out=None) -> ECAForward
+    backward(problem, grad_out, out=None) -> ECAGrads
+
+taking a validated :class:`~npeca._validate.ECAProblem` (and a validated ``out``). Backends
+are imported on first use, so ``import npeca`` never imports numba.
+
+Names:
+
+``"numpy"``
+    The NumPy reference (:mod:`npeca.reference`): float64 inside, the specification.
+``"numba"``
+    Fused, parallel, deterministic CPU kernels (:mod:`npeca.backends.numba_cpu`).
+``"auto"``
+    ``"numba"`` when numba imports and the input has at least :data:`AUTO_MIN_SIZE`
+    elements, else ``"numpy"``. If numba does not import, a warning says why, once.
+``"cuda"``
+    Reserved; not implemented yet.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+import warnings
+from types import ModuleType
+
+from ..errors import BackendUnavailableError, ParameterError
+
+__all__ = ["BACKENDS", "AUTO_MIN_SIZE", "get_backend", "select_backend"]
+
+BACKENDS = ("auto", "numpy", "numba", "cuda")
+
+#: Below this many elements of x, ``backend="auto"`` runs the NumPy reference: such a call
+#: takes well under a millisecond either way, and it never pays numba's import (~0.2 s) and
+#: first-use compilation (seconds; cached on disk afterwards).
+AUTO_MIN_SIZE = 1 << 16
+
+_MODULES = {"numpy": "npeca.backends.numpy_backend", "numba": "npeca.backends.numba_cpu"}
+_lock = threading.Lock()
+_numba_failure: str | None = None  # why numba did not import, once it has failed
+_warned = False
+
+
+def _import(name: str) -> ModuleType:
+    """The module of backend ``name``, imported now if it was not yet."""
+    return importlib.import_module(_MODULES[name])
+
+
+def _check_name(name) -> str:
+    """``name`` if it is a known backend name, else a ParameterError listing them."""
+    if not isinstance(name, str) or name not in BACKENDS:
+        listed = ", ".join(repr(b) for b in BACKENDS)
+        raise ParameterError(f"backend must be one of {listed}; got {name!r}")
+    return name
+
+
+def _numba_or_none() -> ModuleType | None:
+    """The numba backend, or None (remembering why) when it cannot be imported."""
+    global _numba_failure
+    if _numba_failure is not None:
+        return None
+    try:
+        return _import("numba")
+    except ImportError as exc:
+        _numba_failure = f"{type(exc).__name__}: {exc}"
+        return None
+
+
+def _warn_fallback() -> None:
+    """Say once per process that "auto" runs the NumPy reference because numba failed."""
+    global _warned
+    with _lock:
+        if _warned:
+            return
+        _warned = True
+    warnings.warn(
+        f"npeca: backend='auto' is using the NumPy reference because numba could not be "
+        f"imported ({_numba_failure}). Install numba (pip install numba) for the fast CPU "
+        f"backend, or pass backend='numpy' to silence this warning.",
+        RuntimeWarning,
+        stacklevel=_caller_level(),
+    )
+
+
+def _caller_level() -> int:
+    """The warnings stacklevel of the first frame outside npeca: the user's call."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("npeca"):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def get_backend(name: str = "auto") -> ModuleType:
+    """The backend module called ``name``.
+
+    Parameters
+    ----------
+    name : {"auto", "numpy", "numba", "cuda"}
+        ``"auto"`` gives numba when it imports, else (with a one-time warning) numpy.
+
+    Returns
+    -------
+    module
+        With ``forward(problem, out=None)`` and ``backward(problem, grad_out, out=None)``.
+
+    Raises
+    ------
+    ParameterError
+        For an unknown name.
+    BackendUnavailableError
+        For ``"numba"`` when numba cannot be imported, and for ``"cuda"``.
+
+    Examples
+    --------
+    >>> from npeca.backends import get_backend
+    >>> get_backend("numpy").__name__
+    'npeca.backends.numpy_backend'
+    """
+    name = _check_name(name)
+    if name == "numpy":
+        return _import("numpy")
+    if name == "cuda":
+        raise BackendUnavailableError(
+            "backend='cuda' is not implemented yet; use backend='numba' (CPU) or 'numpy'")
+    module = _numba_or_none()
+    if module is not None:
+        return module
+    if name == "numba":
+        raise BackendUnavailableError(
+            f"backend='numba' needs numba, which could not be imported ({_numba_failure}). "
+            f"Install it with: pip install numba")
+    _warn_fallback()
+    return _import("numpy")
+
+
+def select_backend(name, size: int) -> ModuleType:
+    """The backend to run a problem of ``size`` elements with: ``get_backend`` with the
+    size rule of ``"auto"`` applied (small problems stay on the NumPy reference)."""
+    if _check_name(name) == "auto" and size < AUTO_MIN_SIZE:
+        return _import("numpy")
+    return get_backend(name)

@@ -1,0 +1,472 @@
+"""The numba CPU backend against the NumPy reference, with tolerances from its error bound.
+
+docs/backends.md states the bound this file checks. With u = 2**-53 and
+gamma(n) = n u / (1 - n u), every sum of n float64 terms is off by at most gamma(d) times the
+sum of their magnitudes, d the depth of the summation tree (Higham, Accuracy and Stability
+of Numerical Algorithms, section 4.2). The backend sums S spatial terms over 16 lanes and a
+4-level tree, d <= ceil(S / 16) + 4; the reference's NumPy sums have d <= S. The bounds of
+m, z, a, y and of the backward quantities follow from those by the Lipschitz constants of
+the gates (1/4, 1/6; |sigmoid''| <= 0.1) and are computed per case in ``_bounds``. Outputs
+rounded to float16/float32 may also differ by one unit in the last place where the two
+float64 values straddle a rounding boundary.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, strategies as st
+
+import npeca
+from fd import directional
+from npeca import reference
+from npeca._validate import eca_problem
+from strategies import Case, eca_cases, relayout
+from tolerance import ulp_distance
+
+numba_cpu = pytest.importorskip("npeca.backends.numba_cpu",
+                                reason="numba is not installed")
+
+U = 2.0 ** -53
+F64 = (np.float64,)
+
+
+def gamma(n: float) -> float:
+    """Higham's gamma_n = n u / (1 - n u), u = 2**-53."""
+    return n * U / (1.0 - n * U)
+
+
+# --- the error bound, per case ------------------------------------------------------------
+
+def _ncs(arr: np.ndarray, channel_axis: int) -> np.ndarray:
+    """arr as float64 (N, C, S)."""
+    a = np.asarray(arr, dtype=np.float64)
+    if channel_axis == -1:
+        a = np.moveaxis(a, -1, 1)
+    return a.reshape(a.shape[0], a.shape[1], -1)
+
+
+def _bounds(case: Case) -> dict:
+    """Bounds on |numba - reference| in float64, per sample (N,) or for the whole call."""
+    kw = case.kwargs
+    x = _ncs(case.x, kw["channel_axis"])
+    g = _ncs(case.grad_out, kw["channel_axis"])
+    n, c, s = x.shape
+    w = np.asarray(case.weight, dtype=np.float64)
+    k = w.shape[-1]
+    wsum = float(np.abs(w.reshape(-1, k)).sum(axis=1).max())  # max_c sum_j |w[c, j]|
+    b = float(np.abs(np.asarray(kw.get("bias", 0.0), dtype=np.float64)).max())
+    hard = kw["gate"] == "hard_sigmoid"
+    lip, lip_a = (1 / 6, 4 * U) if hard else (1 / 4, 16 * U)  # gate' and its rounding
+
+    depth = math.ceil(s / 16) + 4  # ours; the reference's is at most s
+    amag = np.abs(x).mean(axis=2).max(axis=1)  # (N,) largest mean |x| of a sample
+    dm = (gamma(depth + 1) + gamma(s + 1)) * amag
+    dz = wsum * dm + 2 * gamma(k + 1) * (wsum * amag + b)
+    da = lip * dz + lip_a
+    gx = np.abs(g * x).sum(axis=2).max(axis=1)  # (N,) largest sum |g x|
+    dda = (gamma(depth + 1) + gamma(s + 1)) * gx
+    ddz = dda * lip + (0.0 if hard else gx * (0.1 * dz + 16 * U * lip))
+    dzmag = lip * gx
+    ddm = wsum * ddz + 2 * gamma(k + 1) * wsum * dzmag
+    return {
+        "a": da, "z": dz, "m": dm,
+        "y": lambda y_ref, xabs: da[:, None, None] * xabs + 2 * U * np.abs(y_ref),
+        "dx": lambda gabs, dx_ref: (gabs * da[:, None, None] + ddm[:, None, None] / s
+                                    + 4 * U * (gabs + wsum * dzmag[:, None, None] / s)
+                                    + 2 * U * np.abs(dx_ref)),
+        "dw": c * float(np.sum(ddz * amag + dzmag * dm))
+        + 2 * gamma(n * c + 1) * c * float(np.sum(dzmag * amag)),
+        "db": c * float(np.sum(ddz)) + 2 * gamma(n * c + 1) * c * float(np.sum(dzmag)),
+    }
+
+
+def _assert_within(actual, expected, bound, what):
+    """|actual - expected| <= bound, or (below float64) at most 1 ulp of the output dtype."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype, what
+    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    ok = diff <= bound
+    if actual.dtype != np.float64:
+        ok |= ulp_distance(actual, expected) <= 1
+    if not ok.all():
+        i = np.unravel_index(np.argmax(np.where(ok, 0, diff)), ok.shape)
+        bound_i = np.broadcast_to(bound, ok.shape)[i]
+        raise AssertionError(f"{what}: {np.count_nonzero(~ok)} of {ok.size} outside the bound;"
+                             f" worst at {i}: {actual[i]!r} vs {expected[i]!r} "
+                             f"(bound {bound_i:.3g})")
+
+
+def _kink_free(z: np.ndarray, margin: float) -> bool:
+    """No logit within ``margin`` of hard_sigmoid's kinks, where gate' jumps."""
+    return bool(np.all(np.abs(np.abs(z) - 3.0) > margin))
+
+
+# --- every variant against the reference ---------------------------------------------------
+
+@given(eca_cases())
+def test_forward_matches_reference_within_bound(case: Case):
+    got = npeca.eca_forward(case.x, case.weight, backend="numba", **case.kwargs)
+    ref = npeca.eca_forward(case.x, case.weight, backend="numpy", **case.kwargs)
+    bd = _bounds(case)
+    for name in ("m", "z", "a"):
+        assert getattr(got, name).dtype == np.float64
+        _assert_within(getattr(got, name), getattr(ref, name), bd[name][:, None], name)
+    assert got.y.flags.c_contiguous
+    xabs = np.abs(case.x.astype(np.float64))
+    yb = bd["y"](_ncs(ref.y, case.kwargs["channel_axis"]),
+                 _ncs(xabs, case.kwargs["channel_axis"]))
+    if case.kwargs["channel_axis"] == -1:
+        yb = np.moveaxis(yb.reshape((yb.shape[0], yb.shape[1]) + case.x.shape[1:-1]), 1, -1)
+    _assert_within(got.y, ref.y, yb.reshape(case.x.shape), "y")
+    np.testing.assert_array_equal(
+        npeca.eca(case.x, case.weight, backend="numba", **case.kwargs), got.y)
+
+
+@given(eca_cases())
+def test_backward_matches_reference_within_bound(case: Case):
+    ref_fwd = npeca.eca_forward(case.x, case.weight, backend="numpy", **case.kwargs)
+    bd = _bounds(case)
+    if case.kwargs["gate"] == "hard_sigmoid":
+        assume(_kink_free(ref_fwd.z, 2 * bd["z"].max() + 1e-12))
+    got = npeca.eca_backward(case.x, case.weight, case.grad_out, backend="numba",
+                             **case.kwargs)
+    ref = npeca.eca_backward(case.x, case.weight, case.grad_out, backend="numpy",
+                             **case.kwargs)
+    axis = case.kwargs["channel_axis"]
+    dxb = bd["dx"](np.abs(_ncs(case.grad_out, axis)), _ncs(ref.x, axis))
+    if axis == -1:
+        dxb = np.moveaxis(dxb.reshape((dxb.shape[0], dxb.shape[1]) + case.x.shape[1:-1]), 1, -1)
+    _assert_within(got.x, ref.x, dxb.reshape(case.x.shape), "dx")
+    assert got.x.flags.c_contiguous
+    _assert_within(got.weight, ref.weight, bd["dw"] + 2 * U * np.abs(ref.weight), "dweight")
+    if "bias" in case.kwargs:
+        _assert_within(got.bias, ref.bias, bd["db"] + 2 * U * np.abs(ref.bias), "dbias")
+    else:
+        assert got.bias is None
+
+
+@given(eca_cases(dtypes=F64, max_batch=3, max_cg=12, max_side=6))
+def test_gradient_matches_finite_differences(case: Case):
+    """<v, J u> of the numba forward by a 4th-order stencil against numba's backward."""
+    fwd = npeca.eca_forward(case.x, case.weight, backend="numba", **case.kwargs)
+    if case.kwargs["gate"] == "hard_sigmoid":
+        assume(_kink_free(fwd.z, 5e-2))
+    rng = np.random.default_rng(0)
+    kw = {k: v for k, v in case.kwargs.items() if k != "bias"}
+    bias = case.kwargs.get("bias")
+    b0 = np.asarray(0.0 if bias is None else bias, dtype=np.float64)
+    v = rng.standard_normal(case.x.shape)
+    ux, uw, ub = (rng.standard_normal(case.x.shape), rng.standard_normal(case.weight.shape),
+                  rng.standard_normal(b0.shape))
+
+    def loss(t):
+        y = npeca.eca(case.x + t * ux, case.weight + t * uw, backend="numba",
+                      bias=None if bias is None else b0 + t * ub, **kw)
+        return float(np.vdot(v, y))
+
+    grads = npeca.eca_backward(case.x, case.weight, v, backend="numba", **case.kwargs)
+    analytic = np.vdot(grads.x, ux) + np.vdot(grads.weight, uw)
+    if bias is not None:
+        analytic += np.vdot(grads.bias, ub)
+    numeric = directional(loss)
+    scale = max(1.0, abs(numeric), float(np.abs(v * fwd.y).sum()))
+    assert abs(analytic - numeric) <= 1e-9 * scale, (analytic, numeric, scale)
+
+
+def test_mixed_grad_dtype_and_float16_weight():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 6, 5)).astype(np.float32)
+    g = rng.standard_normal(x.shape)  # float64 upstream gradient for float32 x
+    w = rng.standard_normal((6, 3)).astype(np.float16)
+    got = npeca.eca_backward(x, w, g, bias=np.float16(0.5), backend="numba")
+    ref = npeca.eca_backward(x, w, g, bias=np.float16(0.5), backend="numpy")
+    assert got.x.dtype == np.float32 and got.weight.dtype == np.float16
+    assert got.bias.dtype == np.float16 and got.bias.shape == ()
+    assert ulp_distance(got.x, ref.x).max() <= 1
+    assert ulp_distance(got.weight, ref.weight).max() <= 1
+    assert ulp_distance(got.bias, ref.bias).max() <= 1
+
+
+def test_hard_sigmoid_gradient_is_zero_at_the_kinks():
+    """z = +-3 exactly: gate' = 0 there, as in PyTorch, so dz, dw and db vanish."""
+    for level in (3.0, -3.0):
+        x = np.full((2, 4, 3), level)
+        g = np.random.default_rng(0).standard_normal(x.shape)
+        got = npeca.eca_backward(x, np.ones(1), g, bias=0.0, gate="hard_sigmoid",
+                                 backend="numba")
+        ref = npeca.eca_backward(x, np.ones(1), g, bias=0.0, gate="hard_sigmoid",
+                                 backend="numpy")
+        assert got.weight.tolist() == [0.0] and float(got.bias) == 0.0
+        np.testing.assert_array_equal(got.x, ref.x)
+
+
+def test_nan_and_inf_propagate_per_ieee():
+    w = np.array([0.5, 1.0, 0.5])
+    x = np.ones((1, 8, 4))
+    x[0, 3, 1] = np.nan
+    y = npeca.eca(x, w, backend="numba")
+    assert np.isnan(y[0, 2:5]).all() and np.isfinite(y[0, [0, 1, 5, 6, 7]]).all()
+    x = np.ones((1, 8, 4))
+    x[0, 5, 0] = np.inf
+    fwd = npeca.eca_forward(x, w, backend="numba")
+    assert fwd.m[0, 5] == np.inf and fwd.a[0, 4] == 1.0 and fwd.a[0, 6] == 1.0
+    assert np.isinf(fwd.y[0, 5, 0]) and np.isfinite(fwd.y[0, 5, 1:]).all()
+    big = npeca.eca_forward(np.full((1, 3, 2), 1e300), np.ones(1), backend="numba")
+    assert big.a.tolist() == [[1.0, 1.0, 1.0]]
+    small = npeca.eca_forward(np.full((1, 3, 2), -700.0), np.ones(1), backend="numba")
+    assert np.allclose(small.a, np.exp(-700.0), rtol=1e-14, atol=0)
+
+
+# --- exact properties: layouts, channels-last, the split of the work ------------------------
+
+@given(eca_cases(layouts=("contiguous",)), st.sampled_from(("strided", "fortran", "reversed")))
+def test_memory_layout_does_not_change_a_bit(case: Case, layout: str):
+    other = relayout(np.random.default_rng(1), case.x, layout)
+    kw = dict(case.kwargs, backend="numba")
+    np.testing.assert_array_equal(npeca.eca(other, case.weight, **kw),
+                                  npeca.eca(case.x, case.weight, **kw))
+    g_other = relayout(np.random.default_rng(2), case.grad_out, layout)
+    a = npeca.eca_backward(other, case.weight, g_other, **kw)
+    b = npeca.eca_backward(case.x, case.weight, case.grad_out, **kw)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+
+
+@given(eca_cases(layouts=("contiguous",)))
+def test_channels_last_gives_the_same_bits_as_channels_first(case: Case):
+    """Both layouts put position s in lane s mod 16 and combine the lanes alike."""
+    kw = dict(case.kwargs, backend="numba")
+    x, g = case.x, case.grad_out
+    if kw["channel_axis"] == -1:
+        x, g = np.moveaxis(x, -1, 1), np.moveaxis(g, -1, 1)
+    first = npeca.eca_forward(np.ascontiguousarray(x), case.weight, **dict(kw, channel_axis=1))
+    last = npeca.eca_forward(np.ascontiguousarray(np.moveaxis(x, 1, -1)), case.weight,
+                             **dict(kw, channel_axis=-1))
+    np.testing.assert_array_equal(np.moveaxis(last.y, -1, 1), first.y)
+    for name in ("m", "z", "a"):
+        np.testing.assert_array_equal(getattr(last, name), getattr(first, name))
+    gf = npeca.eca_backward(np.ascontiguousarray(x), case.weight, np.ascontiguousarray(g),
+                            **dict(kw, channel_axis=1))
+    gl = npeca.eca_backward(np.ascontiguousarray(np.moveaxis(x, 1, -1)), case.weight,
+                            np.ascontiguousarray(np.moveaxis(g, 1, -1)),
+                            **dict(kw, channel_axis=-1))
+    np.testing.assert_array_equal(np.moveaxis(gl.x, -1, 1), gf.x)
+    np.testing.assert_array_equal(gl.weight, gf.weight)
+
+
+@given(eca_cases(gates=("sigmoid",), allow_bias=False))
+def test_zero_weight_halves_the_input_exactly(case: Case):
+    zero = np.zeros_like(case.weight)
+    expected = (case.x.astype(np.float64) / 2).astype(case.x.dtype)
+    np.testing.assert_array_equal(npeca.eca(case.x, zero, backend="numba", **case.kwargs),
+                                  expected)
+
+
+@pytest.mark.parametrize("channel_axis", [1, -1])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_wave_and_item_sizes_do_not_change_a_bit(monkeypatch, channel_axis, dtype):
+    """The split of the work into waves and items is a schedule, not arithmetic."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((5, 12, 7, 9)).astype(dtype)
+    if channel_axis == -1:
+        x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    g = rng.standard_normal(x.shape).astype(dtype)
+    w = rng.standard_normal(5)
+    kw = dict(channel_axis=channel_axis, bias=0.25, backend="numba")
+    base = npeca.eca_forward(x, w, **kw), npeca.eca_backward(x, w, g, **kw)
+    for wave_bytes, items in ((1, 1), (1, 64), (1 << 30, 1), (700, 3)):
+        monkeypatch.setattr(numba_cpu, "_WAVE_BYTES_PER_THREAD", wave_bytes)
+        monkeypatch.setattr(numba_cpu, "_ITEMS_PER_THREAD", items)
+        again = npeca.eca_forward(x, w, **kw), npeca.eca_backward(x, w, g, **kw)
+        for u, v in zip(base[0] + base[1], again[0] + again[1]):
+            np.testing.assert_array_equal(u, v)
+
+
+def test_lane_sum_matches_exact_sum_to_its_bound():
+    """The SIMD lane sum of every length 0..100 against math.fsum, both dtypes."""
+    rng = np.random.default_rng(4)
+    for dtype in (np.float32, np.float64):
+        for s in range(1, 101):
+            x = (rng.standard_normal((1, 1, s)) * 10.0 ** rng.integers(-3, 4, s)).astype(dtype)
+            fwd = npeca.eca_forward(x, np.ones(1), backend="numba")
+            exact = math.fsum(x.astype(np.float64).ravel().tolist())
+            bound = gamma(math.ceil(s / 16) + 5) * float(np.abs(x.astype(np.float64)).sum())
+            assert abs(fwd.m[0, 0] * s - exact) <= bound + abs(exact) * 2 * U, (dtype, s)
+
+
+# --- determinism across threads and calls -----------------------------------------------------
+
+_DETERMINISM_SCRIPT = r"""
+import hashlib, sys
+import numpy as np, numba, npeca
+assert numba.get_num_threads() == int(sys.argv[1]), numba.get_num_threads()
+h = hashlib.sha256()
+rng = np.random.default_rng(0)
+for shape, axis, dtype in (((1, 96, 40, 41), 1, np.float32), ((7, 33, 9, 5), 1, np.float64),
+                           ((1, 30, 41, 96), -1, np.float32), ((6, 5, 7, 40), -1, np.float64),
+                           ((3, 24, 300), 1, np.float16)):
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    c = shape[axis]
+    for w, kw in ((rng.standard_normal(5), dict(bias=0.1)),
+                  (rng.standard_normal((c, 3)), dict(padding="circular", gate="hard_sigmoid"))):
+        fwd = npeca.eca_forward(x, w, channel_axis=axis, backend="numba", **kw)
+        grads = npeca.eca_backward(x, w, g, channel_axis=axis, backend="numba", **kw)
+        for arr in fwd + tuple(a for a in grads if a is not None):
+            h.update(np.ascontiguousarray(arr).tobytes())
+print(h.hexdigest())
+"""
+
+
+def _run_python(code: str, *args: str, env: dict | None = None) -> str:
+    """Run ``code`` in a fresh interpreter; its stdout, or a failure with its stderr."""
+    import os
+    import subprocess
+    import sys
+    full_env = dict(os.environ, **(env or {}))
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=600, env=full_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_bitwise_identical_for_one_and_two_threads():
+    """NUMBA_NUM_THREADS=1 and 2 in separate processes give the same bits, N = 1 included
+    (where the channels, not the samples, are spread over the threads)."""
+    one = _run_python(_DETERMINISM_SCRIPT, "1", env={"NUMBA_NUM_THREADS": "1"})
+    two = _run_python(_DETERMINISM_SCRIPT, "2", env={"NUMBA_NUM_THREADS": "2"})
+    assert one.strip() == two.strip() and len(one.strip()) == 64
+
+
+def test_bitwise_identical_across_calls_and_set_num_threads():
+    import numba
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 64, 30, 30)).astype(np.float32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    w = rng.standard_normal(5)
+    first = npeca.eca_forward(x, w, backend="numba"), npeca.eca_backward(x, w, g,
+                                                                         backend="numba")
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, before, 1, before):
+            numba.set_num_threads(threads)
+            again = npeca.eca_forward(x, w, backend="numba"), npeca.eca_backward(
+                x, w, g, backend="numba")
+            for u, v in zip(first[0] + first[1][:2], again[0] + again[1][:2]):
+                np.testing.assert_array_equal(u, v)
+    finally:
+        numba.set_num_threads(before)
+
+
+# --- memory: no full-size temporaries ---------------------------------------------------------
+
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_no_full_size_temporaries(channel_axis):
+    """With out=, the only NumPy allocations are O(N*C): m, z, a and the (C, k) tables."""
+    rng = np.random.default_rng(0)
+    shape = (4, 32, 64, 64) if channel_axis == 1 else (4, 64, 64, 32)
+    x = rng.standard_normal(shape).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
+    out = np.empty_like(x)
+    w = rng.standard_normal(3)
+    kw = dict(channel_axis=channel_axis, backend="numba")
+    npeca.eca(x, w, out=out, **kw)  # compile outside the measurement
+    npeca.eca_backward(x, w, g, out=out, **kw)
+    for call in (lambda: npeca.eca(x, w, out=out, **kw),
+                 lambda: npeca.eca_backward(x, w, g, out=out, **kw)):
+        peak = _peak(call)
+        assert peak < 64 * 4 * 32 * 8 + 65536, peak  # a few (N, C) float64 arrays
+        assert peak < x.nbytes / 50
+
+
+def _peak(call) -> int:
+    """Peak bytes NumPy allocates during call()."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        call()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("kind", ["float16", "strided"])
+def test_staging_memory_is_bounded(kind):
+    """float16 and strided inputs go through reused buffers of a few samples: the extra
+    memory is about 3 * _STAGE_BYTES however large the batch."""
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal(3)
+    peaks = []
+    for n in (48, 96):
+        if kind == "float16":
+            x = rng.standard_normal((n, 16, 64, 64)).astype(np.float16)
+        else:
+            x = np.empty((n, 16, 64, 128), np.float32)[..., ::2]
+            x[...] = rng.standard_normal(x.shape)
+        out, g = np.empty_like(x), np.ones_like(x)
+        npeca.eca(x, w, out=out, backend="numba")  # compile outside the measurement
+        npeca.eca_backward(x, w, g, out=out, backend="numba")
+        peaks.append((_peak(lambda: npeca.eca(x, w, out=out, backend="numba")),
+                      _peak(lambda: npeca.eca_backward(x, w, g, out=out, backend="numba"))))
+    stage = numba_cpu._STAGE_BYTES
+    for fwd, bwd in peaks:
+        assert fwd <= 3 * stage + 65536 and bwd <= 4 * stage + 65536, peaks
+    assert abs(peaks[1][0] - peaks[0][0]) < 65536 and abs(peaks[1][1] - peaks[0][1]) < 65536
+
+
+_RSS_SCRIPT = r"""
+import resource, sys
+import numpy as np, npeca
+axis = int(sys.argv[1])
+w = np.full(5, 0.2)
+small = np.ones((2, 8, 4, 4) if axis == 1 else (2, 4, 4, 8), np.float32)
+npeca.eca(small, w, channel_axis=axis, backend="numba")  # compile / load the cache first
+npeca.eca_backward(small, w, small, channel_axis=axis, backend="numba")
+shape = (8, 256, 64, 64) if axis == 1 else (8, 64, 64, 256)
+x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)  # 32 MiB
+g = np.ones_like(x)
+out = np.ones_like(x)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+npeca.eca(x, w, out=out, channel_axis=axis, backend="numba")
+npeca.eca_backward(x, w, g, out=out, channel_axis=axis, backend="numba")
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) * 1024, x.nbytes)
+"""
+
+
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_peak_resident_memory_grows_by_much_less_than_x(channel_axis):
+    """Counts allocations inside the compiled kernels too, which tracemalloc cannot see."""
+    grew, nbytes = map(int, _run_python(_RSS_SCRIPT, str(channel_axis)).split())
+    assert grew < nbytes / 8, (grew, nbytes)
+
+
+# --- start-up: lazy import and the on-disk cache ----------------------------------------------
+
+_CACHE_SCRIPT = r"""
+import json, sys
+import numpy as np, npeca
+from npeca.backends import numba_cpu
+x = np.ones((2, 8, 5), np.float32)
+npeca.eca(x, np.ones(3), backend="numba")
+npeca.eca_backward(x, np.ones(3), x, backend="numba")
+stats = {}
+for name in ("_forward_cf", "_backward_cf", "_parameter_grads", "_tap_tables"):
+    st = getattr(numba_cpu, name).stats
+    stats[name] = [sum(st.cache_hits.values()), sum(st.cache_misses.values())]
+print(json.dumps(stats))
+"""
+
+
+def test_second_process_loads_kernels_from_the_cache(tmp_path):
+    import json
+    env = {"NUMBA_CACHE_DIR": str(tmp_path)}
+    first = json.loads(_run_python(_CACHE_SCRIPT, env=env))
+    index = list(tmp_path.rglob("*.nbi"))
+    assert index, "no cache index written under NUMBA_CACHE_DIR"
+    assert all(misses >= 1 and hits == 0 for hits, misses in first.values()), first
+    second = json.loads(_run_python(_CACHE_SCRIPT, env=env))
+    assert all(hits >= 1 and misses == 0 for hits, misses in second.values()), second
