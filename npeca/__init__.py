@@ -21,7 +21,9 @@ from .errors import (
     ParameterError,
     ShapeError,
 )
+from .checkpoint import CheckpointError, load_eca_layers
 from .kernel_size import kernel_size
+from .layer import ECA
 from .results import ECAForward, ECAGrads
 
 __all__ = [
@@ -30,6 +32,8 @@ __all__ = [
     "eca_forward",
     "eca_backward",
     "kernel_size",
+    "ECA",
+    "load_eca_layers",
     "ECAForward",
     "ECAGrads",
     "NpecaError",
@@ -37,4 +41,5 @@ __all__ = [
     "ParameterError",
     "DTypeError",
     "BackendUnavailableError",
+    "CheckpointError",
 ]

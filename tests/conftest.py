@@ -20,6 +20,11 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+# The CUDA tests need NUMBA_ENABLE_CUDASIM=1 before numba is imported, or a GPU: they run in
+# their own process (tests/test_cuda_simulator.py), or directly with `pytest tests/cuda_sim`.
+if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1" and os.environ.get("NPECA_CUDA_TESTS") != "1":
+    collect_ignore = ["cuda_sim"]
+
 
 def require(module: str, env: str):
     """Import an optional dependency; skip without it, fail without it when ``env`` is 1."""

@@ -1,0 +1,411 @@
+"""ECA on NVIDIA GPUs with numba-cuda: deterministic block reductions, 64-bit indexing.
+
+Forward, for x of N * C * S elements:
+
+1. ``_rows``: one block per (n, c) row (channels-first) or per (n, tile of channels)
+   (channels-last, so that a warp reads consecutive channels: coalesced). Each thread sums
+   its strided share of the S values in float64, then the block adds the per-thread sums
+   in a fixed shared-memory tree. No atomics: the same input gives the same bits every run.
+   The same kernel computes m = sum(x) / S and, for the backward, da = sum(g * x).
+2. ``_logits``: one thread per (n, c): z = bias + sum_j w[c, j] * m~[n, c + j - p] (zero or
+   circular padding per group), a = gate(z), all float64.
+3. ``_scale``: a grid-stride loop over every element, y = a * x, rounded once to x's dtype.
+
+Backward: ``_rows`` for da; ``_slope`` for dz = da * gate'(z); ``_weight_grad`` (one block
+per kernel tap, or per (channel, tap) for per-channel kernels, tree-reduced over its terms)
+for dweight; the same for dbias; ``_dm`` (one thread per (n, c')) for the transposed
+correlation; ``_dx`` for dx = g * a + dm / S.
+
+Every index into x is computed in 64-bit integers, so tensors with more than 2**31 elements
+are addressed correctly. The gate is evaluated in float64 with ``math.exp`` (no fastmath).
+
+Kernels are compiled per threads-per-block value (:data:`THREADS`, a power of two); tests
+lower it to force several blocks on Numba's CUDA simulator.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import numpy as np
+
+from .._validate import ECAProblem
+from ..errors import BackendUnavailableError
+from ..results import ECAForward, ECAGrads
+
+__all__ = ["forward", "backward", "THREADS", "available", "is_device_array", "as_device_array"]
+
+#: Threads per block of every kernel (a power of two, at most 1024).
+THREADS = 256
+
+try:  # this module is imported only when backend="cuda" is asked for
+    from numba import cuda  # a module global: Numba's CUDA simulator patches it by name
+    _IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover - numba is a dependency of npeca
+    cuda = None
+    _IMPORT_ERROR = exc
+
+
+def _cuda():
+    """numba.cuda, or BackendUnavailableError naming the fix."""
+    if cuda is None:
+        raise BackendUnavailableError(
+            f"backend='cuda' needs numba-cuda: pip install 'npeca[cuda]' ({_IMPORT_ERROR})")
+    try:
+        ok = cuda.is_available()
+    except Exception as exc:  # a broken driver raises instead of answering False
+        ok, why = False, f"{type(exc).__name__}: {exc}"
+    else:
+        why = "no CUDA driver or GPU was found"
+    if not ok:
+        raise BackendUnavailableError(
+            f"backend='cuda' needs an NVIDIA GPU with its driver ({why}). Use backend='numba' "
+            f"for the CPU, or set NUMBA_ENABLE_CUDASIM=1 before importing numba to run the "
+            f"kernels on Numba's (slow) CUDA simulator")
+    return cuda
+
+
+def available() -> bool:
+    """Whether the CUDA backend can run here (a GPU, or the simulator)."""
+    try:
+        _cuda()
+    except BackendUnavailableError:
+        return False
+    return True
+
+
+def is_device_array(value: Any) -> bool:
+    """True for GPU arrays: Numba device arrays, CuPy arrays, PyTorch CUDA tensors (anything
+    with ``__cuda_array_interface__``), and the CUDA simulator's device arrays."""
+    return (hasattr(value, "__cuda_array_interface__")
+            or type(value).__name__ == "FakeCUDAArray")
+
+
+def as_device_array(value: Any):
+    """A Numba device array viewing ``value``'s GPU memory (no copy)."""
+    if type(value).__name__ == "FakeCUDAArray":
+        return value
+    return _cuda().as_cuda_array(value)
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels(threads: int):
+    """Compile (once per threads-per-block value) and return the kernels."""
+    _cuda()
+    float64, int64 = np.float64, np.int64  # casts that work in kernels and the simulator
+
+    tc_last = min(32, threads)  # channels per block, channels-last reductions
+    ts_last = threads // tc_last  # spatial lanes per channel
+
+    @cuda.jit
+    def rows_first(x, g, use_g, s, out, scale):
+        """out[row] = scale * sum_s x[row, s] (* g[row, s]): one block per row."""
+        row = int64(cuda.blockIdx.x)
+        t = cuda.threadIdx.x
+        acc = 0.0
+        base = row * s
+        i = int64(t)
+        while i < s:
+            v = float64(x[base + i])
+            if use_g:
+                v *= float64(g[base + i])
+            acc += v
+            i += threads
+        sh = cuda.shared.array(threads, float64)
+        sh[t] = acc
+        cuda.syncthreads()
+        stride = threads // 2
+        while stride > 0:
+            if t < stride:
+                sh[t] += sh[t + stride]
+            cuda.syncthreads()
+            stride //= 2
+        if t == 0:
+            out[row] = sh[0] * scale
+
+    @cuda.jit
+    def rows_last(x, g, use_g, s, c, out, scale):
+        """The same for (N, S, C) data: block (n, tile), thread (lane in tile, s lane)."""
+        n = int64(cuda.blockIdx.y)
+        ch = int64(cuda.blockIdx.x) * tc_last + cuda.threadIdx.x
+        lane = cuda.threadIdx.y
+        acc = 0.0
+        if ch < c:
+            i = int64(lane)
+            while i < s:
+                k = (n * s + i) * c + ch
+                v = float64(x[k])
+                if use_g:
+                    v *= float64(g[k])
+                acc += v
+                i += ts_last
+        sh = cuda.shared.array((ts_last, tc_last), float64)
+        sh[lane, cuda.threadIdx.x] = acc
+        cuda.syncthreads()
+        stride = ts_last // 2
+        while stride > 0:
+            if lane < stride:
+                sh[lane, cuda.threadIdx.x] += sh[lane + stride, cuda.threadIdx.x]
+            cuda.syncthreads()
+            stride //= 2
+        if lane == 0 and ch < c:
+            out[n * c + ch] = sh[0, cuda.threadIdx.x] * scale
+
+    @cuda.jit(device=True)
+    def source(ch, j, k, cg, circular):
+        """The channel tap j of output channel ch reads, or -1 for a zero pad."""
+        start = (ch // cg) * cg
+        t = ch - start + j - (k - 1) // 2
+        if circular:
+            t = t % cg
+            if t < 0:
+                t += cg
+        elif t < 0 or t >= cg:
+            return -1
+        return start + t
+
+    @cuda.jit(device=True)
+    def sigmoid(z):
+        if z >= 0:
+            return 1.0 / (1.0 + math.exp(-z))
+        e = math.exp(z)
+        return e / (1.0 + e)
+
+    @cuda.jit
+    def logits(m, w, bias, n, c, k, cg, circular, hard, z, a):
+        """z = bias + sum_j w[c, j] m~[n, c + j - p]; a = gate(z); one thread per (n, c)."""
+        i = int64(cuda.blockIdx.x) * threads + cuda.threadIdx.x
+        if i >= n * c:
+            return
+        row, ch = i // c, i % c
+        acc = bias
+        for j in range(k):
+            t = source(ch, j, k, cg, circular)
+            if t >= 0:
+                acc += w[ch * k + j] * m[row * c + t]
+        z[i] = acc
+        if hard:
+            a[i] = min(max(acc + 3.0, 0.0), 6.0) / 6.0
+        else:
+            a[i] = sigmoid(acc)
+
+    @cuda.jit
+    def scale(x, a, y, total, s, c, last):
+        """y = a[n, c] * x, every element, grid-stride, 64-bit indices."""
+        i = int64(cuda.blockIdx.x) * threads + cuda.threadIdx.x
+        step = int64(cuda.gridDim.x) * threads
+        while i < total:
+            if last:
+                nc = (i // (s * c)) * c + i % c
+            else:
+                nc = i // s
+            y[i] = a[nc] * float64(x[i])
+            i += step
+
+    @cuda.jit
+    def slope(da, z, a, total, hard, dz):
+        """dz = da * gate'(z); the sigmoid's a (1 - a) with 1 - a as sigmoid(-z)."""
+        i = int64(cuda.blockIdx.x) * threads + cuda.threadIdx.x
+        if i >= total:
+            return
+        if hard:
+            d = 1.0 / 6.0 if (z[i] > -3.0 and z[i] < 3.0) else 0.0
+        else:
+            d = a[i] * sigmoid(-z[i])
+        dz[i] = da[i] * d
+
+    @cuda.jit
+    def weight_grad(dz, m, n, c, k, cg, circular, per_channel, dw):
+        """dw[r, j] = sum dz[n, ch] m~[n, ch + j - p] over n (and ch for a shared kernel):
+        one block per output element, a fixed tree over its terms."""
+        out = int64(cuda.blockIdx.x)  # r * k + j
+        j = out % k
+        r = out // k
+        t = cuda.threadIdx.x
+        terms = n if per_channel else n * c
+        acc = 0.0
+        q = int64(t)
+        while q < terms:
+            if per_channel:
+                row, ch = q, r
+            else:
+                row, ch = q // c, q % c
+            src = source(ch, j, k, cg, circular)
+            if src >= 0:
+                acc += dz[row * c + ch] * m[row * c + src]
+            q += threads
+        sh = cuda.shared.array(threads, float64)
+        sh[t] = acc
+        cuda.syncthreads()
+        stride = threads // 2
+        while stride > 0:
+            if t < stride:
+                sh[t] += sh[t + stride]
+            cuda.syncthreads()
+            stride //= 2
+        if t == 0:
+            dw[out] = sh[0]
+
+    @cuda.jit
+    def dm_kernel(dz, w, n, c, k, cg, circular, dm):
+        """dm[n, c'] = sum_j w[c, j] dz[n, c] with c = c' - j + p (same padding rule)."""
+        i = int64(cuda.blockIdx.x) * threads + cuda.threadIdx.x
+        if i >= n * c:
+            return
+        row, cp = i // c, i % c
+        acc = 0.0
+        for j in range(k):
+            ch = source(cp, k - 1 - j, k, cg, circular)  # cp - j + p, wrapped or dropped
+            if ch >= 0:
+                acc += w[ch * k + j] * dz[row * c + ch]
+        dm[i] = acc
+
+    @cuda.jit
+    def dx_kernel(g, a, dm, dx, total, s, c, last, inv_s):
+        """dx = g * a + dm / S, every element."""
+        i = int64(cuda.blockIdx.x) * threads + cuda.threadIdx.x
+        step = int64(cuda.gridDim.x) * threads
+        while i < total:
+            if last:
+                nc = (i // (s * c)) * c + i % c
+            else:
+                nc = i // s
+            dx[i] = float64(g[i]) * a[nc] + dm[nc] * inv_s
+            i += step
+
+    return {"rows_first": rows_first, "rows_last": rows_last, "logits": logits,
+            "scale": scale, "slope": slope, "weight_grad": weight_grad, "dm": dm_kernel,
+            "dx": dx_kernel, "tc_last": tc_last, "ts_last": ts_last}
+
+
+# --- host side ------------------------------------------------------------------------------
+
+def _blocks(count: int, threads: int, cap: int = 65535 * 32) -> int:
+    return max(1, min((count + threads - 1) // threads, cap))
+
+
+def _flat_device(cuda, arr: Any, problem: ECAProblem):
+    """x-shaped data as a flat contiguous device array in (N, C, S) or (N, S, C) order."""
+    if is_device_array(arr):
+        dev = as_device_array(arr)
+        if not dev.is_c_contiguous():
+            raise BackendUnavailableError(
+                "backend='cuda' needs C-contiguous device arrays; make a contiguous copy first")
+        return dev.reshape(dev.size)
+    host = np.ascontiguousarray(arr)  # channels-last stays channels-last: coalesced reads
+    return cuda.to_device(host.reshape(-1))
+
+
+class _Run:
+    """Shared state of one forward (and backward) on the device."""
+
+    def __init__(self, problem: ECAProblem) -> None:
+        self.cuda = _cuda()
+        self.threads = THREADS
+        self.k = _kernels(THREADS)
+        p = problem
+        self.p = p
+        self.device_io = is_device_array(p.x)
+        self.n, self.c, self.s = p.n, p.c, p.s
+        self.total = p.n * p.c * p.s
+        self.cg = p.c // p.groups
+        self.circular = p.padding == "circular"
+        self.hard = p.gate == "hard_sigmoid"
+        w = np.asarray(p.weight, dtype=np.float64).reshape(-1, p.k)
+        self.w = self.cuda.to_device(np.ascontiguousarray(np.broadcast_to(w, (p.c, p.k)))
+                                     .reshape(-1))
+        self.bias = 0.0 if p.bias is None else float(p.bias)
+        self.x = _flat_device(self.cuda, p.x, p)
+
+    def reduce_rows(self, g=None):
+        """sum over S of x (or g * x), divided by S for the pool: (N * C,) float64."""
+        out = self.cuda.device_array(self.n * self.c, dtype=np.float64)
+        scale = 1.0 / self.s if g is None else 1.0
+        gg = self.x if g is None else g
+        if self.p.channels_last:
+            tc, ts = self.k["tc_last"], self.k["ts_last"]
+            grid = ((self.c + tc - 1) // tc, self.n)
+            self.k["rows_last"][grid, (tc, ts)](self.x, gg, g is not None, self.s, self.c,
+                                                 out, scale)
+        else:
+            self.k["rows_first"][self.n * self.c, self.threads](self.x, gg, g is not None,
+                                                                 self.s, out, scale)
+        return out
+
+    def forward_small(self):
+        m = self.reduce_rows()
+        nc = self.n * self.c
+        z = self.cuda.device_array(nc, dtype=np.float64)
+        a = self.cuda.device_array(nc, dtype=np.float64)
+        self.k["logits"][_blocks(nc, self.threads), self.threads](
+            m, self.w, self.bias, self.n, self.c, self.p.k, self.cg, self.circular,
+            self.hard, z, a)
+        return m, z, a
+
+    def shaped(self, flat_device, out: np.ndarray | None):
+        """A flat device result in x's shape: a device array for device input, else host
+        (written into ``out`` when given)."""
+        shape = self.p.x.shape
+        if self.device_io:
+            res = flat_device.reshape(shape)
+            if out is not None:
+                as_device_array(out).copy_to_device(res)
+                return out
+            return res
+        host = flat_device.copy_to_host().reshape(shape)
+        if out is not None:
+            np.copyto(out, host)
+            return out
+        return host
+
+    def nc(self, arr):
+        return arr.reshape(self.n, self.c) if self.device_io else \
+            arr.copy_to_host().reshape(self.n, self.c)
+
+
+def forward(problem: ECAProblem, out: Any = None) -> ECAForward:
+    """ECA forward on the GPU: y in x's dtype, m, z, a in float64 (device arrays when x
+    is a device array, NumPy arrays otherwise)."""
+    r = _Run(problem)
+    m, z, a = r.forward_small()
+    y = r.cuda.device_array(r.total, dtype=problem.x.dtype)
+    r.k["scale"][_blocks(r.total, r.threads), r.threads](
+        r.x, a, y, r.total, r.s, r.c, problem.channels_last)
+    return ECAForward(y=r.shaped(y, out), m=r.nc(m), z=r.nc(z), a=r.nc(a))
+
+
+def backward(problem: ECAProblem, grad_out: Any, out: Any = None) -> ECAGrads:
+    """ECA backward on the GPU: dx in x's dtype (device or host like x), dweight and dbias
+    as NumPy arrays in the weight's and bias's shapes and dtypes."""
+    r = _Run(problem)
+    m, z, a = r.forward_small()
+    g = _flat_device(r.cuda, grad_out, problem)
+    nc = r.n * r.c
+    da = r.reduce_rows(g)
+    dz = r.cuda.device_array(nc, dtype=np.float64)
+    r.k["slope"][_blocks(nc, r.threads), r.threads](da, z, a, nc, r.hard, dz)
+    rows = problem.c if problem.per_channel else 1
+    dw = r.cuda.device_array(rows * problem.k, dtype=np.float64)
+    r.k["weight_grad"][rows * problem.k, r.threads](
+        dz, m, r.n, r.c, problem.k, r.cg, r.circular, problem.per_channel, dw)
+    dm = r.cuda.device_array(nc, dtype=np.float64)
+    r.k["dm"][_blocks(nc, r.threads), r.threads](dz, r.w, r.n, r.c, problem.k, r.cg,
+                                                 r.circular, dm)
+    dx = r.cuda.device_array(r.total, dtype=problem.x.dtype)
+    r.k["dx"][_blocks(r.total, r.threads), r.threads](
+        g, a, dm, dx, r.total, r.s, r.c, problem.channels_last, 1.0 / r.s)
+    dbias = None
+    if problem.bias is not None:
+        ones = r.cuda.to_device(np.ones(nc))
+        total = r.cuda.device_array(1, dtype=np.float64)
+        # dbias = sum dz: the per-row reduction kernel over one "row" of N * C values
+        r.k["rows_first"][1, r.threads](dz, ones, True, nc, total, 1.0)
+        dbias = np.asarray(total.copy_to_host()[0], dtype=problem.bias_dtype).reshape(
+            problem.bias_shape)
+    return ECAGrads(
+        x=r.shaped(dx, out),
+        weight=dw.copy_to_host().astype(problem.weight_dtype).reshape(problem.weight_shape),
+        bias=dbias,
+    )

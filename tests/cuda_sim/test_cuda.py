@@ -1,0 +1,129 @@
+"""backend="cuda" against the NumPy reference: every variant, host and device arrays.
+
+Runs on Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1 must be set before numba is
+imported; tests/test_cuda_simulator.py runs this directory in such a subprocess) or,
+unchanged, on a GPU: ``pytest tests/cuda_sim``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests/ helpers
+
+import npeca  # noqa: E402
+from npeca.backends import numba_cuda  # noqa: E402
+from strategies import make_weight, relayout  # noqa: E402
+from tolerance import assert_rounded_close  # noqa: E402
+
+if not numba_cuda.available():
+    pytest.fail("backend='cuda' is unavailable: run with NUMBA_ENABLE_CUDASIM=1 or on a GPU",
+                pytrace=False)
+
+
+
+@pytest.fixture(autouse=True)
+def few_threads(monkeypatch):
+    """Eight threads per block (NPECA_CUDA_TEST_THREADS), so that even these small problems
+    use several blocks and every reduction tree has several levels."""
+    monkeypatch.setattr(numba_cuda, "THREADS",
+                        int(os.environ.get("NPECA_CUDA_TEST_THREADS", "8")))
+
+
+VARIANTS = [
+    # (shape, dtype, kwargs, weight form, k)
+    ((2, 6, 3, 2), np.float32, {}, "11k", 3),
+    ((2, 6, 5), np.float64, {"padding": "circular"}, "k", 5),
+    ((1, 3, 4), np.float32, {"padding": "circular"}, "k", 7),  # k > C, wraps twice
+    ((2, 3, 2, 6), np.float32, {"channel_axis": -1, "groups": 2}, "Ck", 3),
+    ((2, 4, 2, 2, 3), np.float64, {"groups": 2, "padding": "circular"}, "C1k", 3),
+    ((2, 5, 9), np.float16, {"bias": 0.25}, "11k", 3),
+    ((2, 8, 3), np.float32, {"gate": "hard_sigmoid", "bias": np.array([0.5], np.float32)},
+     "k", 3),
+    ((1, 2, 40), np.float64, {"channel_axis": -1, "gate": "hard_sigmoid"}, "k", 1),
+]
+
+
+def _case(shape, dtype, kwargs, form, k, seed=0):
+    rng = np.random.default_rng(seed)
+    c = shape[-1] if kwargs.get("channel_axis") == -1 else shape[1]
+    x = (2 * rng.standard_normal(shape)).astype(dtype)
+    w = make_weight(rng, form, c, k, dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    return x, w, g
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v[0]}-{np.dtype(v[1])}-{v[2]}"
+                         f"-{v[3]}-k{v[4]}")
+def test_matches_reference(variant):
+    shape, dtype, kw, form, k = variant
+    x, w, g = _case(*variant)
+    ref = npeca.eca_forward(x, w, backend="numpy", **kw)
+    got = npeca.eca_forward(x, w, backend="cuda", **kw)
+    scale = float(np.abs(x.astype(np.float64)).max())
+    assert_rounded_close(got.y, ref.y, scale=scale, what="y")
+    for name in ("m", "z", "a"):
+        assert_rounded_close(getattr(got, name), getattr(ref, name), scale=scale + 1,
+                             rel64=1e-13, max_ulp=4, what=name)
+    rg = npeca.eca_backward(x, w, g, backend="numpy", **kw)
+    gg = npeca.eca_backward(x, w, g, backend="cuda", **kw)
+    size = x.size
+    assert_rounded_close(gg.x, rg.x, scale=10 * scale, what="dx")
+    assert_rounded_close(gg.weight, rg.weight, scale=size * scale * scale, what="dweight")
+    assert gg.weight.shape == w.shape and gg.weight.dtype == w.dtype
+    if "bias" in kw:
+        assert_rounded_close(gg.bias, rg.bias, scale=size * scale, what="dbias")
+    else:
+        assert gg.bias is None
+
+
+def test_non_contiguous_host_input():
+    x, w, g = _case(*VARIANTS[0])
+    strided = relayout(np.random.default_rng(1), x, "strided")
+    np.testing.assert_array_equal(npeca.eca(strided, w, backend="cuda"),
+                                  npeca.eca(x, w, backend="cuda"))
+
+
+def test_device_arrays_in_device_arrays_out():
+    from numba import cuda
+
+    x, w, g = _case(*VARIANTS[3])
+    kw = VARIANTS[3][2]
+    dx_dev, dg_dev = cuda.to_device(x), cuda.to_device(g)
+    y = npeca.eca(dx_dev, w, backend="cuda", **kw)
+    assert numba_cuda.is_device_array(y)
+    np.testing.assert_array_equal(y.copy_to_host(), npeca.eca(x, w, backend="cuda", **kw))
+    out = cuda.device_array(x.shape, dtype=x.dtype)
+    assert npeca.eca(dx_dev, w, backend="cuda", out=out, **kw) is out
+    np.testing.assert_array_equal(out.copy_to_host(), y.copy_to_host())
+    grads = npeca.eca_backward(dx_dev, w, dg_dev, backend="cuda", **kw)
+    assert numba_cuda.is_device_array(grads.x)
+    host = npeca.eca_backward(x, w, g, backend="cuda", **kw)
+    np.testing.assert_array_equal(grads.x.copy_to_host(), host.x)
+    np.testing.assert_array_equal(grads.weight, host.weight)
+    # auto picks the GPU for device input, never for NumPy input
+    assert numba_cuda.is_device_array(npeca.eca(dx_dev, w, **kw))
+
+
+def test_bitwise_reproducible_run_to_run():
+    x, w, g = _case((2, 7, 11), np.float32, {}, "11k", 3, seed=3)
+    first = npeca.eca_backward(x, w, g, backend="cuda")
+    for _ in range(2):
+        again = npeca.eca_backward(x, w, g, backend="cuda")
+        np.testing.assert_array_equal(again.x, first.x)
+        np.testing.assert_array_equal(again.weight, first.weight)
+
+
+def test_saturated_and_non_finite_inputs():
+    x = np.full((1, 4, 3), 60.0, dtype=np.float32)
+    x[0, 1, 1] = np.nan
+    w = np.ones(3, dtype=np.float32)
+    ref = npeca.eca_forward(x, w, backend="numpy")
+    got = npeca.eca_forward(x, w, backend="cuda")
+    np.testing.assert_array_equal(np.isnan(got.y), np.isnan(ref.y))
+    np.testing.assert_array_equal(got.a[np.isfinite(ref.a)], ref.a[np.isfinite(ref.a)])
