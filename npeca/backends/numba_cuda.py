@@ -99,6 +99,18 @@ def _kernels(threads: int):
     tc_last = min(32, threads)  # channels per block, channels-last reductions
     ts_last = threads // tc_last  # spatial lanes per channel
 
+    @cuda.jit(device=True)
+    def block_sum(sh, t, acc):
+        """Leave the sum of every thread's ``acc`` in sh[0]: a fixed tree, no atomics."""
+        sh[t] = acc
+        cuda.syncthreads()
+        stride = threads // 2
+        while stride > 0:
+            if t < stride:
+                sh[t] += sh[t + stride]
+            cuda.syncthreads()
+            stride //= 2
+
     @cuda.jit
     def rows_first(x, g, use_g, s, out, scale):
         """out[row] = scale * sum_s x[row, s] (* g[row, s]): one block per row."""
@@ -114,14 +126,7 @@ def _kernels(threads: int):
             acc += v
             i += threads
         sh = cuda.shared.array(threads, float64)
-        sh[t] = acc
-        cuda.syncthreads()
-        stride = threads // 2
-        while stride > 0:
-            if t < stride:
-                sh[t] += sh[t + stride]
-            cuda.syncthreads()
-            stride //= 2
+        block_sum(sh, t, acc)
         if t == 0:
             out[row] = sh[0] * scale
 
@@ -237,14 +242,7 @@ def _kernels(threads: int):
                 acc += dz[row * c + ch] * m[row * c + src]
             q += threads
         sh = cuda.shared.array(threads, float64)
-        sh[t] = acc
-        cuda.syncthreads()
-        stride = threads // 2
-        while stride > 0:
-            if t < stride:
-                sh[t] += sh[t + stride]
-            cuda.syncthreads()
-            stride //= 2
+        block_sum(sh, t, acc)
         if t == 0:
             dw[out] = sh[0]
 
