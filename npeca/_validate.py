@@ -162,7 +162,7 @@ def eca_problem(
     gate: Any = "sigmoid",
 ) -> ECAProblem:
     """Check every argument of an ECA call and return the normalised problem."""
-    x = float_array(x, "x")
+    x = _input_array(x, "x")
     if x.ndim < 3 or x.ndim > 5:
         hint = ""
         if x.ndim == 2:
@@ -174,10 +174,11 @@ def eca_problem(
             f"shape {x.shape}.{hint}"
         )
     channels_last = _channel_axis(channel_axis, x.ndim)
-    if 0 in x.shape:
-        raise ShapeError(f"x must have no zero-length axis; got shape {x.shape}")
-    c = x.shape[-1] if channels_last else x.shape[1]
-    spatial = x.shape[1:-1] if channels_last else x.shape[2:]
+    shape = tuple(x.shape)  # a plain tuple also for GPU arrays
+    if 0 in shape:
+        raise ShapeError(f"x must have no zero-length axis; got shape {shape}")
+    c = shape[-1] if channels_last else shape[1]
+    spatial = shape[1:-1] if channels_last else shape[2:]
     w, per_channel = _weight(weight, c)
     if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
         raise ParameterError(f"groups must be an integer >= 1; got {groups!r}")
@@ -212,12 +213,31 @@ def eca_problem(
 
 def grad_output(problem: ECAProblem, grad_out: Any) -> np.ndarray:
     """Check that ``grad_out`` is a float array shaped like x."""
-    g = float_array(grad_out, "grad_out")
-    if g.shape != problem.x.shape:
+    g = _input_array(grad_out, "grad_out")
+    if tuple(g.shape) != tuple(problem.x.shape):
         raise ShapeError(
             f"grad_out must have the shape of x, {problem.x.shape}; got shape {g.shape}"
         )
     return g
+
+
+def is_device_array(value: Any) -> bool:
+    """True for a GPU array: anything with ``__cuda_array_interface__`` (Numba, CuPy,
+    PyTorch CUDA tensors) and the device arrays of Numba's CUDA simulator."""
+    return (hasattr(value, "__cuda_array_interface__")
+            or type(value).__name__ == "FakeCUDAArray")
+
+
+def _input_array(value: Any, name: str):
+    """A host input as a float ndarray (float_array); a GPU array as it is, its dtype checked
+    (it stays on the device for backend="cuda")."""
+    if not is_device_array(value):
+        return float_array(value, name)
+    dtype = np.dtype(value.dtype)
+    if dtype not in FLOAT_DTYPES:
+        raise DTypeError(f"{name} must have dtype float16, float32 or float64; got a GPU "
+                         f"array of dtype {dtype}")
+    return value
 
 
 def output_array(out: Any, problem: ECAProblem, name: str = "out", *,
@@ -227,6 +247,8 @@ def output_array(out: Any, problem: ECAProblem, name: str = "out", *,
     if out is None:
         return None
     x = problem.x
+    if is_device_array(x) or is_device_array(out):
+        return _device_output(out, x, name)
     if not isinstance(out, np.ndarray):
         raise DTypeError(f"{name} must be a numpy.ndarray (shape {x.shape}, dtype {x.dtype}); "
                          f"got {type(out).__name__}")
@@ -238,13 +260,29 @@ def output_array(out: Any, problem: ECAProblem, name: str = "out", *,
         raise ParameterError(f"{name} is read-only; pass a writeable array "
                              f"(e.g. np.empty_like(x))")
     for other_name, other in in_place:
-        if _same_view(out, other):
+        if out is other or not np.may_share_memory(out, other):  # the common cases, fast
             continue
-        if _overlaps(out, other):
-            allowed = " or ".join(n for n, _ in in_place)
-            raise ParameterError(
-                f"{name} overlaps {other_name} in memory without being the same array; pass "
-                f"{name}={allowed} itself to compute in place, or a separate array")
+        if _same_view(out, other) or not _overlaps(out, other):
+            continue
+        allowed = " or ".join(n for n, _ in in_place)
+        raise ParameterError(
+            f"{name} overlaps {other_name} in memory without being the same array; pass "
+            f"{name}={allowed} itself to compute in place, or a separate array")
+    return out
+
+
+def _device_output(out: Any, x: Any, name: str):
+    """``out=`` for GPU input: a GPU array of x's shape and dtype (results are computed into
+    a new device array and then copied to out, so out may alias x)."""
+    if not (is_device_array(out) and is_device_array(x)):
+        where = "a GPU array" if is_device_array(x) else "a numpy.ndarray"
+        raise DTypeError(f"{name} must be {where} like x; got {type(out).__name__}")
+    if tuple(out.shape) != tuple(x.shape):
+        raise ShapeError(f"{name} must have the shape of x, {tuple(x.shape)}; got shape "
+                         f"{tuple(out.shape)}")
+    if np.dtype(out.dtype) != np.dtype(x.dtype):
+        raise DTypeError(f"{name} must have the dtype of x, {np.dtype(x.dtype)}; got dtype "
+                         f"{np.dtype(out.dtype)}")
     return out
 
 
@@ -256,8 +294,6 @@ def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
 
 def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether a and b share memory, exactly when that is cheap to decide, else by bounds."""
-    if not np.may_share_memory(a, b):
-        return False
     try:
         return bool(np.shares_memory(a, b, max_work=10_000))
     except getattr(np, "exceptions", np).TooHardError:  # too costly to untangle

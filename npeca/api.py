@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validate import eca_problem, grad_output, output_array
+from ._validate import eca_problem, grad_output, is_device_array, output_array
 from .backends import select_backend
 from .results import ECAForward, ECAGrads
 
@@ -32,12 +32,13 @@ _KEYWORDS_DOC = """\
         across a group edge. Must divide C.
     gate : {"sigmoid", "hard_sigmoid"}, optional
         The gate: the logistic sigmoid, or relu6(z + 3) / 6.
-    backend : {"auto", "numpy", "numba"}, optional
+    backend : {"auto", "numpy", "numba", "cuda"}, optional
         Who computes: ``"numpy"``, the float64 reference; ``"numba"``, fused parallel CPU
         kernels (float64 accumulation, results within the documented error bound of the
-        reference and bitwise reproducible for any thread count); ``"auto"`` (the
-        default), numba for inputs of at least ``npeca.backends.AUTO_MIN_SIZE`` elements
-        when it imports (else, with a one-time warning, numpy), numpy for smaller ones."""
+        reference and bitwise reproducible for any thread count); ``"cuda"``, an NVIDIA
+        GPU. ``"auto"`` (the default): cuda for GPU arrays; for NumPy input numba when it
+        imports and x has at least ``npeca.backends.AUTO_MIN_SIZE`` elements (if numba is
+        missing, numpy with a one-time warning), numpy for smaller inputs."""
 
 
 _OUT_Y_DOC = """\
@@ -68,7 +69,8 @@ def eca_forward(
     problem = eca_problem(x, weight, bias=bias, channel_axis=channel_axis,
                           padding=padding, groups=groups, gate=gate)
     out = output_array(out, problem, in_place=(("x", problem.x),))
-    return select_backend(backend, problem.x.size).forward(problem, out)
+    module = select_backend(backend, problem.x.size, is_device_array(problem.x))
+    return module.forward(problem, out)
 
 
 def eca(
@@ -104,7 +106,8 @@ def eca_backward(
                           padding=padding, groups=groups, gate=gate)
     g = grad_output(problem, grad_out)
     out = output_array(out, problem, in_place=(("x", problem.x), ("grad_out", g)))
-    return select_backend(backend, problem.x.size).backward(problem, g, out)
+    module = select_backend(backend, problem.x.size, is_device_array(problem.x))
+    return module.backward(problem, g, out)
 
 
 eca.__doc__ = f"""Efficient Channel Attention: rescale every channel of ``x`` by a learned gate.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import warnings
@@ -49,10 +50,23 @@ def test_unknown_backend_names_list_the_options(bad):
         npeca.eca_backward(x, w, g, backend=bad)
 
 
-def test_cuda_is_reserved_and_says_so():
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a GPU may be present")
+def test_cuda_without_a_gpu_is_unavailable_and_auto_stays_on_the_cpu():
     x, w, _ = _data()
-    with pytest.raises(BackendUnavailableError, match="backend='cuda' is not implemented yet"):
+    with pytest.raises(BackendUnavailableError, match="backend='cuda'"):
         npeca.eca(x, w, backend="cuda")
+    assert backends.select_backend("auto", 10 ** 9).__name__ != "npeca.backends.numba_cuda"
+
+
+def test_cpu_backends_refuse_gpu_arrays():
+    class FakeCUDAArray:  # what the checks look at: the type name, shape and dtype
+        shape, dtype, ndim, size = (2, 8, 5, 5), np.dtype(np.float32), 4, 400
+
+    with pytest.raises(ParameterError, match="x is a GPU array, but backend='numba' computes "
+                                             "on the CPU; use backend='cuda'"):
+        npeca.eca(FakeCUDAArray(), np.ones(3), backend="numba")
+    with pytest.raises(DTypeError, match="out must be a GPU array like x"):
+        npeca.eca(FakeCUDAArray(), np.ones(3), out=np.empty((2, 8, 5, 5), np.float32))
 
 
 def test_get_backend_returns_modules_with_one_interface():

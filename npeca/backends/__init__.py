@@ -14,11 +14,13 @@ Names:
     The NumPy reference (:mod:`npeca.reference`): float64 inside, the specification.
 ``"numba"``
     Fused, parallel, deterministic CPU kernels (:mod:`npeca.backends.numba_cpu`).
-``"auto"``
-    ``"numba"`` when numba imports and the input has at least :data:`AUTO_MIN_SIZE`
-    elements, else ``"numpy"``. If numba does not import, a warning says why, once.
 ``"cuda"``
-    Reserved; not implemented yet.
+    NVIDIA GPUs through numba-cuda (:mod:`npeca.backends.numba_cuda`); raises
+    :class:`~npeca.errors.BackendUnavailableError` at the call when there is no GPU.
+``"auto"``
+    ``"cuda"`` for GPU arrays; for NumPy input ``"numba"`` when numba imports and the input
+    has at least :data:`AUTO_MIN_SIZE` elements, else ``"numpy"``. If numba does not
+    import, a warning says why, once. Never the GPU for NumPy input.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ BACKENDS = ("auto", "numpy", "numba", "cuda")
 #: first-use compilation (seconds; cached on disk afterwards).
 AUTO_MIN_SIZE = 1 << 16
 
-_MODULES = {"numpy": "npeca.backends.numpy_backend", "numba": "npeca.backends.numba_cpu"}
+_MODULES = {"numpy": "npeca.backends.numpy_backend", "numba": "npeca.backends.numba_cpu",
+            "cuda": "npeca.backends.numba_cuda"}
 _lock = threading.Lock()
 _numba_failure: str | None = None  # why numba did not import, once it has failed
 _warned = False
@@ -113,7 +116,8 @@ def get_backend(name: str = "auto") -> ModuleType:
     ParameterError
         For an unknown name.
     BackendUnavailableError
-        For ``"numba"`` when numba cannot be imported, and for ``"cuda"``.
+        For ``"numba"`` or ``"cuda"`` when numba cannot be imported (the CUDA backend
+        raises it on use when there is no GPU).
 
     Examples
     --------
@@ -125,8 +129,12 @@ def get_backend(name: str = "auto") -> ModuleType:
     if name == "numpy":
         return _import("numpy")
     if name == "cuda":
-        raise BackendUnavailableError(
-            "backend='cuda' is not implemented yet; use backend='numba' (CPU) or 'numpy'")
+        try:
+            return _import("cuda")
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                f"backend='cuda' needs numba with CUDA support, which could not be imported "
+                f"({type(exc).__name__}: {exc})") from None
     module = _numba_or_none()
     if module is not None:
         return module
@@ -138,9 +146,17 @@ def get_backend(name: str = "auto") -> ModuleType:
     return _import("numpy")
 
 
-def select_backend(name, size: int) -> ModuleType:
-    """The backend to run a problem of ``size`` elements with: ``get_backend`` with the
-    size rule of ``"auto"`` applied (small problems stay on the NumPy reference)."""
-    if _check_name(name) == "auto" and size < AUTO_MIN_SIZE:
+def select_backend(name, size: int, device: bool = False) -> ModuleType:
+    """The backend to run a problem of ``size`` elements with: ``get_backend`` with the rules
+    of ``"auto"`` applied (GPU input goes to CUDA; small problems stay on the NumPy
+    reference). ``device``: the input is a GPU array, which only "cuda" computes with."""
+    name = _check_name(name)
+    if device:
+        if name not in ("auto", "cuda"):
+            raise ParameterError(
+                f"x is a GPU array, but backend={name!r} computes on the CPU; use "
+                f"backend='cuda' (or 'auto'), or copy x to the host first")
+        return get_backend("cuda")
+    if name == "auto" and size < AUTO_MIN_SIZE:
         return _import("numpy")
     return get_backend(name)

@@ -1,0 +1,258 @@
+"""Time ECA forward and forward+backward against the copy floor and the peers, in one process.
+
+Run from a clone of the repository (after ``pip install -e .``)::
+
+    python benchmarks/bench.py            # the standard table, about 3 minutes on 2 cores
+    python benchmarks/bench.py --quick    # fewer repeats, under a minute
+    python benchmarks/bench.py --json results.json
+
+For every shape of the standard table the script times, interleaved round by round so that
+a disturbance hits every column alike: the copy floor ``np.copyto(out, x)`` (one read and one
+write of the tensor, DESIGN.md section 4), npeca's numba backend (into a preallocated ``out``,
+and returning a new array), the NumPy reference, PyTorch eager and onnxruntime (each only if
+installed; "n/a" otherwise). It prints medians in milliseconds, every median as a ratio to the
+copy floor, numba's speed-up over each peer, and whether the targets of issue 4 are met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # peers.py, when run as a script
+
+import peers  # noqa: E402
+
+STANDARD = [
+    ((16, 256, 56, 56), "float32"),
+    ((32, 64, 112, 112), "float32"),
+    ((64, 512, 7, 7), "float32"),
+    ((8, 2048, 7, 7), "float32"),
+    ((1, 64, 56, 56), "float32"),
+    ((16, 256, 56, 56), "float64"),
+]
+
+FORWARD = [
+    ("copy", peers.copy_floor),
+    ("numba", peers.npeca_forward("numba")),
+    ("numba new y", peers.npeca_forward("numba", preallocated=False)),
+    ("numpy", peers.npeca_forward("numpy", preallocated=False)),
+    ("torch", peers.torch_forward),
+    ("onnxruntime", peers.onnxruntime_forward),
+]
+
+TRAIN = [
+    ("copy", peers.copy_floor),
+    ("numba", peers.npeca_train_step("numba")),
+    ("numpy", peers.npeca_train_step("numpy")),
+    ("torch", peers.torch_train_step),
+]
+
+_WARM_S = 0.03  # untimed calls before each block of timed calls
+
+# The targets of issue 4: (what, implementation, reference column, shapes, largest ratio).
+BIG = ["16x256x56x56 float32", "32x64x112x112 float32"]
+TARGETS = [
+    ("forward no slower than onnxruntime", "forward", "numba", "onnxruntime", None, 1.0),
+    ("forward within 1.3x of the copy floor", "forward", "numba", "copy", BIG, 1.3),
+    ("forward+backward at least 5x faster than PyTorch eager", "train", "numba", "torch",
+     BIG, 1 / 5),
+    ("forward+backward within 3x of the copy floor", "train", "numba", "copy", BIG, 3.0),
+    ("single sample forward within 3x of the copy floor", "forward", "numba", "copy",
+     ["1x64x56x56 float32"], 3.0),
+]
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__, "platform": platform.platform()}
+    for name in ("numba", "torch", "onnxruntime"):
+        try:
+            info[name] = __import__(name).__version__
+        except ImportError:
+            info[name] = None
+    if info["numba"]:
+        import numba
+        info["numba_threads"] = numba.get_num_threads()
+        try:
+            info["numba_threading_layer"] = numba.threading_layer()
+        except ValueError:  # no parallel region has run yet
+            info["numba_threading_layer"] = None
+    return info
+
+
+def label(shape, dtype) -> str:
+    """'16x256x56x56 float32'."""
+    return "x".join(map(str, shape)) + f" {dtype}"
+
+
+def time_row(case: peers.Case, columns, repeats: int, budget: float, cycles: int = 3) -> dict:
+    """Median seconds per column.
+
+    Each column runs in blocks: one untimed call, then its share of the timed calls, so that
+    the thread pools of one library (which spin for a while after their work) do not slow
+    the next one. The blocks of all columns are cycled ``cycles`` times, so that a passing
+    disturbance from another process lands on every column rather than on one. A slow column
+    (the NumPy reference on large shapes) runs fewer calls, at least 3, within ``budget``
+    seconds."""
+    calls, notes = {}, {}
+    for name, setup in columns:
+        try:
+            calls[name] = setup(case)
+        except peers.NotAvailable as exc:
+            calls[name], notes[name] = None, str(exc)
+    calls = {name: call for name, call in calls.items() if call is not None}
+    samples, runs = {name: [] for name in calls}, {}
+    for name, call in calls.items():
+        t0 = time.perf_counter()
+        call()  # JIT compilation or cache load, session creation, first touch
+        if name == "numba":
+            samples["numba first call"] = [time.perf_counter() - t0]
+        t0 = time.perf_counter()
+        call()
+        once = time.perf_counter() - t0
+        runs[name] = max(3, min(repeats, int(budget / max(once, 1e-9))))
+    for cycle in range(cycles):
+        for name, call in calls.items():
+            share = -(-runs[name] // cycles)
+            todo = min(share, runs[name] - len(samples[name]))
+            if todo <= 0:
+                continue
+            warm_until = time.perf_counter() + _WARM_S
+            call()  # untimed, for at least _WARM_S: wakes this library's threads (and the
+            while time.perf_counter() < warm_until:  # idle vCPUs of a virtual machine)
+                call()
+            for _ in range(todo):
+                t0 = time.perf_counter()
+                call()
+                samples[name].append(time.perf_counter() - t0)
+    times = {name: {"median_s": float(np.median(ts)), "samples_s": ts}
+             for name, ts in samples.items()}
+    times.update({name: {"unavailable": why} for name, why in notes.items()})
+    return times
+
+
+def ratio_text(value: float | None, floor: float | None) -> str:
+    """'3.71 (1.02x)' or 'n/a'."""
+    if value is None or floor is None:
+        return "n/a"
+    return f"{value * 1e3:.3g} ({value / floor:.2f}x)"
+
+
+def print_table(title: str, rows: list, columns: list[str]) -> None:
+    """Medians in ms with the ratio to the copy floor, then numba's speed-up over peers."""
+    print(f"\n{title}: median ms (ratio to the copy floor)")
+    head = ["shape"] + columns
+    body = []
+    for row in rows:
+        med = _medians(row)
+        floor = med.get("copy")
+        body.append([row["case"]] + [ratio_text(med.get(c), floor) for c in columns])
+    widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
+    for r in [head] + body:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+    peers_ = [c for c in columns if c not in ("copy", "numba", "numba new y")]
+    print(f"numba speed-up over: " + ", ".join(peers_))
+    for row in rows:
+        med = _medians(row)
+        ups = [f"{med[p] / med['numba']:.2f}x" if p in med and "numba" in med else "n/a"
+               for p in peers_]
+        print(f"  {row['case']:<24}" + "  ".join(f"{p}: {u}" for p, u in zip(peers_, ups)))
+    for row in rows:
+        for name, v in row["times"].items():
+            if "unavailable" in v:
+                print(f"  n/a: {name} on {row['case']}: {v['unavailable']}")
+
+
+def _medians(row: dict) -> dict:
+    """Median seconds of every column that ran."""
+    return {k: v["median_s"] for k, v in row["times"].items() if "median_s" in v}
+
+
+def check_targets(results: dict) -> list[dict]:
+    """Each target of issue 4 per shape: the measured ratio and whether it is met."""
+    out = []
+    for what, table, impl, ref, shapes, limit in TARGETS:
+        for row in results[table]:
+            if shapes is not None and row["case"] not in shapes:
+                continue
+            med = _medians(row)
+            if impl not in med or ref not in med:
+                out.append({"target": what, "case": row["case"], "ratio": None, "met": None})
+                continue
+            ratio = med[impl] / med[ref]
+            out.append({"target": what, "case": row["case"], "ratio": ratio,
+                        "limit": limit, "met": bool(ratio <= limit)})
+    return out
+
+
+def main(argv=None) -> int:
+    """Run the benchmark; print the tables; optionally write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer repeats and a smaller time budget (under a minute)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed rounds per column (default 21, quick 5)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--only", metavar="SHAPE", action="append",
+                        help="run only rows whose label starts with SHAPE, e.g. 64x512x7x7")
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (6 if args.quick else 21)
+    budget = 1.5 if args.quick else 8.0  # seconds per slow column and row
+
+    table = [(s, d) for s, d in STANDARD
+             if not args.only or any(label(s, d).startswith(o) for o in args.only)]
+    results = {"forward": [], "train": []}
+    started = time.perf_counter()
+    for shape, dtype in table:
+        case = peers.Case.make(shape, dtype)
+        for key, columns in (("forward", FORWARD), ("train", TRAIN)):
+            times = time_row(case, columns, repeats, budget)
+            results[key].append({"case": label(shape, dtype), "shape": list(shape),
+                                 "dtype": dtype, "times": times})
+        del case
+    results["machine"] = machine()
+    results["settings"] = {"repeats": repeats, "budget_s": budget, "quick": args.quick,
+                           "elapsed_s": time.perf_counter() - started}
+    results["targets"] = check_targets(results)
+
+    m = results["machine"]
+    print(f"machine: {m['cpu']}, {m['cores']} cores; numba {m['numba']} "
+          f"({m.get('numba_threads')} threads, {m.get('numba_threading_layer')}), "
+          f"numpy {m['numpy']}, torch {m['torch']}, onnxruntime {m['onnxruntime']}")
+    print_table("forward", results["forward"], [n for n, _ in FORWARD])
+    print_table("forward+backward", results["train"], [n for n, _ in TRAIN])
+    print("\ntargets of issue 4:")
+    for t in results["targets"]:
+        status = "n/a" if t["met"] is None else ("met" if t["met"] else "NOT met")
+        ratio = "n/a" if t["ratio"] is None else f"{t['ratio']:.2f} (limit {t['limit']:.2f})"
+        print(f"  {status:<8} {t['target']}, {t['case']}: {ratio}")
+    first = [row["times"].get("numba first call", {}).get("median_s")
+             for row in results["forward"]]
+    print(f"\n{results['settings']['elapsed_s']:.0f} s in all; numba's first call per row "
+          f"(includes compiling or loading the cache on the first row): "
+          + ", ".join("n/a" if f is None else f"{f * 1e3:.0f} ms" for f in first))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
