@@ -127,3 +127,25 @@ def test_saturated_and_non_finite_inputs():
     got = npeca.eca_forward(x, w, backend="cuda")
     np.testing.assert_array_equal(np.isnan(got.y), np.isnan(ref.y))
     np.testing.assert_array_equal(got.a[np.isfinite(ref.a)], ref.a[np.isfinite(ref.a)])
+
+
+def test_golden_core_suite_small_cases():
+    """The committed golden suite, every case small enough for the simulator."""
+    import math
+
+    from npeca.golden import Suite
+    from npeca.golden.adapters import get_adapter
+    from npeca.golden.verify import verify_case
+
+    suite = Suite(Path(__file__).resolve().parent.parent / "golden" / "core")
+    adapter = get_adapter("cuda")
+    limit = 200 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else 10**9
+    ran = 0
+    for name, case in suite.cases.items():
+        if math.prod(case["arrays"]["x"]["shape"]) > limit:
+            continue
+        result = verify_case(suite, name, adapter)
+        assert result.status == "PASS", (name, result.message,
+                                         [o.message for o in result.outputs])
+        ran += 1
+    assert ran >= 10
