@@ -102,15 +102,16 @@ def label(shape, dtype) -> str:
     return "x".join(map(str, shape)) + f" {dtype}"
 
 
-def time_row(case: peers.Case, columns, repeats: int, budget: float, cycles: int = 3) -> dict:
+def time_row(case: peers.Case, columns, repeats: int, budget: float, cycles: int = 3,
+             least: int = 3) -> dict:
     """Median seconds per column.
 
-    Each column runs in blocks: one untimed call, then its share of the timed calls, so that
-    the thread pools of one library (which spin for a while after their work) do not slow
-    the next one. The blocks of all columns are cycled ``cycles`` times, so that a passing
-    disturbance from another process lands on every column rather than on one. A slow column
-    (the NumPy reference on large shapes) runs fewer calls, at least 3, within ``budget``
-    seconds."""
+    Each column runs in blocks: untimed calls for _WARM_S, then its share of the timed
+    calls, so that the thread pools of one library (which spin for a while after their
+    work) do not slow the next one, and idle virtual CPUs are awake. The blocks of all
+    columns are cycled ``cycles`` times, so that a passing disturbance from another process
+    lands on every column rather than on one. A slow column (the NumPy reference on large
+    shapes) runs fewer calls, at least ``least``, within ``budget`` seconds."""
     calls, notes = {}, {}
     for name, setup in columns:
         try:
@@ -118,7 +119,7 @@ def time_row(case: peers.Case, columns, repeats: int, budget: float, cycles: int
         except peers.NotAvailable as exc:
             calls[name], notes[name] = None, str(exc)
     calls = {name: call for name, call in calls.items() if call is not None}
-    samples, runs = {name: [] for name in calls}, {}
+    samples, runs, slow = {name: [] for name in calls}, {}, {}
     for name, call in calls.items():
         t0 = time.perf_counter()
         call()  # JIT compilation or cache load, session creation, first touch
@@ -127,16 +128,15 @@ def time_row(case: peers.Case, columns, repeats: int, budget: float, cycles: int
         t0 = time.perf_counter()
         call()
         once = time.perf_counter() - t0
-        runs[name] = max(3, min(repeats, int(budget / max(once, 1e-9))))
-    for cycle in range(cycles):
+        runs[name] = max(least, min(repeats, int(budget / max(once, 1e-9))))
+        slow[name] = once > _WARM_S  # a long call needs no warming up
+    for _ in range(cycles):
         for name, call in calls.items():
-            share = -(-runs[name] // cycles)
-            todo = min(share, runs[name] - len(samples[name]))
+            todo = min(-(-runs[name] // cycles), runs[name] - len(samples[name]))
             if todo <= 0:
                 continue
-            warm_until = time.perf_counter() + _WARM_S
-            call()  # untimed, for at least _WARM_S: wakes this library's threads (and the
-            while time.perf_counter() < warm_until:  # idle vCPUs of a virtual machine)
+            warm_until = time.perf_counter() + (0.0 if slow[name] else _WARM_S)
+            while time.perf_counter() < warm_until:
                 call()
             for _ in range(todo):
                 t0 = time.perf_counter()
@@ -214,7 +214,8 @@ def main(argv=None) -> int:
                         help="run only rows whose label starts with SHAPE, e.g. 64x512x7x7")
     args = parser.parse_args(argv)
     repeats = args.repeats or (6 if args.quick else 21)
-    budget = 1.5 if args.quick else 8.0  # seconds per slow column and row
+    budget = 1.0 if args.quick else 8.0  # seconds per slow column and row
+    cycles, least = (2, 2) if args.quick else (3, 3)
 
     table = [(s, d) for s, d in STANDARD
              if not args.only or any(label(s, d).startswith(o) for o in args.only)]
@@ -223,12 +224,13 @@ def main(argv=None) -> int:
     for shape, dtype in table:
         case = peers.Case.make(shape, dtype)
         for key, columns in (("forward", FORWARD), ("train", TRAIN)):
-            times = time_row(case, columns, repeats, budget)
+            times = time_row(case, columns, repeats, budget, cycles, least)
             results[key].append({"case": label(shape, dtype), "shape": list(shape),
                                  "dtype": dtype, "times": times})
         del case
     results["machine"] = machine()
-    results["settings"] = {"repeats": repeats, "budget_s": budget, "quick": args.quick,
+    results["settings"] = {"repeats": repeats, "budget_s": budget, "cycles": cycles,
+                           "least": least, "quick": args.quick,
                            "elapsed_s": time.perf_counter() - started}
     results["targets"] = check_targets(results)
 

@@ -224,6 +224,8 @@ def grad_output(problem: ECAProblem, grad_out: Any) -> np.ndarray:
 def is_device_array(value: Any) -> bool:
     """True for a GPU array: anything with ``__cuda_array_interface__`` (Numba, CuPy,
     PyTorch CUDA tensors) and the device arrays of Numba's CUDA simulator."""
+    if type(value) is np.ndarray:  # the common case, without an attribute lookup
+        return False
     return (hasattr(value, "__cuda_array_interface__")
             or type(value).__name__ == "FakeCUDAArray")
 

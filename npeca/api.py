@@ -66,11 +66,7 @@ def eca_forward(
     backend: str = "auto",
     out: np.ndarray | None = None,
 ) -> ECAForward:
-    problem = eca_problem(x, weight, bias=bias, channel_axis=channel_axis,
-                          padding=padding, groups=groups, gate=gate)
-    out = output_array(out, problem, in_place=(("x", problem.x),))
-    module = select_backend(backend, problem.x.size, is_device_array(problem.x))
-    return module.forward(problem, out)
+    return _forward(x, weight, bias, channel_axis, padding, groups, gate, backend, out)
 
 
 def eca(
@@ -85,8 +81,16 @@ def eca(
     backend: str = "auto",
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    return eca_forward(x, weight, bias=bias, channel_axis=channel_axis, padding=padding,
-                       groups=groups, gate=gate, backend=backend, out=out).y
+    return _forward(x, weight, bias, channel_axis, padding, groups, gate, backend, out).y
+
+
+def _forward(x, weight, bias, channel_axis, padding, groups, gate, backend, out) -> ECAForward:
+    """Validate, choose the backend, run its forward (eca and eca_forward share this)."""
+    problem = eca_problem(x, weight, bias=bias, channel_axis=channel_axis,
+                          padding=padding, groups=groups, gate=gate)
+    out = output_array(out, problem, in_place=(("x", problem.x),))
+    module = select_backend(backend, problem.x.size, is_device_array(problem.x))
+    return module.forward(problem, out)
 
 
 def eca_backward(

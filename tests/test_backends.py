@@ -28,6 +28,7 @@ needs_numba = pytest.mark.skipif(not HAVE_NUMBA, reason="numba is not installed"
 def no_numba(monkeypatch):
     """A process in which the numba backend cannot be imported, with a fresh warning flag."""
     monkeypatch.setitem(sys.modules, "npeca.backends.numba_cpu", None)  # import -> ImportError
+    monkeypatch.setattr(backends, "_loaded", {})  # forget the modules imported so far
     monkeypatch.setattr(backends, "_numba_failure", None)
     monkeypatch.setattr(backends, "_warned", False)
 

@@ -269,8 +269,8 @@ def test_zero_weight_halves_the_input_exactly(case: Case):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [4, 5])
 def test_schedule_does_not_change_a_bit(monkeypatch, channel_axis, dtype, n):
-    """Per-sample items or waves of channel ranges, pipelined or not, big or small: the
-    split of the work is a schedule, not arithmetic."""
+    """Per-sample items or waves of channel ranges, pipelined or not, big or small, with
+    streaming stores or without: the split of the work is a schedule, not arithmetic."""
     rng = np.random.default_rng(11)
     x = rng.standard_normal((n, 12, 7, 9)).astype(dtype)
     if channel_axis == -1:
@@ -281,16 +281,24 @@ def test_schedule_does_not_change_a_bit(monkeypatch, channel_axis, dtype, n):
                      (rng.standard_normal((12, 9)), dict(padding="circular", groups=2))):
         base = (npeca.eca_forward(x, w, **kw, **extra),
                 npeca.eca_backward(x, w, g, **kw, **extra))
-        for per_sample, wave_bytes, items in ((0, 1, 1), (0, 1, 64), (0, 1 << 30, 1),
-                                              (0, 700, 3), (1 << 30, 1, 1)):
+        for per_sample, wave_bytes, items, stream in ((0, 1, 1, False), (0, 1, 64, True),
+                                                      (0, 1 << 30, 1, True), (0, 700, 3, False),
+                                                      (1 << 30, 1, 1, True)):
             monkeypatch.setattr(numba_cpu, "_PER_SAMPLE_BYTES", per_sample)
             monkeypatch.setattr(numba_cpu, "_SEGMENTS_PER_THREAD", items)  # 1 to 64 segments
+            monkeypatch.setattr(numba_cpu, "_STREAM_BYTES", 0 if stream else 1 << 62)
+            monkeypatch.setattr(numba_cpu, "_STREAM_MIN_ROW", 1)  # streaming stores, rows of
+            # 63 elements at every alignment: the ordinary head and tail and the vector body
             monkeypatch.setattr(numba_cpu, "_WAVE_BYTES_PER_THREAD", wave_bytes)
             monkeypatch.setattr(numba_cpu, "_ITEMS_PER_THREAD", items)
             again = (npeca.eca_forward(x, w, **kw, **extra),
                      npeca.eca_backward(x, w, g, **kw, **extra))
             for u, v in zip(base[0] + base[1], again[0] + again[1]):
                 np.testing.assert_array_equal(u, v)
+            xi, gi = x.copy(), g.copy()  # in place: y over x, dx over g
+            np.testing.assert_array_equal(npeca.eca(xi, w, out=xi, **kw, **extra), base[0].y)
+            np.testing.assert_array_equal(
+                npeca.eca_backward(x, w, gi, out=gi, **kw, **extra).x, base[1].x)
 
 
 def test_lane_sum_matches_exact_sum_to_its_bound():

@@ -49,9 +49,15 @@ _numba_failure: str | None = None  # why numba did not import, once it has faile
 _warned = False
 
 
+_loaded: dict[str, ModuleType] = {}
+
+
 def _import(name: str) -> ModuleType:
     """The module of backend ``name``, imported now if it was not yet."""
-    return importlib.import_module(_MODULES[name])
+    module = _loaded.get(name)
+    if module is None:
+        module = _loaded[name] = importlib.import_module(_MODULES[name])
+    return module
 
 
 def _check_name(name) -> str:

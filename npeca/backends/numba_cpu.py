@@ -43,10 +43,11 @@ LANES = 16  # float64 accumulators per sum: two AVX-512 or four AVX2 registers
 _WAVE_BYTES_PER_THREAD = 1 << 20  # bytes of x per thread in a wave: half of a 2 MiB L2
 _ITEMS_PER_THREAD = 8  # work items per thread in a wave, for load balance
 _PER_SAMPLE_BYTES = 512 << 10  # samples up to this size are one work item each
+_CHUNK_BYTES = 3 << 19  # channels-first forward of large samples: bytes of x per item
 _SEGMENTS_PER_THREAD = 1  # channels-first backward of large samples: pipelined segments
 _MAX_BLOCK = 256  # channels-last: most channels per pooling item (16 lanes x 256 x 8 B)
 _STAGE_BYTES = 4 << 20  # bytes of x staged at a time on the slow path
-_STREAM_BYTES = 64 << 20  # outputs of x this large bypass the caches (streaming stores)
+_STREAM_BYTES = 32 << 20  # outputs of x this large bypass the caches (streaming stores)
 _STREAM_MIN_ROW = 1024  # ... when their channels-first rows have at least this many elements
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 SAMPLES, PIPELINED_SAMPLES, WAVES = 0, 1, 2  # how a kernel hands out work (see _Call.schedule)
@@ -370,13 +371,14 @@ def _pool_cf(xf, n, c0, c1, c_, s_, m):
 
 
 @njit(cache=True)
-def _scale_cf(x, y, w, src, bias, has_bias, hard, stream, n, c0, c1, m, z, a):
-    """Logit, gate and y[n, c] = a * x[n, c] for the channels [c0, c1) of sample n."""
+def _scale_cf(x, y, w, src, bias, has_bias, hard, stream, n, c0, c1, m_row, z, a):
+    """Logit, gate and y[n, c] = a * x[n, c] for the channels [c0, c1) of sample n, whose
+    pooled means (those channels and the ones they read) are in m_row."""
     c_, s_ = x.shape[1], x.shape[2]
     xf = x.reshape(x.size)
     yf = y.reshape(y.size)
     for c in range(c0, c1):
-        zc = _logit(m[n], w, src, c, bias, has_bias)
+        zc = _logit(m_row, w, src, c, bias, has_bias)
         ac = _gate(zc, hard)
         z[n, c] = zc
         a[n, c] = ac
@@ -389,6 +391,30 @@ def _scale_cf(x, y, w, src, bias, has_bias, hard, stream, n, c0, c1, m, z, a):
                 yr[s] = ac * np.float64(xr[s])  # rounded once to y's dtype
     if stream:
         _stream_fence()
+
+
+@njit(cache=True)
+def _forward_item_cf(x, xf, y, w, src, bias, has_bias, hard, stream, n, c0, c1, m, z, a):
+    """The whole forward of the channels [c0, c1) of sample n, with no other item to wait
+    for: the few channels outside the range that the convolution reads (its halo) are
+    pooled here again, by the same lane sum, so their means have the same bits."""
+    c_, s_ = x.shape[1], x.shape[2]
+    _pool_cf(xf, n, c0, c1, c_, s_, m)
+    if c0 == 0 and c1 == c_:
+        _scale_cf(x, y, w, src, bias, has_bias, hard, stream, n, c0, c1, m[n], z, a)
+        return
+    m_row = np.empty(c_)
+    have = np.zeros(c_, dtype=np.bool_)
+    for c in range(c0, c1):
+        m_row[c] = m[n, c]
+        have[c] = True
+    for c in range(c0, c1):
+        for j in range(src.shape[1]):
+            sj = src[c, j]
+            if sj >= 0 and not have[sj]:
+                m_row[sj] = _lane_sum(xf, (n * c_ + sj) * s_, s_) / s_
+                have[sj] = True
+    _scale_cf(x, y, w, src, bias, has_bias, hard, stream, n, c0, c1, m_row, z, a)
 
 
 @njit(cache=True)
@@ -528,27 +554,35 @@ def _dx_cl(g, dx, n, s0, s1, a, t):
 # change a single bit.
 
 @njit(parallel=True, cache=True)
-def _forward_cf(x, w, src, bias, has_bias, hard, mode, wave, chunk, stream, y, m, z, a):
-    """Channels-first forward on x (N, C, S) into y (N, C, S) and m, z, a (N, C)."""
+def _forward_cf(x, w, src, bias, has_bias, hard, chunk, wave, stream, y, m, z, a):
+    """Channels-first forward on x (N, C, S) into y (N, C, S) and m, z, a (N, C).
+
+    One parallel loop over items of `chunk` channels of a sample (a whole sample when chunk
+    is C), each pooled, convolved, gated and scaled while it is in cache. When y is x
+    (in place) and samples are split, an item must not scale channels that another item
+    still has to pool for its halo: then each wave of `wave` samples is pooled entirely
+    before it is scaled."""
     n_, c_, s_ = x.shape
     xf = x.reshape(x.size)
-    if mode == SAMPLES:
-        for n in prange(n_):
-            _pool_cf(xf, n, 0, c_, c_, s_, m)
-            _scale_cf(x, y, w, src, bias, has_bias, hard, stream, n, 0, c_, m, z, a)
+    per = (c_ + chunk - 1) // chunk  # items per sample
+    if per == 1 or wave == 0:
+        for i in prange(n_ * per):
+            n = i // per
+            c0 = (i % per) * chunk
+            _forward_item_cf(x, xf, y, w, src, bias, has_bias, hard, stream, n, c0,
+                             min(c_, c0 + chunk), m, z, a)
     else:
-        per = (c_ + chunk - 1) // chunk  # items per sample
         for n0 in range(0, n_, wave):
             items = min(wave, n_ - n0) * per
-            for i in prange(items):  # pass 1: pool the wave
+            for i in prange(items):
                 n = n0 + i // per
                 c0 = (i % per) * chunk
                 _pool_cf(xf, n, c0, min(c_, c0 + chunk), c_, s_, m)
-            for i in prange(items):  # pass 2: convolve, gate, scale, the wave still in cache
+            for i in prange(items):
                 n = n0 + i // per
                 c0 = (i % per) * chunk
                 _scale_cf(x, y, w, src, bias, has_bias, hard, stream, n, c0,
-                          min(c_, c0 + chunk), m, z, a)
+                          min(c_, c0 + chunk), m[n], z, a)
 
 
 @njit(parallel=True, cache=True)
@@ -809,15 +843,31 @@ class _Call:
             chunk = min(c, _ceil(wave * c, target))
         return mode, wave, chunk, min(s, _ceil(wave * s, target))
 
+    def forward_chunk(self, n: int, itemsize: int) -> int:
+        """Channels per item of the channels-first forward: whole samples when they are
+        small and numerous enough to keep every thread busy; else every sample split into
+        a multiple of the thread count of items of at most about _CHUNK_BYTES (so an item
+        is still in L2 when it is scaled) with as few halo channels as that allows."""
+        threads = numba.get_num_threads()
+        sample = self.c * self.s * itemsize
+        if sample <= _PER_SAMPLE_BYTES and (n % threads == 0 or n >= 4 * threads):
+            return self.c
+        per = threads * _ceil(sample, threads * _CHUNK_BYTES)
+        return _ceil(self.c, min(per, self.c))
+
     def forward(self, x, y, m, z, a) -> None:
         """The forward kernel on C-contiguous x and y of one dtype."""
-        mode, wave, chunk, sb = self.schedule(x.shape[0], x.dtype.itemsize)
         if self.channels_last:
+            mode, wave, chunk, sb = self.schedule(x.shape[0], x.dtype.itemsize)
             _forward_cl(self.view3(x), self.w, self.src, self.bias, self.has_bias, self.hard,
                         mode, wave, chunk, sb, self.view3(y), m, z, a)
         else:
+            # in place (out is x): wave > 0 asks for pooling before scaling (see the kernel)
+            wave = self.schedule(x.shape[0], x.dtype.itemsize)[1] if \
+                np.may_share_memory(x, y) else 0
             _forward_cf(self.view3(x), self.w, self.src, self.bias, self.has_bias, self.hard,
-                        mode, wave, chunk, self.stream(y), self.view3(y), m, z, a)
+                        self.forward_chunk(x.shape[0], x.dtype.itemsize), wave,
+                        self.stream(y), self.view3(y), m, z, a)
 
     def backward(self, x, g, dx, m, dz) -> None:
         """The backward kernel on C-contiguous x, g and dx of one dtype."""
@@ -924,7 +974,7 @@ def forward(problem: ECAProblem, out: np.ndarray | None = None) -> ECAForward:
             call.forward(stager.load("x", x, n0, n1), ys, m[n0:n1], z[n0:n1], a[n0:n1])
             if copy:
                 y[n0:n1] = ys  # the only rounding to y's dtype
-    return ECAForward(y=y, m=m, z=z, a=a)
+    return ECAForward(y, m, z, a)
 
 
 def backward(problem: ECAProblem, grad_out: np.ndarray,
