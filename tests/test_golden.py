@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 from conftest import require
 from npeca import golden
 from npeca.cli import main
-from npeca.golden import GoldenIntegrityError, Suite
+from npeca.golden import Suite
 from npeca.golden.cases import core_cases
 
 COMMITTED = Path(__file__).parent / "golden" / "core"

@@ -184,8 +184,12 @@ class Tensor:
 
     def sum(self, axis=None, keepdims=False): return _ops.sum(self, axis=axis, keepdims=keepdims)
     def mean(self, axis=None, keepdims=False): return _ops.mean(self, axis=axis, keepdims=keepdims)
-    def reshape(self, *shape): return _ops.reshape(self, shape=shape[0] if len(shape) == 1 else shape)
-    def transpose(self, *axes): return _ops.transpose(self, axes=axes[0] if len(axes) == 1 else (axes or None))
+    def reshape(self, *shape):
+        return _ops.reshape(self, shape=shape[0] if len(shape) == 1 else shape)
+
+    def transpose(self, *axes):
+        return _ops.transpose(self, axes=axes[0] if len(axes) == 1 else (axes or None))
+
     def exp(self): return _ops.exp(self)
     def log(self): return _ops.log(self)
     def sigmoid(self): return _ops.sigmoid(self)

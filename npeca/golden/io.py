@@ -91,7 +91,8 @@ def _from_safetensors(data: bytes) -> dict[str, np.ndarray]:
         from safetensors.numpy import load
     except ImportError:
         raise BackendUnavailableError(
-            "reading .safetensors needs the safetensors package: pip install safetensors")
+            "reading .safetensors needs the safetensors package: pip install safetensors") \
+            from None
     return load(data)
 
 
