@@ -2,25 +2,35 @@
 
 This module imports numba at import time; :func:`npeca.backends.get_backend` imports it
 lazily. It deliberately uses nothing of :mod:`npeca.reference` (DESIGN.md section 2): the two
-are independent implementations of the same math, and the tests compare them.
+are independent implementations of the same math, and the tests compare them. Kernels are
+private and trust their inputs: :mod:`npeca.api` validates, this module's ``forward`` and
+``backward`` allocate and choose a schedule, the kernels compute.
 
-Layout of the work (DESIGN.md section 4):
+How the work is laid out (DESIGN.md section 4; docs/backends.md has the long version):
 
 * A C-contiguous float32/float64 ``x`` is viewed, without a copy, as (N, C, S) for
   channels-first or (N, S, C) for channels-last. Anything else (float16, other strides, a
-  non-contiguous ``out``) is staged through a bounded buffer of a few samples at a time.
-* Samples are processed in *waves* small enough to stay in the L2 caches. Within a wave the
-  work items are (sample, channel) pairs (channels-first) or (sample, channel block) pairs
-  (channels-last), spread over all threads, so that N = 1 uses every core too. Forward
-  reads a wave once to pool it and once more, from cache, to scale it: two passes over
-  main memory (read x, write y) instead of three.
-* Every sum over spatial positions runs in float64 over ``LANES`` interleaved lanes
-  (position s goes to lane s mod LANES), and the lanes are combined by a fixed pairwise
-  tree. Channels-first rows are summed by an explicit SIMD loop written in LLVM IR
-  (:func:`_lane_sum`), channels-last columns by the same lane rule in plain loops, so both
-  layouts give the same bits. No sum is ever split across threads, and the split of work
-  into waves and items never changes the arithmetic: results are bitwise identical for
-  any number of threads and on every call.
+  non-contiguous ``out``, a grad_out of another dtype) is staged a few samples at a time
+  through reused float32/float64 buffers: bounded extra memory, one rounding to the output.
+* Channels-first forward: one parallel loop whose items are a whole sample (small samples)
+  or a range of a sample's channels (so that N = 1 uses every core too). An item pools its
+  channels, convolves, gates and scales them while they are still in L2: x is read from
+  memory once and y written once, the two passes of the copy floor. The few neighbouring
+  channels its convolution reads are pooled again by the item (same arithmetic, same bits)
+  instead of waiting for the item that owns them, so no thread ever waits for another.
+* Channels-first backward: per item, channel after channel, sum x and g * x, and as soon as
+  the neighbours are known, dz and dx = g * a + dm / S, while g is still in cache
+  (:func:`_pipeline_cf`); x and g are read from memory once, dx written once.
+* Channels-last: waves of samples small enough for L2, in parallel phases over blocks of
+  channels (pooling) and of positions (scaling).
+* Outputs of 32 MiB and more are written with streaming (non-temporal) stores, which skip
+  reading the destination into cache first.
+* Every sum over positions is accumulated in float64 over ``LANES`` interleaved lanes
+  (position s into lane s mod LANES), the lanes combined by a fixed pairwise tree; the
+  channels-first rows by an explicit SIMD loop written in LLVM IR (:func:`_lane_sum`), the
+  channels-last columns by the same rule in plain loops, so both layouts give the same bits.
+  No sum is split across threads, and no schedule changes an operation or its order:
+  results are bitwise identical for any number of threads and on every call.
 """
 
 from __future__ import annotations
@@ -50,7 +60,7 @@ _STAGE_BYTES = 4 << 20  # bytes of x staged at a time on the slow path
 _STREAM_BYTES = 32 << 20  # outputs of x this large bypass the caches (streaming stores)
 _STREAM_MIN_ROW = 1024  # ... when their channels-first rows have at least this many elements
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-SAMPLES, PIPELINED_SAMPLES, WAVES = 0, 1, 2  # how a kernel hands out work (see _Call.schedule)
+_SAMPLES, _PIPELINED_SAMPLES, _WAVES = 0, 1, 2  # how kernels hand out work (_Call.schedule)
 
 
 # --- the lane sum: an explicit SIMD reduction in a fixed order ------------------------------
@@ -544,14 +554,15 @@ def _dx_cl(g, dx, n, s0, s1, a, t):
 
 # --- the kernels ------------------------------------------------------------------------------
 #
-# SAMPLES: one parallel loop over samples, each item a whole (small) sample from pooling to
-# scaling, so no thread waits for another. WAVES: waves of `wave` samples, each wave one
+# _SAMPLES: one parallel loop over samples, each item a whole (small) sample from pooling to
+# scaling, so no thread waits for another. _WAVES: waves of `wave` samples, each wave one
 # parallel loop per phase whose items are a sample and a range of `chunk` channels (or `sb`
 # positions), so that a single sample also spreads over every thread while it stays in
-# cache between the phases. The channels-first backward of large samples is pipelined
-# (_pipeline_cf), per sample (PIPELINED_SAMPLES) or per segment of a sample (WAVES). Items
-# never share a sum: neither the mode, nor the wave and item sizes, nor the thread count
-# change a single bit.
+# cache between the phases. The channels-first forward needs neither (halo items, see
+# _forward_item_cf) except in place; the channels-first backward of large samples is
+# pipelined (_pipeline_cf), per sample (_PIPELINED_SAMPLES) or per segment of a sample
+# (_WAVES). Items never share a sum: neither the mode, nor the wave and item sizes, nor the
+# thread count change a single bit.
 
 @njit(parallel=True, cache=True)
 def _forward_cf(x, w, src, bias, has_bias, hard, chunk, wave, stream, y, m, z, a):
@@ -590,7 +601,7 @@ def _forward_cl(x, w, src, bias, has_bias, hard, mode, wave, chunk, sb, y, m, z,
     """Channels-last forward on x (N, S, C): pooling items are `chunk` channels, scaling
     items `sb` positions."""
     n_, s_, c_ = x.shape
-    if mode == SAMPLES:
+    if mode == _SAMPLES:
         for n in prange(n_):
             for c0 in range(0, c_, chunk):
                 _pool_cl(x, n, c0, min(c_, c0 + chunk), m)
@@ -663,12 +674,12 @@ def _backward_cf(x, g, w, src, rd, span, bias, has_bias, hard, mode, wave, chunk
     a = np.empty((n_, c_))
     zdone = np.zeros((n_, c_), dtype=np.bool_)
     xdone = np.zeros((n_, c_), dtype=np.bool_)
-    if mode == SAMPLES:  # a sample fits in cache: sweep it twice
+    if mode == _SAMPLES:  # a sample fits in cache: sweep it twice
         for n in prange(n_):
             _sums_cf(gf, xf, n, 0, c_, c_, s_, m, da)
             _dz(w, src, bias, has_bias, hard, n, 0, c_, m, da, a, dz)
             _dx_cf(g, dx, w, rd, stream, n, 0, c_, a, dz)
-    elif mode == PIPELINED_SAMPLES:  # a whole sample per item; only circular wraps wait
+    elif mode == _PIPELINED_SAMPLES:  # a whole sample per item; only circular wraps wait
         for n in prange(n_):
             _pipeline_cf(g, x, gf, xf, w, src, rd, span, bias, has_bias, hard, stream, n, 0,
                          c_, m, da, a, dz, dx, zdone, xdone)
@@ -706,7 +717,7 @@ def _backward_cl(x, g, w, src, rd, bias, has_bias, hard, mode, wave, chunk, sb, 
     da = np.empty((n_, c_))
     a = np.empty((n_, c_))
     t = np.empty((n_, c_))
-    if mode == SAMPLES:
+    if mode == _SAMPLES:
         for n in prange(n_):
             for c0 in range(0, c_, chunk):
                 _sums_cl(g, x, n, c0, min(c_, c0 + chunk), m, da)
@@ -746,30 +757,30 @@ def _parameter_grads(m, dz, w, src, per_channel, dw, db):
     k = w.shape[1]
     part = np.empty((c_, k))
     db_c = np.empty(c_)
-    for c in prange(c_):
+    for c in prange(c_):  # each item owns its row of part and its db_c: no shared sum
         for j in range(k):
             sj = src[c, j]
-            acc = 0.0
+            tap = 0.0
             if sj >= 0:
                 for n in range(n_):
-                    acc += dz[n, c] * m[n, sj]
-            part[c, j] = acc
-        acc = 0.0
+                    tap += dz[n, c] * m[n, sj]
+            part[c, j] = tap
+        ones = 0.0
         for n in range(n_):
-            acc += dz[n, c]
-        db_c[c] = acc
+            ones += dz[n, c]
+        db_c[c] = ones
     if per_channel:
         dw[:, :] = part
     else:
         for j in range(k):
-            acc = 0.0
+            total = 0.0
             for c in range(c_):
-                acc += part[c, j]
-            dw[0, j] = acc
-    acc = 0.0
+                total += part[c, j]
+            dw[0, j] = total
+    bias_total = 0.0
     for c in range(c_):
-        acc += db_c[c]
-    db[0] = acc
+        bias_total += db_c[c]
+    db[0] = bias_total
 
 
 # --- the wrappers: choose views, the schedule and staging, then call the kernels ------------
@@ -816,10 +827,10 @@ class _Call:
                  ) -> tuple[int, int, int, int]:
         """(mode, wave, chunk, sb) for n samples of this geometry.
 
-        SAMPLES when samples are small (they stay in cache between the sweeps) and there
+        _SAMPLES when samples are small (they stay in cache between the sweeps) and there
         are enough of them to keep every thread busy. For a ``pipelined`` kernel (the
-        channels-first backward), PIPELINED_SAMPLES when samples are large but their
-        number divides among the threads. Otherwise WAVES of about _WAVE_BYTES_PER_THREAD
+        channels-first backward), _PIPELINED_SAMPLES when samples are large but their
+        number divides among the threads. Otherwise _WAVES of about _WAVE_BYTES_PER_THREAD
         per thread, split into about _ITEMS_PER_THREAD items per thread of `chunk` channels
         or `sb` positions (pipelined: _SEGMENTS_PER_THREAD long segments per thread)."""
         threads = numba.get_num_threads()
@@ -829,14 +840,14 @@ class _Call:
         wave = min(n, max(1, (_WAVE_BYTES_PER_THREAD * threads) // sample))
         target = _ITEMS_PER_THREAD * threads
         if sample <= _PER_SAMPLE_BYTES and balanced:
-            mode = SAMPLES
+            mode = _SAMPLES
         elif pipelined and n % threads == 0:
-            mode = PIPELINED_SAMPLES
+            mode = _PIPELINED_SAMPLES
         else:
-            mode = WAVES
+            mode = _WAVES
         if self.channels_last:  # channel blocks of whole cache lines, 16 lanes x chunk x 8 B
             chunk = _ceil(_ceil(wave * c, target), 16) * 16
-            chunk = min(c, _MAX_BLOCK if mode == SAMPLES else max(16, min(_MAX_BLOCK, chunk)))
+            chunk = min(c, _MAX_BLOCK if mode == _SAMPLES else max(16, min(_MAX_BLOCK, chunk)))
         elif pipelined:
             chunk = _ceil(c, _SEGMENTS_PER_THREAD * threads)
         else:
