@@ -43,15 +43,15 @@ _KEYWORDS_DOC = """\
 
 _OUT_Y_DOC = """\
     out : numpy.ndarray, optional
-        Where to write y: an array with the shape and dtype of ``x``, any strides. It may
-        be ``x`` itself (y then overwrites x, with the same result as a separate array) but
-        must not otherwise overlap ``x``."""
+        Where to write y: an array with the shape and dtype of ``x``, any strides (a GPU
+        array for GPU input). It may be ``x`` itself (y then overwrites x, with the same
+        result as a separate array) but must not otherwise overlap ``x``."""
 
 _OUT_DX_DOC = """\
     out : numpy.ndarray, optional
-        Where to write dL/dx: an array with the shape and dtype of ``x``, any strides. It
-        may be ``x`` or ``grad_out`` itself (overwritten, with the same result as a
-        separate array) but must not otherwise overlap either."""
+        Where to write dL/dx: an array with the shape and dtype of ``x``, any strides (a GPU
+        array for GPU input). It may be ``x`` or ``grad_out`` itself (overwritten, with the
+        same result as a separate array) but must not otherwise overlap either."""
 
 
 def eca_forward(
@@ -133,7 +133,7 @@ eca.__doc__ = f"""Efficient Channel Attention: rescale every channel of ``x`` by
         expected and what arrived.
     BackendUnavailableError
         (a subclass of ``ImportError``) for ``backend="numba"`` without numba, and for
-        ``backend="cuda"``, which is not implemented yet.
+        ``backend="cuda"`` without numba-cuda or an NVIDIA GPU.
 
     Notes
     -----
@@ -173,7 +173,8 @@ eca_forward.__doc__ = f"""ECA forward pass with its intermediates, for debugging
     -------
     ECAForward
         Named tuple ``(y, m, z, a)``: y as :func:`eca` returns it; m the pooled means, z the
-        logits and a = gate(z), each of shape (N, C) in float64 (all backends).
+        logits and a = gate(z), each of shape (N, C) in float64 (with every backend; device
+        arrays for GPU input).
 
     Notes
     -----
