@@ -23,6 +23,8 @@ import npeca  # noqa: E402
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 METADATA = {"Software": None}  # no version string: identical bytes on every rerun
+COLORS = {"numba": "tab:blue", "numba new y": "tab:cyan", "numpy": "tab:green",
+          "torch": "tab:red", "onnxruntime": "tab:purple"}
 
 
 def kernel_size_figure() -> Path:
@@ -73,30 +75,37 @@ def attention_figure() -> Path:
 
 
 def benchmark_figure(results: Path) -> Path | None:
+    """Medians of every column as a ratio to the copy floor, forward and forward+backward,
+    from the JSON that benchmarks/bench.py writes."""
     if not results.is_file():
         print(f"no {results.relative_to(ROOT)}: skipping benchmark.png", file=sys.stderr)
         return None
     data = json.loads(results.read_text())
-    rows = data.get("rows", data if isinstance(data, list) else [])
-    labels, series = [], {}
-    for row in rows:
-        if row.get("pass", "forward") != "forward":
-            continue
-        labels.append(row["shape"] + (" f64" if row.get("dtype") == "float64" else ""))
-        for peer, ratio in row.get("ratio_to_copy", {}).items():
-            series.setdefault(peer, []).append(ratio if ratio is not None else np.nan)
-    if not labels:
-        return None
-    fig, ax = plt.subplots(figsize=(8, 3.8), dpi=110)
-    width = 0.8 / max(len(series), 1)
-    for i, (peer, ratios) in enumerate(series.items()):
-        ax.bar(np.arange(len(labels)) + i * width, ratios, width, label=peer)
-    ax.axhline(1.0, color="k", lw=1)
-    ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels, rotation=20, fontsize=8)
-    ax.set_ylabel("time / copy floor (forward)")
-    ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, axis="y")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110, sharey=True)
+    for ax, key, title in zip(axes, ("forward", "train"), ("forward", "forward + backward")):
+        rows = data.get(key, [])
+        labels = [row["case"].replace(" float32", "").replace(" float64", " f64")
+                  for row in rows]
+        columns = [c for c in dict.fromkeys(n for row in rows for n in row["times"])
+                   if c not in ("copy", "numba first call")]
+        width = 0.8 / max(len(columns), 1)
+        for i, col in enumerate(columns):
+            ratios = []
+            for row in rows:
+                t, floor = row["times"].get(col, {}), row["times"].get("copy", {})
+                ok = "median_s" in t and "median_s" in floor
+                ratios.append(t["median_s"] / floor["median_s"] if ok else np.nan)
+            ax.bar(np.arange(len(rows)) + i * width, ratios, width, label=col,
+                   color=COLORS.get(col, "0.5"))
+        ax.axhline(1.0, color="k", lw=1)
+        ax.set_xticks(np.arange(len(rows)) + 0.4 - width / 2, labels, rotation=25, fontsize=7)
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("median time / copy floor (np.copyto)")
+    cpu = data.get("machine", {}).get("cpu", "")
+    fig.suptitle(f"npeca benchmark relative to the copy floor ({cpu})", fontsize=9)
     fig.tight_layout()
     path = HERE / "benchmark.png"
     fig.savefig(path, metadata=METADATA)
