@@ -400,3 +400,10 @@ def test_docs_worked_example_runs_as_documented(tmp_path, monkeypatch, capsys, t
     out = capsys.readouterr().out
     summary = re.search(r"\n(\d+ PASS, \d+ FAIL, \d+ ERROR, \d+ SKIP of \d+ cases)\n```", page)
     assert summary.group(1) in out
+
+
+def test_numba_passes_the_core_suite():
+    results = golden.verify(COMMITTED, "numba", progress=False)
+    bad = [(r.case, r.status, r.message or (r.worst and r.worst.message)) for r in results
+           if r.status != "PASS"]
+    assert not bad and len(results) == 37
