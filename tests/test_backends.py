@@ -229,3 +229,20 @@ def test_bad_input_through_numba_gives_npeca_errors_not_numba_typing_errors():
         npeca.eca_backward(x, w, g[:1], backend="numba")
     with pytest.raises(DTypeError, match="grad_out must have dtype"):
         npeca.eca_backward(x, w, g.astype(np.int64), backend="numba")
+
+
+@pytest.mark.parametrize("backend", ["numba"])
+def test_non_finite_values_meeting_zero_pads_match_the_reference(backend):
+    """inf * 0 at a zero-padded tap is NaN (IEEE, as the reference and torch.conv1d)."""
+    x = np.ones((1, 3, 2))
+    w = np.array([np.inf, 1.0, 0.0])
+    ref = npeca.eca_forward(x, w, backend="numpy")
+    got = npeca.eca_forward(x, w, backend=backend)
+    np.testing.assert_array_equal(got.z, ref.z)
+    np.testing.assert_array_equal(got.y, ref.y)
+    x = np.array([[[np.inf]]])
+    w = np.array([0.0, 1.0, 0.0])
+    ref_g = npeca.eca_backward(x, w, np.ones_like(x), backend="numpy")
+    got_g = npeca.eca_backward(x, w, np.ones_like(x), backend=backend)
+    np.testing.assert_array_equal(got_g.weight, ref_g.weight)
+    np.testing.assert_array_equal(got_g.x, ref_g.x)

@@ -319,8 +319,10 @@ def _logit(m_row, w, src, c, bias, has_bias):
     z = 0.0
     for j in range(w.shape[1]):
         sj = src[c, j]
-        if sj >= 0:  # skip zero pads instead of multiplying by 0: a NaN stays where it is
+        if sj >= 0:
             z += w[wc, j] * m_row[sj]
+        else:  # a zero pad: w * 0, which is NaN for an infinite or NaN tap, as the reference
+            z += w[wc, j] * 0.0
     if has_bias:
         z += bias
     return z
@@ -764,6 +766,9 @@ def _parameter_grads(m, dz, w, src, per_channel, dw, db):
             if sj >= 0:
                 for n in range(n_):
                     tap += dz[n, c] * m[n, sj]
+            else:  # a zero pad: dz * 0, NaN where dz is not finite, as in the reference
+                for n in range(n_):
+                    tap += dz[n, c] * 0.0
             part[c, j] = tap
         ones = 0.0
         for n in range(n_):

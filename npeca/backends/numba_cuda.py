@@ -190,6 +190,8 @@ def _kernels(threads: int):
             t = source(ch, j, k, cg, circular)
             if t >= 0:
                 acc += w[ch * k + j] * m[row * c + t]
+            else:  # a zero pad: w * 0 (NaN for a non-finite tap, as the reference)
+                acc += w[ch * k + j] * 0.0
         z[i] = acc
         if hard:
             a[i] = min(max(acc + 3.0, 0.0), 6.0) / 6.0
@@ -240,6 +242,8 @@ def _kernels(threads: int):
             src = source(ch, j, k, cg, circular)
             if src >= 0:
                 acc += dz[row * c + ch] * m[row * c + src]
+            else:  # a zero pad: dz * 0 (NaN where dz is not finite, as the reference)
+                acc += dz[row * c + ch] * 0.0
             q += threads
         sh = cuda.shared.array(threads, float64)
         block_sum(sh, t, acc)

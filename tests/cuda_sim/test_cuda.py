@@ -149,3 +149,15 @@ def test_golden_core_suite_small_cases():
                                          [o.message for o in result.outputs])
         ran += 1
     assert ran >= 10
+
+
+def test_non_finite_values_meeting_zero_pads_match_the_reference():
+    x = np.ones((1, 3, 2))
+    w = np.array([np.inf, 1.0, 0.0])
+    np.testing.assert_array_equal(npeca.eca_forward(x, w, backend="cuda").z,
+                                  npeca.eca_forward(x, w, backend="numpy").z)
+    x = np.array([[[np.inf]]])
+    w = np.array([0.0, 1.0, 0.0])
+    np.testing.assert_array_equal(
+        npeca.eca_backward(x, w, np.ones_like(x), backend="cuda").weight,
+        npeca.eca_backward(x, w, np.ones_like(x), backend="numpy").weight)
