@@ -330,7 +330,7 @@ def test_generation_is_atomic(tmp_path, monkeypatch):
 
 def test_existing_directory_needs_force(tmp_path, capsys):
     out = tmp_path / "suite"
-    out.mkdir()
+    assert main(["golden", "generate", str(out), "--quiet"]) == 0
     assert main(["golden", "generate", str(out), "--quiet"]) == 2
     assert "already exists" in capsys.readouterr().err
     assert main(["golden", "generate", str(out), "--quiet", "--force"]) == 0
@@ -407,3 +407,53 @@ def test_numba_passes_the_core_suite():
     bad = [(r.case, r.status, r.message or (r.worst and r.worst.message)) for r in results
            if r.status != "PASS"]
     assert not bad and len(results) == 37
+
+
+def test_force_replaces_only_a_golden_suite(tmp_path, monkeypatch, capsys):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    assert main(["golden", "generate", str(precious), "--force", "--quiet"]) == 2
+    assert "not a golden suite" in capsys.readouterr().err
+    assert (precious / "notes.txt").read_text() == "keep me"
+    suite = tmp_path / "suite"
+    assert main(["golden", "generate", str(suite), "--quiet"]) == 0
+    monkeypatch.chdir(suite)
+    assert main(["golden", "generate", ".", "--force", "--quiet"]) == 2
+    assert "current directory" in capsys.readouterr().err
+    assert (suite / "manifest.json").is_file()
+    assert oct(suite.stat().st_mode & 0o777) != oct(0o700)  # readable like its files
+
+
+@pytest.mark.parametrize("edit", ["files_list", "cases_dict", "case_str", "no_tolerances",
+                                  "tol_str", "absolute_path", "duplicate"])
+def test_malformed_manifests_are_refused(tmp_path, capsys, edit):
+    path = _copy(COMMITTED, tmp_path)
+    m = json.loads((path / "manifest.json").read_text())
+    if edit == "files_list":
+        m["files"] = list(m["files"])
+    elif edit == "cases_dict":
+        m["cases"] = {"a": 1}
+    elif edit == "case_str":
+        m["cases"][0] = "oops"
+    elif edit == "no_tolerances":
+        del m["cases"][0]["tolerances"]
+    elif edit == "tol_str":
+        m["cases"][0]["tolerances"]["y"]["rtol"] = "1e-5"
+    elif edit == "absolute_path":
+        m["files"]["/etc/hostname"] = "0" * 64
+    elif edit == "duplicate":
+        m["cases"].append(m["cases"][0])
+    (path / "manifest.json").write_text(json.dumps(m))
+    assert _verify_exit(path) == 2
+    assert "manifest.json" in capsys.readouterr().err or edit == "absolute_path"
+
+
+def test_json_format_skips_cases_without_json(capsys):
+    assert _verify_exit(COMMITTED, "--format", "json") == 0
+    assert "SKIP" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("backend", [":", ":f", ".x:f"])
+def test_malformed_module_backends(backend, capsys):
+    assert _verify_exit(COMMITTED, "--backend", backend) == 2

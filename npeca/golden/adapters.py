@@ -194,6 +194,8 @@ def onnxruntime_adapter(inputs: dict, params: dict) -> dict:
 
 def get_adapter(name: str) -> Adapter:
     """The adapter for a backend name or a ``module:function`` path."""
+    if not isinstance(name, str):
+        raise ParameterError(f"backend must be a string; got {type(name).__name__}")
     if name in ("numpy", "numba", "cuda", "auto"):
         return npeca_adapter(name)
     if name == "torch":
@@ -206,7 +208,7 @@ def get_adapter(name: str) -> Adapter:
             sys.path.append(os.getcwd())  # as `python -m` would: modules beside the caller
         try:
             fn = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
+        except (ImportError, AttributeError, ValueError, TypeError) as exc:
             raise ParameterError(f"backend {name!r}: cannot import {attr} from {module} "
                                  f"({exc})") from None
         if not callable(fn):

@@ -148,6 +148,9 @@ def generate(out_dir: str | os.PathLike, *, suite_name: str = "core",
     >>> len(Suite(path).cases) > 30
     True
     """
+    if isinstance(formats, str):
+        raise ParameterError(f"formats must be a tuple of format names such as ('npz', "
+                             f"'json'); got the string {formats!r}")
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise ParameterError(f"formats must be a non-empty subset of {', '.join(FORMATS)}; "

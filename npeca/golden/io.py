@@ -120,8 +120,13 @@ def write_suite(out_dir: str | os.PathLike, manifest: dict[str, Any],
     out = Path(out_dir).absolute()
     if out.exists() and not force:
         raise ParameterError(f"{out} already exists; remove it or pass --force to replace it")
+    if out.exists():
+        _check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; a suite is as readable as its files
     try:
         (tmp / "cases").mkdir()
         hashes: dict[str, str] = {}
@@ -152,7 +157,62 @@ def write_suite(out_dir: str | os.PathLike, manifest: dict[str, Any],
     return out
 
 
+def _check_replaceable(out: Path) -> None:
+    """--force replaces only an earlier golden suite, never another directory."""
+    resolved, cwd = out.resolve(), Path.cwd().resolve()
+    if not out.is_dir():
+        raise ParameterError(f"{out} exists and is not a directory; refusing to replace it")
+    if resolved == cwd or resolved in cwd.parents:
+        raise ParameterError(f"refusing to replace {out}: it is the current directory or "
+                             f"one of its parents")
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+        is_suite = isinstance(manifest, dict) and manifest.get("schema") == SCHEMA
+    except (OSError, ValueError, UnicodeDecodeError):
+        is_suite = False
+    if not is_suite:
+        raise ParameterError(f"refusing to replace {out}: it is not a golden suite (no "
+                             f"manifest.json of schema {SCHEMA!r}); remove it yourself if "
+                             f"you mean it")
+
+
 # --- reading a suite -----------------------------------------------------------------------
+
+def _check_structure(manifest: dict) -> None:
+    """The manifest's shape: every key a reader relies on, with the right type."""
+    def bad(what: str) -> GoldenIntegrityError:
+        return GoldenIntegrityError(f"manifest.json: {what}")
+
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and len(v) == 64 for k, v in files.items()):
+        raise bad("files must map relative paths to SHA-256 hex digests")
+    cases = manifest.get("cases")
+    if not isinstance(cases, list):
+        raise bad("cases must be a list")
+    names = set()
+    for case in cases:
+        if not isinstance(case, dict) or not isinstance(case.get("name"), str):
+            raise bad("every case must be an object with a name")
+        if case["name"] in names:
+            raise bad(f"case name {case['name']!r} appears twice")
+        names.add(case["name"])
+        for key, kind in (("params", dict), ("arrays", dict), ("tolerances", dict),
+                          ("files", dict), ("flags", dict)):
+            if not isinstance(case.get(key), kind):
+                raise bad(f"case {case['name']}: {key} must be an object")
+        for arr in case["arrays"].values():
+            if not (isinstance(arr, dict) and isinstance(arr.get("shape"), list)
+                    and isinstance(arr.get("dtype"), str)):
+                raise bad(f"case {case['name']}: every array needs a shape list and a dtype")
+        for out, tol in case["tolerances"].items():
+            if not (isinstance(tol, dict) and all(
+                    isinstance(tol.get(t), (int, float)) and not isinstance(tol.get(t), bool)
+                    for t in ("rtol", "atol"))):
+                raise bad(f"case {case['name']}: tolerance of {out} needs numbers rtol, atol")
+        if "x" not in case["arrays"]:
+            raise bad(f"case {case['name']}: no array x")
+
 
 class Suite:
     """A golden suite on disk whose manifest and every file hash have been checked.
@@ -178,10 +238,11 @@ class Suite:
             raise GoldenIntegrityError(
                 f"manifest.json: schema_version {version!r} is not supported by this npeca "
                 f"(it reads version {SCHEMA_VERSION}); upgrade npeca or regenerate the suite")
+        _check_structure(self.manifest)
         self._bytes: dict[str, bytes] = {}
-        for rel, digest in self.manifest.get("files", {}).items():
+        for rel, digest in self.manifest["files"].items():
             file = self.path / rel
-            if ".." in Path(rel).parts or not file.is_file():
+            if ".." in Path(rel).parts or Path(rel).is_absolute() or not file.is_file():
                 raise GoldenIntegrityError(f"{rel}: listed in the manifest but missing")
             data = file.read_bytes()
             if sha256(data) != digest:
@@ -189,12 +250,16 @@ class Suite:
                     f"{rel}: SHA-256 mismatch (file changed, truncated or corrupted): expected "
                     f"{digest}, got {sha256(data)}")
             self._bytes[rel] = data
-        self.cases = {c["name"]: c for c in self.manifest.get("cases", [])}
+        self.cases = {c["name"]: c for c in self.manifest["cases"]}
         for c in self.cases.values():
             for fmt, rel in c.get("files", {}).items():
                 if rel not in self._bytes:
                     raise GoldenIntegrityError(f"case {c['name']}: {fmt} file {rel} has no hash "
                                                f"in the manifest")
+
+    def has_format(self, name: str, fmt: str | None) -> bool:
+        """Whether case ``name`` has a file in format ``fmt`` (any format for None)."""
+        return fmt is None or fmt in self.cases[name]["files"]
 
     def arrays(self, name: str, fmt: str | None = None) -> dict[str, np.ndarray]:
         """The arrays of case ``name`` decoded from format ``fmt`` (default: npz, else the
