@@ -60,6 +60,8 @@ def float_array(value: Any, name: str) -> np.ndarray:
             f"{name} must be an array of float16, float32 or float64; "
             f"could not convert {type(value).__name__} to an array ({exc})"
         ) from None
+    if arr.dtype.kind == "f" and not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))  # big-endian data: same values, native
     if arr.dtype not in FLOAT_DTYPES:
         kind = {"b": "boolean", "i": "integer", "u": "unsigned integer", "c": "complex",
                 "O": "object", "U": "string", "S": "bytes"}.get(arr.dtype.kind, "unsupported")
@@ -104,7 +106,11 @@ def _bias(bias: Any) -> tuple[float | None, tuple[int, ...] | None, np.dtype | N
     if isinstance(bias, bool):
         raise DTypeError("bias must be None or a real scalar; got a bool")
     if isinstance(bias, numbers.Real) and not isinstance(bias, np.generic):
-        return float(bias), (), np.dtype(np.float64)
+        try:
+            return float(bias), (), np.dtype(np.float64)
+        except OverflowError:
+            raise ParameterError(f"bias must fit in a float64; got an integer of "
+                                 f"{len(str(abs(int(bias))))} digits") from None
     arr = float_array(bias, "bias")
     if arr.shape not in ((), (1,)):
         raise ShapeError(

@@ -93,6 +93,17 @@ def _cmd_golden_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _seed(text: str) -> int:
+    """An argparse type: a non-negative integer seed."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``npeca`` command."""
     parser = argparse.ArgumentParser(
@@ -113,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run forward, backward and a gradient check",
                           description="Run ECA forward and backward on a built-in example "
                                       "and check the gradient by finite differences.")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     demo.set_defaults(func=_cmd_demo)
 
     golden = sub.add_parser("golden", help="generate or verify golden test vectors",

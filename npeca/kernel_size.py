@@ -35,6 +35,9 @@ def _require_real(value: object, name: str) -> Fraction:
         raise ParameterError(
             f"{name} must be a finite real number; got {value!r} ({type(value).__name__})"
         )
+    if isinstance(value, numbers.Integral):
+        return Fraction(int(value))  # always finite, however large
+    value = float(value)  # numpy float scalars included; exact for float16/32/64
     if not math.isfinite(value):
         raise ParameterError(f"{name} must be a finite real number; got {value!r}")
     return Fraction(value)  # exact: every finite float is a dyadic rational
@@ -46,7 +49,11 @@ def _floor_rule(channels: int, gamma: Fraction, b: Fraction) -> int:
     if channels == 1 << exponent:  # a power of two: log2 is the integer `exponent`
         return math.floor((exponent + b) / gamma)
     with decimal.localcontext() as ctx:
-        ctx.prec = _LOG_DIGITS
+        # 60 digits for log2(C), plus room for b and gamma's own digits, so that a huge b
+        # does not swamp the fractional part that decides the floor
+        ctx.prec = _LOG_DIGITS + sum(len(str(abs(v))) for v in (
+            b.numerator, b.denominator, gamma.numerator, gamma.denominator))
+        ctx.Emax, ctx.Emin = decimal.MAX_EMAX, decimal.MIN_EMIN
         log2_c = decimal.Decimal(channels).ln() / decimal.Decimal(2).ln()
         # Fractions with the same rounding context: numerator / denominator in Decimal.
         b_dec = decimal.Decimal(b.numerator) / decimal.Decimal(b.denominator)

@@ -255,7 +255,14 @@ class ECA:
         self.dtype = _dtype(dtype)
         self.backend = backend
 
-        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        if isinstance(seed, np.random.Generator):
+            rng = seed
+        else:
+            try:
+                rng = np.random.default_rng(seed)
+            except (TypeError, ValueError):
+                raise ParameterError(f"seed must be None, an integer >= 0 or a "
+                                     f"numpy.random.Generator; got {seed!r}") from None
         bound = 1.0 / math.sqrt(kernel_size)  # PyTorch: 1 / sqrt(fan_in), fan_in = 1 * k
         shape = (channels, 1, kernel_size) if per_channel else (1, 1, kernel_size)
         self.weight = rng.uniform(-bound, bound, size=shape).astype(self.dtype)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import GradcheckError, ParameterError, ShapeError
+from .errors import DTypeError, GradcheckError, ParameterError, ShapeError
 
 __all__ = ["DEFAULT_TOLERANCES", "assert_close", "gradcheck", "check_vjp"]
 
@@ -28,7 +28,10 @@ DEFAULT_TOLERANCES: dict[np.dtype, tuple[float, float]] = {
 
 
 def _tolerance(dtype: Any, rtol: float | None, atol: float | None) -> tuple[float, float]:
-    dt = np.dtype(dtype)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise ParameterError(f"dtype must be a NumPy dtype; got {dtype!r}") from None
     if dt not in DEFAULT_TOLERANCES and (rtol is None or atol is None):
         raise ParameterError(f"no default tolerance for dtype {dt}; known: float16, float32, "
                              f"float64. Pass rtol= and atol=")
@@ -70,7 +73,11 @@ def assert_close(actual: Any, expected: Any, *, dtype: Any = None, rtol: float |
     ...
     npeca.errors.GradcheckError: y: 1 of 2 elements differ (rtol 1e-07, atol 1e-07); worst at index (1,): actual 2.0, expected 2.1, abs err 0.1, rel err 0.0476
     """
-    a, e = np.asarray(actual), np.asarray(expected)
+    a, e = np.asarray(getattr(actual, "data", actual)), np.asarray(getattr(expected, "data",
+                                                                           expected))
+    for label, arr in (("actual", a), ("expected", e)):
+        if arr.dtype.kind not in "biuf":
+            raise DTypeError(f"{name}: {label} must be real numbers; got dtype {arr.dtype}")
     if a.shape != e.shape:
         raise ShapeError(f"{name}: actual has shape {a.shape}, expected {e.shape}")
     if dtype is None:

@@ -202,6 +202,9 @@ def mean(a: Any, axis=None, keepdims: bool = False) -> Tensor:
 def moveaxis(a: Any, source: int, destination: int) -> Tensor:
     """Move one axis to a new position (a ``transpose``)."""
     a = as_tensor(a)
+    if not (-a.ndim <= source < a.ndim and -a.ndim <= destination < a.ndim):
+        raise ShapeError(f"moveaxis: axes {source} and {destination} must exist in a tensor "
+                         f"of {a.ndim} dimensions")
     order = [i for i in range(a.ndim) if i != source % a.ndim]
     order.insert(destination % a.ndim, source % a.ndim)
     return transpose(a, axes=tuple(order))
@@ -219,6 +222,8 @@ def pad(a: Any, width: int, axis: int = -1, mode: str = "zeros") -> Tensor:
     of times (``width`` may exceed ``L``).
     """
     a = as_tensor(a)
+    if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 0:
+        raise ParameterError(f"width must be an integer >= 0; got {width!r}")
     length = a.shape[axis]
     if mode == "zeros":
         shape = list(a.shape)
@@ -243,6 +248,8 @@ def correlate1d(x: Any, w: Any, axis: int = -1, groups: int = 1) -> Tensor:
     k = w.shape[-1]
     xl = moveaxis(x, axis, -1)
     length = xl.shape[-1]
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ParameterError(f"groups must be an integer >= 1; got {groups!r}")
     if length % groups:
         raise ShapeError(f"groups = {groups} must divide the correlated axis' length {length}")
     seg = length // groups

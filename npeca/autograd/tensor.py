@@ -61,7 +61,11 @@ def _as_array(value: Any, what: str = "Tensor data") -> np.ndarray:
         return value
     if isinstance(value, (numbers.Real, np.ndarray, list, tuple, np.generic)) and not isinstance(
             value, (str, bytes)):
-        arr = np.asarray(value)
+        try:
+            arr = np.asarray(value)
+        except ValueError as exc:  # ragged nested lists
+            raise DTypeError(f"{what} must be a rectangular array of real numbers ({exc})") \
+                from None
         if arr.dtype.kind in "biuf":
             return arr.astype(np.float64) if arr.dtype.kind != "f" else arr
     raise DTypeError(
@@ -179,7 +183,14 @@ class Tensor:
     def __matmul__(self, other): return _ops.matmul(self, other)
     def __rmatmul__(self, other): return _ops.matmul(other, self)
     def __neg__(self): return _ops.neg(self)
-    def __pow__(self, exponent): return _ops.power(self, exponent=exponent)
+    def __pow__(self, exponent):
+        if isinstance(exponent, Tensor) and exponent.size == 1 and not exponent.requires_grad:
+            exponent = exponent.item()
+        if isinstance(exponent, bool) or not isinstance(exponent, numbers.Real):
+            raise DTypeError(f"the exponent of ** must be a real number (a constant); got "
+                             f"{type(exponent).__name__}")
+        return _ops.power(self, exponent=float(exponent))
+
     def __getitem__(self, index): return _ops.getitem(self, index=index)
 
     def sum(self, axis=None, keepdims=False): return _ops.sum(self, axis=axis, keepdims=keepdims)
@@ -232,7 +243,13 @@ def primitive(fn: Callable[..., np.ndarray]) -> Callable[..., "Tensor"]:
 
     def op(*args: Any, **params: Any) -> "Tensor":
         parents = [as_tensor(a) for a in args]
-        ans = Tensor(fn(*(p._value() for p in parents), **params))
+        try:
+            value = fn(*(p._value() for p in parents), **params)
+        except (ValueError, IndexError, ZeroDivisionError) as exc:  # shapes that do not fit
+            shapes = ", ".join(str(p.shape) for p in parents)
+            raise ShapeError(f"{name} cannot combine operands of shapes {shapes} with "
+                             f"{params or 'no parameters'}: {exc}") from None
+        ans = Tensor(value)
         if is_grad_enabled() and any(p.requires_grad for p in parents):
             rules = _RULES[name]
             ans.requires_grad = True
@@ -282,6 +299,11 @@ def backprop(root: Tensor, grad: Any, *, retain_graph: bool, create_graph: bool,
              wanted: Sequence[Tensor] | None) -> list[tuple[Tensor, Tensor]]:
     """The reverse pass from ``root``: (tensor, d root / d tensor) for the leaves reached,
     or for the tensors in ``wanted`` when given."""
+    if not isinstance(root, Tensor):
+        raise AutogradError(f"can only differentiate a Tensor; the function returned "
+                            f"{type(root).__name__}. Build it from npeca.autograd operations")
+    if wanted is not None and not all(isinstance(t, Tensor) for t in wanted):
+        raise DTypeError("inputs must be Tensors (those the output was computed from)")
     if not root.requires_grad:
         raise AutogradError("this tensor does not require grad: no recorded operation on a "
                             "tensor with requires_grad=True produced it")
