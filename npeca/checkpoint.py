@@ -55,7 +55,13 @@ def _mapping_tensors(state: Mapping[str, Any], origin: str) -> _Tensors:
     def shape(name: str) -> tuple[int, ...]:
         v = state[name]
         s = getattr(v, "shape", None)
-        return tuple(int(d) for d in s) if s is not None else np.shape(v)
+        if s is not None:
+            return tuple(int(d) for d in s)
+        try:
+            return np.shape(v)
+        except ValueError as exc:  # ragged nested lists
+            raise CheckpointError(f"{name} in {origin} is not a rectangular array ({exc})") \
+                from None
     return _Tensors(list(state), shape, lambda name: state[name], origin)
 
 
@@ -99,7 +105,7 @@ def _read_safetensors(path: str, stack: list[Any]) -> _Tensors:
             return _bf16_from_file(path, name)
         try:
             return f.get_tensor(name)
-        except TypeError as exc:  # a dtype NumPy does not have, e.g. F8_E4M3
+        except (TypeError, AttributeError) as exc:  # a dtype NumPy lacks, e.g. F8_E4M3
             raise DTypeError(f"{name} in {path} has safetensors dtype {dtype}, which NumPy "
                              f"cannot represent ({exc})") from None
 
@@ -144,8 +150,14 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
     import zipfile
 
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a lone .npy behind a .npz name
+            raise CheckpointError(f"{path} is a single .npy array, not a .npz archive of "
+                                  f"named arrays")
+        with loaded as archive:
             return {name: archive[name] for name in archive.files}
+    except CheckpointError:
+        raise
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise CheckpointError(f"could not read {path} as a .npz archive of arrays; it may be "
                               f"truncated, corrupt or hold pickled objects ({exc})") from None
@@ -335,6 +347,15 @@ def load_eca_layers(
     padding = "zeros" if padding is None else padding
     if isinstance(names, str):
         names = (names,)
+    if isinstance(modules, str):
+        modules = [modules]
+    for label, value in (("names", names), ("modules", modules)):
+        if value is not None and not isinstance(value, (list, tuple, set, frozenset)):
+            raise ParameterError(f"{label} must be a string or a list of strings; got "
+                                 f"{type(value).__name__}")
+    if key is not None and not isinstance(key, str):
+        raise ParameterError(f"key must be a string naming the state dict inside the "
+                             f"checkpoint; got {type(key).__name__}")
     names = tuple(names)
     if not all(isinstance(n, str) and n for n in names):
         raise ParameterError(f"names must be non-empty strings; got {names!r}")

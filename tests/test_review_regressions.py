@@ -70,3 +70,18 @@ def test_demo_rejects_negative_seed(capsys):
         main(["demo", "--seed", "-1"])
     assert exc.value.code == 2
     assert "must be an integer >= 0" in capsys.readouterr().err
+
+
+def test_checkpoint_argument_and_content_errors(tmp_path):
+    from npeca.checkpoint import CheckpointError, load_eca_layers
+
+    np.save(tmp_path / "w.npy", np.ones((1, 1, 3)))
+    (tmp_path / "w.npy").rename(tmp_path / "w.npz")
+    with pytest.raises(CheckpointError, match="single .npy array"):
+        load_eca_layers(tmp_path / "w.npz")
+    with pytest.raises(CheckpointError, match="not a rectangular array"):
+        load_eca_layers({"a.eca.conv.weight": [[1.0, 2.0], [3.0]]})
+    sd = {"a.eca.conv.weight": np.ones((1, 1, 3))}
+    for kw in ({"modules": 5}, {"names": 5}, {"key": [1]}):
+        with pytest.raises(npeca.ParameterError):
+            load_eca_layers(sd, **kw)
