@@ -198,16 +198,20 @@ def _kernels(threads: int):
         else:
             a[i] = sigmoid(acc)
 
+    @cuda.jit(device=True)
+    def row_of(i, s, c, last):
+        """The (n, c) row, as n * C + c, of element i of x in its layout."""
+        if last:  # (N, S, C)
+            return (i // (s * c)) * c + i % c
+        return i // s  # (N, C, S)
+
     @cuda.jit
     def scale(x, a, y, total, s, c, last):
         """y = a[n, c] * x, every element, grid-stride, 64-bit indices."""
         i = int64(cuda.blockIdx.x) * threads + cuda.threadIdx.x
         step = int64(cuda.gridDim.x) * threads
         while i < total:
-            if last:
-                nc = (i // (s * c)) * c + i % c
-            else:
-                nc = i // s
+            nc = row_of(i, s, c, last)
             y[i] = a[nc] * float64(x[i])
             i += step
 
@@ -270,10 +274,7 @@ def _kernels(threads: int):
         i = int64(cuda.blockIdx.x) * threads + cuda.threadIdx.x
         step = int64(cuda.gridDim.x) * threads
         while i < total:
-            if last:
-                nc = (i // (s * c)) * c + i % c
-            else:
-                nc = i // s
+            nc = row_of(i, s, c, last)
             dx[i] = float64(g[i]) * a[nc] + dm[nc] * inv_s
             i += step
 
