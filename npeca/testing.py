@@ -159,7 +159,11 @@ def _call_vjp(vjp: Callable[..., Any], cotangents: list[np.ndarray], arrays: lis
         raise ParameterError(f"vjp returned {len(grads)} gradients for {len(arrays)} inputs")
     out = []
     for n, g, a in zip(names, grads, arrays):
-        g = np.zeros_like(a) if g is None else np.asarray(getattr(g, "data", g), np.float64)
+        try:
+            g = np.zeros_like(a) if g is None else np.asarray(getattr(g, "data", g), np.float64)
+        except (TypeError, ValueError) as exc:
+            raise DTypeError(f"vjp's gradient for {n} is not an array of real numbers "
+                             f"({exc})") from None
         if g.shape != a.shape:
             raise ShapeError(f"vjp's gradient for {n} has shape {g.shape}; expected {a.shape}")
         out.append(g)
@@ -238,6 +242,11 @@ def gradcheck(fn: Callable[..., Any], inputs: Sequence[Any] | Mapping[str, Any],
     """
     if mode not in ("full", "fast"):
         raise ParameterError(f"mode must be 'full' or 'fast'; got {mode!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < np.inf:
+        raise ParameterError(f"eps must be a finite number > 0; got {eps!r}")
+    if isinstance(n_projections, bool) or not isinstance(n_projections, int) or \
+            n_projections < 1:
+        raise ParameterError(f"n_projections must be an integer >= 1; got {n_projections!r}")
     names, arrays = _named(inputs)
     vjp = vjp if vjp is not None else _autograd_vjp(fn)
 

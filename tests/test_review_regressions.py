@@ -85,3 +85,14 @@ def test_checkpoint_argument_and_content_errors(tmp_path):
     for kw in ({"modules": 5}, {"names": 5}, {"key": [1]}):
         with pytest.raises(npeca.ParameterError):
             load_eca_layers(sd, **kw)
+
+
+def test_gradcheck_argument_errors():
+    from npeca.testing import check_vjp, gradcheck
+
+    with pytest.raises(npeca.ParameterError, match="eps"):
+        gradcheck(lambda x: x * 2.0, [np.ones(2)], eps=0)
+    with pytest.raises(npeca.ParameterError, match="n_projections"):
+        gradcheck(lambda x: x * 2.0, [np.ones(2)], mode="fast", n_projections="3")
+    with pytest.raises(npeca.DTypeError, match="not an array of real numbers"):
+        check_vjp(lambda x: x, lambda cot, x: ("a",), [np.ones(2)])
