@@ -27,6 +27,15 @@ COLORS = {"numba": "tab:blue", "numba new y": "tab:cyan", "numpy": "tab:green",
           "torch": "tab:red", "onnxruntime": "tab:purple"}
 
 
+def _save(fig, name: str) -> Path:
+    """Lay out, write next to this script without a version stamp, close; the path."""
+    fig.tight_layout()
+    path = HERE / name
+    fig.savefig(path, metadata=METADATA)
+    plt.close(fig)
+    return path
+
+
 def kernel_size_figure() -> Path:
     cs = np.unique(np.round(np.logspace(0, 14, 2000, base=2)).astype(int))
     paper = [npeca.kernel_size(int(c)) for c in cs]
@@ -45,11 +54,7 @@ def kernel_size_figure() -> Path:
     ax.set_yticks(range(0, 9))
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = HERE / "kernel_size.png"
-    fig.savefig(path, metadata=METADATA)
-    plt.close(fig)
-    return path
+    return _save(fig, "kernel_size.png")
 
 
 def attention_figure() -> Path:
@@ -67,11 +72,7 @@ def attention_figure() -> Path:
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("channel c")
     fig.suptitle("ECA on one sample: C = 64, k = 3, w = (0.6, 1.2, 0.6)", fontsize=10)
-    fig.tight_layout()
-    path = HERE / "attention.png"
-    fig.savefig(path, metadata=METADATA)
-    plt.close(fig)
-    return path
+    return _save(fig, "attention.png")
 
 
 def benchmark_figure(results: Path) -> Path | None:
@@ -106,11 +107,7 @@ def benchmark_figure(results: Path) -> Path | None:
     axes[0].set_ylabel("median time / copy floor (np.copyto)")
     cpu = data.get("machine", {}).get("cpu", "")
     fig.suptitle(f"npeca benchmark relative to the copy floor ({cpu})", fontsize=9)
-    fig.tight_layout()
-    path = HERE / "benchmark.png"
-    fig.savefig(path, metadata=METADATA)
-    plt.close(fig)
-    return path
+    return _save(fig, "benchmark.png")
 
 
 def main() -> None:
