@@ -8,7 +8,7 @@ Run from a clone of the repository (after ``pip install -e .``)::
 
 For every shape of the standard table the script times, interleaved round by round so that
 a disturbance hits every column alike: the copy floor ``np.copyto(out, x)`` (one read and one
-write of the tensor, DESIGN.md section 4), npeca's numba backend (into a preallocated ``out``,
+write of the tensor, docs/performance.md), npeca's numba backend (into a preallocated ``out``,
 and returning a new array), the NumPy reference, PyTorch eager and onnxruntime (each only if
 installed; "n/a" otherwise). It prints medians in milliseconds, every median as a ratio to the
 copy floor, numba's speed-up over each peer, and whether the targets of issue 4 are met.

@@ -12,7 +12,7 @@ reference (float64 inside), max abs and relative error printed, failure if beyon
 suite's float32 tolerances. Timing: warm-up, then the median of many runs timed with CUDA
 events, rotating between several input buffers so that the L2 cache does not flatter (each
 buffer of the standard shapes is larger than an H100's 50 MB L2 anyway). Ratios as in
-DESIGN.md section 4: the copy floor is one device-to-device copy (one read and one write);
+docs/performance.md: the copy floor is one device-to-device copy (one read and one write);
 forward needs 3 passes (read x twice, write y: 1.5 copies), backward 4 (read g and x, read g
 again, write dx: 2 copies). "% of floor bandwidth" is floor time / measured time.
 """

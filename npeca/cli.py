@@ -71,6 +71,14 @@ def _cmd_golden_generate(args: argparse.Namespace) -> int:
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     print(f"wrote {len(suite.cases)} cases of the {args.suite} suite to {path} "
           f"({', '.join(formats)}; {size / 1e6:.2f} MB)")
+    print(f"digest {suite.digest}")
+    return 0
+
+
+def _cmd_golden_digest(args: argparse.Namespace) -> int:
+    from .golden import Suite
+
+    print(Suite(args.dir).digest)
     return 0
 
 
@@ -79,18 +87,32 @@ def _cmd_golden_verify(args: argparse.Namespace) -> int:
 
     from .golden import format_table, to_json, verify
 
-    results = verify(args.dir, args.backend, fmt=args.format,
+    results = verify(args.dir, args.backend, fmt=args.format, require=args.require,
+                     expect_digest=args.expect_digest,
                      progress=None if not (args.quiet or args.json) else False)
     if args.json:
         print(json.dumps({"backend": args.backend, "suite": str(args.dir),
                           "cases": to_json(results)}, indent=1, default=float))
     else:
         print(format_table(results, verbose=args.verbose))
-    failed = [r for r in results if r.status in ("FAIL", "ERROR")]
-    if not any(r.status == "PASS" for r in results):
-        print(f"npeca golden verify: backend {args.backend} ran no case", file=sys.stderr)
+    if all(r.status == "SKIP" for r in results):
+        print(f"npeca golden verify: backend {args.backend} ran no case (every case was "
+              f"skipped)", file=sys.stderr)
         return 1
-    return 1 if failed else 0
+    return 1 if any(r.status in ("FAIL", "ERROR") for r in results) else 0
+
+
+def _cmd_golden_mutants(args: argparse.Namespace) -> int:
+    from .golden import Suite
+    from .golden.mutants import format_kill_table, kill_table
+
+    correct, mutants = kill_table(Suite(args.dir))
+    print(format_kill_table(correct, mutants))
+    survivors = [m.name for m in mutants if not m.failed]
+    wrong = [c.name for c in correct if c.failed]
+    print(f"{len(mutants) - len(survivors)} of {len(mutants)} mutants killed; "
+          f"{len(correct) - len(wrong)} of {len(correct)} correct implementations pass")
+    return 1 if survivors or wrong else 0
 
 
 def _seed(text: str) -> int:
@@ -150,10 +172,30 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default numpy)")
     ver.add_argument("--format", choices=("npz", "safetensors", "json"), default=None,
                      help="which files to read (default npz)")
+    ver.add_argument("--require", default="y", metavar="OUTPUTS",
+                     help="comma-separated outputs every case must return to pass, of "
+                          "y,m,z,a,dx,dweight,dbias (default y; dbias only where the case "
+                          "has a bias)")
+    ver.add_argument("--expect-digest", default=None, metavar="HEX",
+                     help="refuse (exit 2) a suite whose digest (npeca golden digest) "
+                          "differs")
     ver.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ver.add_argument("--verbose", action="store_true", help="one row per output")
     ver.add_argument("--quiet", action="store_true", help="no progress bar")
     ver.set_defaults(func=_cmd_golden_verify)
+    dig = gsub.add_parser("digest", help="print the SHA-256 that pins a suite",
+                          description="Print one SHA-256 over the suite's canonical manifest "
+                                      "(which holds every file's SHA-256). Pin it with "
+                                      "verify --expect-digest.")
+    dig.add_argument("dir", metavar="DIR", help="a golden suite")
+    dig.set_defaults(func=_cmd_golden_digest)
+    mut = gsub.add_parser("mutants", help="prove the suite's verdicts can fail",
+                          description="Run correct contract implementations (every summation "
+                                      "order) and a catalogue of ECA bugs against a suite: "
+                                      "exit 0 when every correct one passes and every bug "
+                                      "fails some case.")
+    mut.add_argument("dir", metavar="DIR", help="a golden suite")
+    mut.set_defaults(func=_cmd_golden_mutants)
     return parser
 
 
@@ -172,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"npeca {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"npeca {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

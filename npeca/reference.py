@@ -1,4 +1,4 @@
-"""The NumPy reference of ECA: DESIGN.md section 1 written as code, float64 inside.
+"""The NumPy reference of ECA: docs/math.md written as code, float64 inside.
 
 Every function here takes a validated :class:`~npeca._validate.ECAProblem`; the public
 wrappers in :mod:`npeca.api` check user input first. Names follow the math:

@@ -1,4 +1,4 @@
-"""An independent, loop-only ECA written from DESIGN.md section 1.
+"""An independent, loop-only ECA written from the definition in docs/math.md.
 
 It must not import npeca: it is the second implementation the reference is checked
 against. NumPy is used only to move data in and out (moveaxis, reshape, tolist); every

@@ -46,7 +46,8 @@ def _rehash(path: Path) -> None:
 def test_generated_suite_verifies_with_the_reference(suite_dir, capsys):
     assert main(["golden", "verify", str(suite_dir), "--backend", "numpy", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "37 PASS, 0 FAIL, 0 ERROR, 0 SKIP of 37 cases" in out
+    n = len(core_cases())
+    assert f"{n} PASS, 0 FAIL, 0 ERROR, 0 SKIP of {n} cases" in out
     assert main(["golden", "verify", str(suite_dir), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert {c["status"] for c in doc["cases"]} == {"PASS"}
@@ -56,15 +57,17 @@ def test_generated_suite_verifies_with_the_reference(suite_dir, capsys):
 
 def test_manifest_covers_what_the_issue_asks(suite_dir):
     m = json.loads((suite_dir / "manifest.json").read_text())
-    assert m["schema"] == "npeca-golden" and m["schema_version"] == 1
+    assert m["schema"] == "npeca-golden" and m["schema_version"] == 2
     assert set(m["generator"]) >= {"npeca", "numpy"}
     cases = {c["name"]: c for c in m["cases"]}
     channels = {c["arrays"]["x"]["shape"][1] for c in cases.values() if
                 c["params"]["channel_axis"] == 1}
     assert {1, 2, 7, 8, 16, 31, 32, 127, 128, 255, 256, 511, 512, 2048} <= channels
     for c in cases.values():
-        assert set(c) >= {"name", "seed", "dtype", "params", "flags", "arrays", "tolerances",
-                          "files"}
+        assert set(c) == {"name", "seed", "dtype", "params", "flags", "arrays", "bounds",
+                          "files", "notes", "tags"}
+        assert set(c["bounds"]) == {o for o in ("y", "m", "z", "a", "dx", "dweight", "dbias")
+                                    if o in c["arrays"]}
         assert set(c["params"]) == {"k", "padding", "groups", "gate", "bias", "channel_axis",
                                     "weight_form"}
         assert c["params"]["k"] % 2 == 1
@@ -81,8 +84,7 @@ def test_manifest_covers_what_the_issue_asks(suite_dir):
     assert {len(c["arrays"]["x"]["shape"]) for c in cases.values()} == {3, 4, 5}
     assert cases["saturated_sigmoid"]["flags"]["saturated"]
     assert not cases["bias"]["flags"]["saturated"]
-    assert cases["nan_propagation"]["flags"] == {"exact": False, "nonfinite": True,
-                                                 "saturated": False}
+    assert cases["nan_propagation"]["flags"] == {"nonfinite": True, "saturated": False}
 
 
 def test_nan_and_inf_propagate_in_the_expected_values(suite_dir):
@@ -214,7 +216,7 @@ def test_stored_values_are_correctly_rounded(capsys):
     suite = Suite(COMMITTED)
     worst_overall, checked, cases = 0.0, 0, 0
     for name, case in suite.cases.items():
-        if not case["flags"]["exact"] or math.prod(case["arrays"]["x"]["shape"]) > 400:
+        if case["flags"]["nonfinite"] or math.prod(case["arrays"]["x"]["shape"]) > 400:
             continue
         cases += 1
         arrays = suite.arrays(name)
@@ -238,21 +240,20 @@ def test_stored_values_are_correctly_rounded(capsys):
 # --- the committed suite ---------------------------------------------------------------------
 
 def test_committed_core_suite_matches_a_fresh_generation(tmp_path):
-    """Regenerate the core suite and compare with the committed one: exact cases bit for
-    bit (they are correctly rounded, so any change of the reference's math shows up), the
-    non-finite ones (from the float64 reference) within one ulp."""
+    """Regenerate the core suite and compare with the committed one bit for bit: every
+    stored value (non-finite cases included) is exact and every bound is computed with
+    correctly rounded sums, so the same bits come out on every CPU and any change of the
+    math shows up. Same bits means the same digest."""
     committed = Suite(COMMITTED)
-    fresh = Suite(golden.generate(tmp_path / "fresh", formats=("npz",), progress=False))
+    fresh = Suite(golden.generate(tmp_path / "fresh", formats=("npz", "safetensors", "json"),
+                                  progress=False))
     assert list(committed.cases) == list(fresh.cases) == [c.name for c in core_cases()]
     for name, case in fresh.cases.items():
         old, new = committed.arrays(name), fresh.arrays(name)
-        assert case["params"] == committed.cases[name]["params"]
-        assert case["tolerances"] == committed.cases[name]["tolerances"]
+        assert case == committed.cases[name]
         for key in new:
-            if case["flags"]["exact"]:
-                np.testing.assert_array_equal(old[key], new[key], err_msg=f"{name}.{key}")
-            else:
-                np.testing.assert_array_max_ulp(old[key], new[key], maxulp=1)
+            np.testing.assert_array_equal(old[key], new[key], err_msg=f"{name}.{key}")
+    assert fresh.digest == committed.digest
 
 
 # --- integrity: every damaged suite is refused ----------------------------------------------
@@ -270,8 +271,8 @@ def test_wrong_value_with_a_valid_hash_fails_the_comparison(tmp_path, capsys):
     arrays["y"][0, 3, 1, 1] += 1e-3
     np.savez(npz, **arrays)
     _rehash(path)
-    assert _verify_exit(path) == 1
-    assert "bias" in capsys.readouterr().out
+    assert _verify_exit(path) == 2  # consistent hashes, but y disagrees with the inputs
+    assert "case bias: expected y[0, 3, 1, 1]" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("damage", ["flip_byte", "truncate", "delete", "hash", "schema",
@@ -297,7 +298,10 @@ def test_damaged_suites_are_refused(tmp_path, capsys, damage):
     elif damage == "manifest_json":
         (path / "manifest.json").write_text("{not json")
     elif damage == "pickle":
-        np.savez(target, x=np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+        with np.load(target, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        arrays["x"] = np.array([{"evil": 1}], dtype=object)
+        np.savez(target, **arrays, allow_pickle=True)
         _rehash(path)
     elif damage == "escape_path":
         manifest["files"]["../outside.npz"] = "0" * 64
@@ -308,7 +312,7 @@ def test_damaged_suites_are_refused(tmp_path, capsys, damage):
     expected = {"flip_byte": "SHA-256 mismatch", "truncate": "SHA-256 mismatch",
                 "delete": "missing", "hash": "SHA-256 mismatch", "schema": "schema_version 99",
                 "manifest_json": "not valid JSON", "pickle": "pickle",
-                "escape_path": "missing"}[damage]
+                "escape_path": "no case uses"}[damage]
     assert expected in err
 
 
@@ -406,7 +410,7 @@ def test_numba_passes_the_core_suite():
     results = golden.verify(COMMITTED, "numba", progress=False)
     bad = [(r.case, r.status, r.message or (r.worst and r.worst.message)) for r in results
            if r.status != "PASS"]
-    assert not bad and len(results) == 37
+    assert not bad and len(results) == len(core_cases())
 
 
 def test_force_replaces_only_a_golden_suite(tmp_path, monkeypatch, capsys):
@@ -425,7 +429,7 @@ def test_force_replaces_only_a_golden_suite(tmp_path, monkeypatch, capsys):
     assert oct(suite.stat().st_mode & 0o777) != oct(0o700)  # readable like its files
 
 
-@pytest.mark.parametrize("edit", ["files_list", "cases_dict", "case_str", "no_tolerances",
+@pytest.mark.parametrize("edit", ["files_list", "cases_dict", "case_str", "no_bounds",
                                   "tol_str", "absolute_path", "duplicate"])
 def test_malformed_manifests_are_refused(tmp_path, capsys, edit):
     path = _copy(COMMITTED, tmp_path)
@@ -436,10 +440,10 @@ def test_malformed_manifests_are_refused(tmp_path, capsys, edit):
         m["cases"] = {"a": 1}
     elif edit == "case_str":
         m["cases"][0] = "oops"
-    elif edit == "no_tolerances":
-        del m["cases"][0]["tolerances"]
+    elif edit == "no_bounds":
+        del m["cases"][0]["bounds"]
     elif edit == "tol_str":
-        m["cases"][0]["tolerances"]["y"]["rtol"] = "1e-5"
+        m["cases"][0]["bounds"]["y"] = 1e-5
     elif edit == "absolute_path":
         m["files"]["/etc/hostname"] = "0" * 64
     elif edit == "duplicate":
@@ -457,3 +461,96 @@ def test_json_format_skips_cases_without_json(capsys):
 @pytest.mark.parametrize("backend", [":", ":f", ".x:f"])
 def test_malformed_module_backends(backend, capsys):
     assert _verify_exit(COMMITTED, "--backend", backend) == 2
+
+
+# --- nothing of the user's is ever deleted -----------------------------------------------------
+
+def _hooked(monkeypatch, action, at=2):
+    """generate() on three small cases, running ``action`` while the second is built."""
+    calls = []
+    real = golden.generate.__globals__["build_case"]
+
+    def build(spec):
+        calls.append(spec.name)
+        if len(calls) == at:
+            action()
+        return real(spec)
+
+    monkeypatch.setitem(golden.generate.__globals__, "build_case", build)
+    monkeypatch.setitem(golden.generate.__globals__, "suite",
+                        lambda name: core_cases()[:3])
+
+
+def test_a_directory_filled_during_the_run_is_left_alone(tmp_path, monkeypatch, capsys):
+    """Regression: `generate out & mkdir out; echo thesis > out/precious.txt` lost the file."""
+    out = tmp_path / "out"
+
+    def user_writes():
+        assert out.is_dir()  # the run claimed the name at its start
+        (out / "precious.txt").write_text("thesis")
+
+    _hooked(monkeypatch, user_writes)
+    assert main(["golden", "generate", str(out), "--quiet"]) == 2
+    assert "changed while the suite was being written" in capsys.readouterr().err
+    assert (out / "precious.txt").read_text() == "thesis"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary left
+
+
+def test_a_directory_replacing_the_claim_is_left_alone(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+
+    def user_replaces():
+        out.rmdir()
+        out.mkdir()
+        (out / "precious.txt").write_text("thesis")
+
+    _hooked(monkeypatch, user_replaces)
+    assert main(["golden", "generate", str(out), "--quiet"]) == 2
+    assert (out / "precious.txt").read_text() == "thesis"
+
+
+def test_of_two_runs_into_one_new_directory_exactly_one_succeeds(tmp_path, monkeypatch,
+                                                                    capsys):
+    out = tmp_path / "out"
+    second = []
+    _hooked(monkeypatch, lambda: second.append(
+        main(["golden", "generate", str(out), "--quiet"])))
+    assert main(["golden", "generate", str(out), "--quiet"]) == 0
+    assert second == [2]
+    assert len(Suite(out).cases) == 3
+
+
+def test_force_rechecks_the_old_suite_at_the_swap(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    _hooked(monkeypatch, lambda: None)
+    assert main(["golden", "generate", str(out), "--quiet"]) == 0
+
+    def user_swaps_in_data():
+        shutil.rmtree(out)
+        out.mkdir()
+        (out / "precious.txt").write_text("thesis")
+
+    _hooked(monkeypatch, user_swaps_in_data)
+    assert main(["golden", "generate", str(out), "--quiet", "--force"]) == 2
+    assert "no longer the golden suite" in capsys.readouterr().err
+    assert (out / "precious.txt").read_text() == "thesis"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_signals_remove_the_temporary_directory(tmp_path, signame):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "npeca.cli", "golden", "generate",
+                             str(tmp_path / "out"), "--quiet"], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".out.tmp-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(tmp_path.glob(".out.tmp-*")), "the run never started writing"
+    proc.send_signal(getattr(signal, signame))
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert list(tmp_path.iterdir()) == []  # neither the temporary directory nor the claim

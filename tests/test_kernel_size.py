@@ -40,7 +40,7 @@ def test_every_c_up_to_4096_is_odd_and_follows_the_formula():
 
 
 def test_even_t_ranges_are_bumped_to_odd():
-    """t is even exactly for C in 8..31, 128..511, 2048..8191 (DESIGN.md section 1)."""
+    """t is even exactly for C in 8..31, 128..511, 2048..8191 (docs/math.md)."""
     for lo, hi, t in ((8, 31, 2), (128, 511, 4), (2048, 8191, 6)):
         for c in (lo, lo + 1, (lo + hi) // 2, hi):
             assert math.floor((math.log2(c) + 1) / 2) == t

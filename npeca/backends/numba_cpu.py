@@ -1,12 +1,12 @@
 """The Numba CPU backend: fused, parallel, deterministic ECA forward and backward.
 
 This module imports numba at import time; :func:`npeca.backends.get_backend` imports it
-lazily. It deliberately uses nothing of :mod:`npeca.reference` (DESIGN.md section 2): the two
+lazily. It deliberately uses nothing of :mod:`npeca.reference` (see docs/backends.md): the two
 are independent implementations of the same math, and the tests compare them. Kernels are
 private and trust their inputs: :mod:`npeca.api` validates, this module's ``forward`` and
 ``backward`` allocate and choose a schedule, the kernels compute.
 
-How the work is laid out (DESIGN.md section 4; docs/backends.md has the long version):
+How the work is laid out (the pass model of docs/performance.md; docs/backends.md has the long version):
 
 * A C-contiguous float32/float64 ``x`` is viewed, without a copy, as (N, C, S) for
   channels-first or (N, S, C) for channels-last. Anything else (float16, other strides, a

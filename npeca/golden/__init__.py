@@ -9,9 +9,11 @@ against, readable without npeca (the format is specified in docs/golden.md).
 ['PASS']
 """
 
+from .bounds import error_bounds
 from .generate import build_case, generate
-from .io import SCHEMA, SCHEMA_VERSION, GoldenIntegrityError, Suite
+from .io import SCHEMA, SCHEMA_VERSION, GoldenIntegrityError, Suite, digest
 from .verify import CaseResult, OutputResult, compare, format_table, to_json, verify
 
 __all__ = ["generate", "verify", "Suite", "GoldenIntegrityError", "SCHEMA", "SCHEMA_VERSION",
-           "CaseResult", "OutputResult", "compare", "format_table", "to_json", "build_case"]
+           "CaseResult", "OutputResult", "compare", "format_table", "to_json", "build_case",
+           "digest", "error_bounds"]

@@ -9,13 +9,16 @@ rounded once, to nearest with ties to even, directly to its dtype (no double rou
 float64). The result is the correctly rounded exact value unless the exact value lies within
 about 10**-DIGITS relative of a rounding midpoint.
 
-Inputs with NaN or Inf have no rational value: those cases are computed by the float64
-reference instead and marked ``exact: false`` in the manifest.
+Inputs with NaN or Inf are carried as Python floats beside the Fractions: any operation that
+meets one follows IEEE 754 (inf - inf and 0 * inf are NaN, a finite value plus inf is inf),
+and the sigmoid maps +inf to 1, -inf to 0 and NaN to NaN. Every finite value is still exact,
+so every stored value is the same on every machine.
 """
 
 from __future__ import annotations
 
 import decimal
+import math
 from fractions import Fraction
 from typing import Any, Callable, Sequence
 
@@ -27,8 +30,13 @@ _DEC = decimal.Context(prec=DIGITS, rounding=decimal.ROUND_HALF_EVEN,
                        Emin=-10**6, Emax=10**6)
 
 
-def _sigmoid_pair(z: Fraction) -> tuple[Fraction, Fraction]:
-    """(sigmoid(z), sigmoid(-z)) to DIGITS significant digits, as exact Fractions."""
+def _sigmoid_pair(z: Fraction | float) -> tuple[Fraction | float, Fraction | float]:
+    """(sigmoid(z), sigmoid(-z)) to DIGITS significant digits, as exact Fractions (a
+    non-finite z, a float, gives 1 and 0 for +inf, 0 and 1 for -inf, NaN for NaN)."""
+    if isinstance(z, float):
+        if z != z:
+            return z, z
+        return (Fraction(1), Fraction(0)) if z > 0 else (Fraction(0), Fraction(1))
     zd = _DEC.divide(decimal.Decimal(z.numerator), decimal.Decimal(z.denominator))
     e = _DEC.exp(-abs(zd))  # in (0, 1]
     one_plus = _DEC.add(1, e)
@@ -41,12 +49,15 @@ _INT = {np.dtype(np.float16): np.uint16, np.dtype(np.float32): np.uint32,
         np.dtype(np.float64): np.uint64}
 
 
-def round_to(q: Fraction, dtype: Any) -> float:
+def round_to(q: Fraction | float, dtype: Any) -> float:
     """The value of ``dtype`` nearest to the exact rational ``q`` (ties to even).
 
     Overflow rounds to infinity exactly as IEEE 754 does: a value at or beyond the midpoint
-    between the largest finite number and the next power of two becomes inf.
+    between the largest finite number and the next power of two becomes inf. A float ``q``
+    (NaN or an infinity, see the module docstring) is returned as it is.
     """
+    if isinstance(q, float):
+        return q
     dt = np.dtype(dtype)
     try:
         first = float(q)  # Fraction -> float64 is correctly rounded (integer true division)
@@ -77,13 +88,15 @@ def round_array(values: Sequence[Fraction], shape: tuple[int, ...], dtype: Any) 
 
 
 def _fractions(a: np.ndarray) -> list:
-    return [Fraction(float(v)) for v in np.asarray(a, dtype=np.float64).reshape(-1)]
+    """Every element as an exact Fraction, or as a float when it is NaN or infinite."""
+    return [Fraction(v) if math.isfinite(v) else v
+            for v in np.asarray(a, dtype=np.float64).reshape(-1).tolist()]
 
 
 def exact_eca(x: np.ndarray, weight: np.ndarray, grad_out: np.ndarray, *, bias: float | None,
               channel_axis: int, padding: str, groups: int, gate: str,
               progress: Callable[[], None] | None = None) -> dict[str, np.ndarray]:
-    """Correctly rounded y, m, z, a, dx, dweight (and dbias) for finite inputs.
+    """Correctly rounded y, m, z, a, dx, dweight (and dbias); NaN and Inf as IEEE makes them.
 
     ``weight`` is (k,) shared or (C, k) per channel (the caller reshapes other forms).
     y, dx and dbias are rounded to x's dtype, dweight to the weight's, and m, z, a to
@@ -100,7 +113,7 @@ def exact_eca(x: np.ndarray, weight: np.ndarray, grad_out: np.ndarray, *, bias: 
     gs = _fractions(gc.reshape(n, c, s))
     per_channel = weight.ndim == 2
     wf = _fractions(weight)
-    b = Fraction(0) if bias is None else Fraction(float(bias))
+    b = Fraction(0) if bias is None else _fractions(np.asarray(bias))[0]
 
     def w(ch: int, j: int) -> Fraction:
         return wf[ch * k + j] if per_channel else wf[j]
@@ -127,6 +140,7 @@ def exact_eca(x: np.ndarray, weight: np.ndarray, grad_out: np.ndarray, *, bias: 
         slope = [[pa * pb for pa, pb in pi] for pi in pairs]  # a (1 - a)
     else:
         a = [[min(max(v + 3, Fraction(0)), Fraction(6)) / 6 for v in zi] for zi in z]
+        # a NaN logit is neither inside nor outside: its slope is 0, like the reference's
         slope = [[Fraction(1, 6) if -3 < v < 3 else Fraction(0) for v in zi] for zi in z]
     if progress:
         progress()

@@ -8,29 +8,34 @@ written as a hex string (``float.hex``). The format is specified in docs/golden.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
+import signal
+import stat
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, NpecaError, ParameterError
+from ..errors import BackendUnavailableError, ParameterError
+from .schema import (ARRAY_ORDER, BOUND_PREFIX, FORMATS, SCHEMA, SCHEMA_VERSION,
+                     GoldenIntegrityError, check_manifest, digest)
 
-SCHEMA = "npeca-golden"
-SCHEMA_VERSION = 1
-FORMATS = ("npz", "safetensors", "json")
 JSON_MAX_ELEMENTS = 1024  # cases with more elements in x skip the JSON format
-ARRAY_ORDER = ("x", "weight", "bias", "grad_out", "y", "m", "z", "a", "dx", "dweight", "dbias")
-
-
-class GoldenIntegrityError(NpecaError, ValueError):
-    """A suite that cannot be trusted: bad schema, missing, truncated or tampered file."""
+MANIFEST_MAX_BYTES = 64 * 2 ** 20
+CONTRACT = ("per output, |actual - expected| <= bound_<output> element by element (NaN and "
+            "Inf must match exactly); bounds from a rounding-error analysis of a backend that "
+            "stores every tensor in the case's dtype and accumulates in that dtype (float32 "
+            "for float16 cases), in any summation order; see docs/golden.md")
 
 
 def sha256(data: bytes) -> str:
@@ -74,87 +79,221 @@ ENCODERS: dict[str, Callable[[Mapping[str, np.ndarray]], bytes]] = {
     "npz": _npz_bytes, "safetensors": _safetensors_bytes, "json": _json_bytes}
 
 
-# --- decoders ------------------------------------------------------------------------------
+# --- decoders: each checks names, shapes and dtypes against the manifest before allocating --
 
-def _from_npz(data: bytes) -> dict[str, np.ndarray]:
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            return {name: npz[name] for name in npz.files}
-    except ValueError as exc:
-        if "pickle" in str(exc):
-            raise GoldenIntegrityError(f"refusing a pickle-bearing array ({exc})") from None
-        raise
+def _npz_member_header(member: Any) -> tuple[tuple, np.dtype]:
+    version = np.lib.format.read_magic(member)
+    read = {(1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+    if read is None:
+        raise GoldenIntegrityError(f"unsupported .npy version {version}")
+    shape, _fortran, dtype = read(member)
+    return shape, dtype
 
 
-def _from_safetensors(data: bytes) -> dict[str, np.ndarray]:
+def _from_npz(data: bytes, specs: Mapping[str, dict]) -> dict[str, np.ndarray]:
+    out = {}
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        names = sorted(zf.namelist())
+        if names != sorted(f"{k}.npy" for k in specs):
+            raise GoldenIntegrityError(f"members {names} do not match the manifest's arrays")
+        for info in zf.infolist():
+            key = info.filename[:-4]
+            spec = specs[key]
+            dt = np.dtype(spec["dtype"])
+            if info.file_size > math.prod(spec["shape"]) * dt.itemsize + 2 ** 16:
+                raise GoldenIntegrityError(f"{info.filename} is larger than its array")
+            with zf.open(info) as member:
+                shape, dtype = _npz_member_header(member)
+            if dtype.hasobject:
+                raise GoldenIntegrityError(f"{info.filename}: refusing a pickle-bearing "
+                                           f"(object) array")
+            if list(shape) != spec["shape"] or dtype != dt:
+                raise GoldenIntegrityError(f"{info.filename} holds {dtype}{list(shape)}, the "
+                                           f"manifest says {dt}{spec['shape']}")
+            with zf.open(info) as member:
+                out[key] = np.lib.format.read_array(member, allow_pickle=False)
+    return out
+
+
+def _from_safetensors(data: bytes, specs: Mapping[str, dict]) -> dict[str, np.ndarray]:
     try:
         from safetensors.numpy import load
     except ImportError:
         raise BackendUnavailableError(
             "reading .safetensors needs the safetensors package: pip install safetensors") \
             from None
-    return load(data)
+    return load(data)  # offsets are checked against the buffer: no allocation beyond it
 
 
-def _from_json(data: bytes) -> dict[str, np.ndarray]:
+def _from_json(data: bytes, specs: Mapping[str, dict]) -> dict[str, np.ndarray]:
     doc = json.loads(data)
-    return {name: np.array([float.fromhex(v) for v in spec["data"]], dtype=np.float64)
-            .astype(spec["dtype"]).reshape(spec["shape"])
-            for name, spec in doc["arrays"].items()}
+    arrays = doc.get("arrays") if isinstance(doc, dict) else None
+    if not isinstance(arrays, dict) or sorted(arrays) != sorted(specs):
+        raise GoldenIntegrityError("its arrays do not match the manifest's")
+    out = {}
+    for name, spec in specs.items():
+        values = arrays[name].get("data") if isinstance(arrays[name], dict) else None
+        if not isinstance(values, list) or len(values) != math.prod(spec["shape"]) or \
+                not all(isinstance(v, str) for v in values):
+            raise GoldenIntegrityError(f"{name}: data must list {math.prod(spec['shape'])} "
+                                       f"hex strings")
+        wide = np.array([float.fromhex(v) for v in values], dtype=np.float64)
+        arr = wide.astype(spec["dtype"]).reshape(spec["shape"])
+        if not np.array_equal(arr.astype(np.float64).reshape(-1), wide, equal_nan=True):
+            raise GoldenIntegrityError(f"{name}: a value is not representable in "
+                                       f"{spec['dtype']}")
+        out[name] = arr
+    return out
 
 
 DECODERS = {"npz": _from_npz, "safetensors": _from_safetensors, "json": _from_json}
 
 
-# --- writing a suite -----------------------------------------------------------------------
+# --- writing a suite: claim the name, build beside it, swap in without a window -------------
+
+@contextlib.contextmanager
+def _signals_unwind() -> Iterator[None]:
+    """SIGTERM and SIGHUP unwind like Ctrl-C, so that the cleanup below runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _is_suite(path: Path) -> bool:
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("schema") == SCHEMA
+
 
 def write_suite(out_dir: str | os.PathLike, manifest: dict[str, Any],
                 case_arrays: Callable[[], Any], formats: tuple[str, ...], *,
                 force: bool = False) -> Path:
     """Write a suite into a temporary directory beside ``out_dir`` and rename it into place.
 
-    ``case_arrays()`` yields ``(case_entry, arrays)`` pairs; each entry (a dict that ends up
-    in the manifest) gets its ``files`` filled in. An interrupted run leaves only the hidden
-    temporary directory, which is removed on the way out, never a half-written suite.
+    Without ``force``, ``out_dir`` is claimed at the start by creating it empty (of two
+    concurrent runs exactly one succeeds) and the finished suite replaces that empty
+    directory only if it is still empty. With ``force``, an existing ``out_dir`` must be an
+    earlier golden suite; at the end it is moved aside and checked again there (it must
+    still be that same directory, still a suite) before the new suite takes its place, so
+    nothing else is ever deleted. An error, Ctrl-C, SIGTERM or SIGHUP removes the temporary
+    directory and the claim, and leaves everything else as it was.
     """
     out = Path(out_dir).absolute()
-    if out.exists() and not force:
-        raise ParameterError(f"{out} already exists; remove it or pass --force to replace it")
-    if out.exists():
+    previous = _identity(out)
+    claimed = None
+    if previous is not None:
+        if not force:
+            raise ParameterError(f"{out} already exists; remove it or pass --force to "
+                                 f"replace an earlier golden suite there")
         _check_replaceable(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; a suite is as readable as its files
-    try:
-        (tmp / "cases").mkdir()
-        hashes: dict[str, str] = {}
-        for entry, arrays in case_arrays():
-            ordered = {k: arrays[k] for k in ARRAY_ORDER if k in arrays}
-            entry["files"] = {}
-            for fmt in formats:
-                if fmt == "json" and arrays["x"].size > JSON_MAX_ELEMENTS:
-                    continue
-                rel = f"cases/{entry['name']}.{fmt}"
-                data = ENCODERS[fmt](ordered)
-                (tmp / rel).write_bytes(data)
-                entry["files"][fmt] = rel
-                hashes[rel] = sha256(data)
-            manifest["cases"].append(entry)
-        manifest["files"] = dict(sorted(hashes.items()))
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        if out.exists():  # --force: swap the old suite out, the new one in, then delete
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.rename(out, old / "suite")
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(out)
+        except FileExistsError:
+            raise ParameterError(f"{out} appeared just now (another run writing there?); "
+                                 f"nothing was written") from None
+        claimed = _identity(out)
+    with _signals_unwind():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        try:
+            umask = os.umask(0)
+            os.umask(umask)
+            tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; a suite is as readable as its files
+            _write_into(tmp, manifest, case_arrays, formats)
+            if claimed is not None:
+                _replace_claim(tmp, out)
+            else:
+                _swap(tmp, out, previous)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if claimed is not None and _identity(out) == claimed:
+                with contextlib.suppress(OSError):
+                    os.rmdir(out)  # only while it is still our empty claim
+            raise
     return out
+
+
+def _write_into(tmp: Path, manifest: dict[str, Any], case_arrays: Callable[[], Any],
+                formats: tuple[str, ...]) -> None:
+    (tmp / "cases").mkdir()
+    hashes: dict[str, str] = {}
+    for entry, arrays in case_arrays():
+        ordered = {k: arrays[k] for k in ARRAY_ORDER if k in arrays}
+        entry["files"] = {}
+        for fmt in formats:
+            if fmt == "json" and arrays["x"].size > JSON_MAX_ELEMENTS:
+                continue
+            rel = f"cases/{entry['name']}.{fmt}"
+            data = ENCODERS[fmt](ordered)
+            (tmp / rel).write_bytes(data)
+            entry["files"][fmt] = rel
+            hashes[rel] = sha256(data)
+        manifest["cases"].append(entry)
+    manifest["files"] = dict(sorted(hashes.items()))
+    check_manifest(manifest)  # what we write, we can read
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def _replace_claim(tmp: Path, out: Path) -> None:
+    """rename() replaces an empty directory atomically and refuses a non-empty one."""
+    try:
+        os.rename(tmp, out)
+    except OSError as exc:
+        raise ParameterError(f"{out} changed while the suite was being written ({exc.strerror});"
+                             f" it was left as it is and nothing was written") from None
+
+
+def _swap(tmp: Path, out: Path, previous: tuple[int, int] | None) -> None:
+    aside_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    aside = aside_dir / "suite"
+    try:
+        os.rename(out, aside)
+    except OSError as exc:
+        os.rmdir(aside_dir)
+        raise ParameterError(f"{out} changed while the suite was being written "
+                             f"({exc.strerror}); nothing was replaced") from None
+    if _identity(aside) != previous or not _is_suite(aside):
+        _put_back(aside, out, aside_dir)
+        raise ParameterError(f"{out} was replaced while the suite was being written and is "
+                             f"no longer the golden suite that was there; left as it is")
+    try:
+        os.rename(tmp, out)
+    except OSError as exc:
+        _put_back(aside, out, aside_dir)
+        raise ParameterError(f"{out} reappeared while the suite was being swapped in "
+                             f"({exc.strerror}); nothing was replaced") from None
+    shutil.rmtree(aside_dir, ignore_errors=True)
+
+
+def _put_back(aside: Path, out: Path, aside_dir: Path) -> None:
+    try:
+        os.rename(aside, out)
+        os.rmdir(aside_dir)
+    except OSError:
+        raise ParameterError(f"{out} changed during the run and its earlier content could not "
+                             f"be put back: it is in {aside}") from None
 
 
 def _check_replaceable(out: Path) -> None:
@@ -165,97 +304,92 @@ def _check_replaceable(out: Path) -> None:
     if resolved == cwd or resolved in cwd.parents:
         raise ParameterError(f"refusing to replace {out}: it is the current directory or "
                              f"one of its parents")
-    try:
-        manifest = json.loads((out / "manifest.json").read_text())
-        is_suite = isinstance(manifest, dict) and manifest.get("schema") == SCHEMA
-    except (OSError, ValueError, UnicodeDecodeError):
-        is_suite = False
-    if not is_suite:
+    if not _is_suite(out):
         raise ParameterError(f"refusing to replace {out}: it is not a golden suite (no "
                              f"manifest.json of schema {SCHEMA!r}); remove it yourself if "
                              f"you mean it")
 
 
-# --- reading a suite -----------------------------------------------------------------------
+# --- reading a suite: no symbolic link followed, every byte hashed before use ---------------
 
-def _check_structure(manifest: dict) -> None:
-    """The manifest's shape: every key a reader relies on, with the right type."""
-    def bad(what: str) -> GoldenIntegrityError:
-        return GoldenIntegrityError(f"manifest.json: {what}")
+def _read_regular(dir_fd: int | None, name: str, shown: str, limit: int) -> bytes:
+    """The bytes of a regular file, opened without following a symbolic link."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise GoldenIntegrityError(f"{shown}: listed in the manifest but missing") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise GoldenIntegrityError(f"{shown} is a symbolic link; a suite's files must be "
+                                       f"regular files (not followed)") from None
+        raise GoldenIntegrityError(f"{shown}: cannot open ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise GoldenIntegrityError(f"{shown} is not a regular file")
+        if st.st_size > limit:
+            raise GoldenIntegrityError(f"{shown} is {st.st_size} bytes, more than its "
+                                       f"arrays can fill ({limit})")
+        return f.read(limit + 1)
 
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) and len(v) == 64 for k, v in files.items()):
-        raise bad("files must map relative paths to SHA-256 hex digests")
-    cases = manifest.get("cases")
-    if not isinstance(cases, list):
-        raise bad("cases must be a list")
-    names = set()
-    for case in cases:
-        if not isinstance(case, dict) or not isinstance(case.get("name"), str):
-            raise bad("every case must be an object with a name")
-        if case["name"] in names:
-            raise bad(f"case name {case['name']!r} appears twice")
-        names.add(case["name"])
-        for key, kind in (("params", dict), ("arrays", dict), ("tolerances", dict),
-                          ("files", dict), ("flags", dict)):
-            if not isinstance(case.get(key), kind):
-                raise bad(f"case {case['name']}: {key} must be an object")
-        for arr in case["arrays"].values():
-            if not (isinstance(arr, dict) and isinstance(arr.get("shape"), list)
-                    and isinstance(arr.get("dtype"), str)):
-                raise bad(f"case {case['name']}: every array needs a shape list and a dtype")
-        for out, tol in case["tolerances"].items():
-            if not (isinstance(tol, dict) and all(
-                    isinstance(tol.get(t), (int, float)) and not isinstance(tol.get(t), bool)
-                    for t in ("rtol", "atol"))):
-                raise bad(f"case {case['name']}: tolerance of {out} needs numbers rtol, atol")
-        if "x" not in case["arrays"]:
-            raise bad(f"case {case['name']}: no array x")
+
+def _file_limit(case: dict, fmt: str) -> int:
+    """The most bytes a case file of ``fmt`` may hold for the arrays the manifest declares."""
+    elements = sum(math.prod(a["shape"]) for a in case["arrays"].values())
+    per = 32 if fmt == "json" else 8
+    return elements * per + 2 ** 20
 
 
 class Suite:
     """A golden suite on disk whose manifest and every file hash have been checked.
 
-    Construction reads ``manifest.json``, checks the schema name and version, and hashes
-    every listed file, raising :class:`GoldenIntegrityError` on any problem. Arrays are then
-    decoded from the very bytes that were hashed.
+    Construction reads ``manifest.json``, checks it against the schema (structure, types,
+    shapes, unknown keys), refuses symbolic links inside the suite without following them,
+    and hashes every listed file, raising :class:`GoldenIntegrityError` on any problem.
+    Arrays are then decoded from the very bytes that were hashed.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        manifest_path = self.path / "manifest.json"
-        if not manifest_path.is_file():
+        if not self.path.is_dir():
+            raise GoldenIntegrityError(f"{self.path} is not a golden suite: not a directory")
+        if not (self.path / "manifest.json").exists() and \
+                not (self.path / "manifest.json").is_symlink():
             raise GoldenIntegrityError(f"{self.path} is not a golden suite: no manifest.json")
+        raw = _read_regular(None, str(self.path / "manifest.json"), "manifest.json",
+                            MANIFEST_MAX_BYTES)
         try:
-            self.manifest = json.loads(manifest_path.read_text())
+            self.manifest = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise GoldenIntegrityError(f"manifest.json is not valid JSON: {exc}") from None
-        if not isinstance(self.manifest, dict) or self.manifest.get("schema") != SCHEMA:
-            raise GoldenIntegrityError(f"manifest.json: schema must be {SCHEMA!r}")
-        version = self.manifest.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise GoldenIntegrityError(
-                f"manifest.json: schema_version {version!r} is not supported by this npeca "
-                f"(it reads version {SCHEMA_VERSION}); upgrade npeca or regenerate the suite")
-        _check_structure(self.manifest)
-        self._bytes: dict[str, bytes] = {}
-        for rel, digest in self.manifest["files"].items():
-            file = self.path / rel
-            if ".." in Path(rel).parts or Path(rel).is_absolute() or not file.is_file():
-                raise GoldenIntegrityError(f"{rel}: listed in the manifest but missing")
-            data = file.read_bytes()
-            if sha256(data) != digest:
-                raise GoldenIntegrityError(
-                    f"{rel}: SHA-256 mismatch (file changed, truncated or corrupted): expected "
-                    f"{digest}, got {sha256(data)}")
-            self._bytes[rel] = data
+        except RecursionError:
+            raise GoldenIntegrityError("manifest.json is nested too deeply to be a "
+                                       "manifest") from None
+        check_manifest(self.manifest)
+        self.digest = digest(self.manifest)
         self.cases = {c["name"]: c for c in self.manifest["cases"]}
-        for c in self.cases.values():
-            for fmt, rel in c.get("files", {}).items():
-                if rel not in self._bytes:
-                    raise GoldenIntegrityError(f"case {c['name']}: {fmt} file {rel} has no hash "
-                                               f"in the manifest")
+        self._bytes: dict[str, bytes] = {}
+        cases_dir = self.path / "cases"
+        try:
+            dir_fd = os.open(cases_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError as exc:
+            if cases_dir.is_symlink():
+                raise GoldenIntegrityError("cases is a symbolic link; a suite's folders must "
+                                           "be real directories (not followed)") from None
+            raise GoldenIntegrityError(f"cases: cannot open ({exc.strerror})") from None
+        try:
+            for c in self.cases.values():
+                for fmt, rel in c["files"].items():
+                    data = _read_regular(dir_fd, rel.split("/", 1)[1], rel,
+                                         _file_limit(c, fmt))
+                    want = self.manifest["files"][rel]
+                    if sha256(data) != want:
+                        raise GoldenIntegrityError(
+                            f"{rel}: SHA-256 mismatch (file changed, truncated or corrupted): "
+                            f"expected {want}, got {sha256(data)}")
+                    self._bytes[rel] = data
+        finally:
+            os.close(dir_fd)
 
     def has_format(self, name: str, fmt: str | None) -> bool:
         """Whether case ``name`` has a file in format ``fmt`` (any format for None)."""
@@ -263,23 +397,29 @@ class Suite:
 
     def arrays(self, name: str, fmt: str | None = None) -> dict[str, np.ndarray]:
         """The arrays of case ``name`` decoded from format ``fmt`` (default: npz, else the
-        first available), checked against the manifest's shapes and dtypes."""
+        first available), checked against the manifest's names, shapes and dtypes."""
         case = self.cases[name]
         files = case["files"]
-        fmt = fmt or next((f for f in ("npz", "safetensors", "json") if f in files), None)
+        fmt = fmt or next((f for f in FORMATS if f in files), None)
         if fmt not in files:
             raise GoldenIntegrityError(f"case {name}: no {fmt} file in this suite")
         try:
-            arrays = DECODERS[fmt](self._bytes[files[fmt]])
-        except GoldenIntegrityError:
+            arrays = DECODERS[fmt](self._bytes[files[fmt]], case["arrays"])
+        except (GoldenIntegrityError, BackendUnavailableError):
             raise
-        except BackendUnavailableError:
-            raise
-        except Exception as exc:
-            raise GoldenIntegrityError(f"case {name}: cannot decode {files[fmt]}: {exc}") from None
+        except Exception as exc:  # any decoder failure on hashed bytes: a damaged suite
+            raise GoldenIntegrityError(f"case {name}: cannot decode {files[fmt]}: "
+                                       f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        if sorted(arrays) != sorted(case["arrays"]):
+            raise GoldenIntegrityError(f"case {name}: {files[fmt]} holds {sorted(arrays)}, the "
+                                       f"manifest lists {sorted(case['arrays'])}")
         for key, spec in case["arrays"].items():
-            arr = arrays.get(key)
-            if arr is None or list(arr.shape) != spec["shape"] or str(arr.dtype) != spec["dtype"]:
-                got = None if arr is None else (list(arr.shape), str(arr.dtype))
-                raise GoldenIntegrityError(f"case {name}: array {key} should be {spec}; got {got}")
+            arr = arrays[key]
+            if list(arr.shape) != spec["shape"] or str(arr.dtype) != spec["dtype"]:
+                raise GoldenIntegrityError(f"case {name}: array {key} should be {spec}; got "
+                                           f"{[list(arr.shape), str(arr.dtype)]}")
         return arrays
+
+
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "FORMATS", "BOUND_PREFIX", "CONTRACT",
+           "GoldenIntegrityError", "Suite", "digest", "sha256", "write_suite"]

@@ -1,54 +1,71 @@
-"""Verify a backend against a golden suite: run every case, compare every output."""
+"""Verify a backend against a golden suite: run every case, account for every output.
+
+A case's verdict is PASS only when every output the backend returned was compared and lies
+within its bound, every required output was returned, and at least one compared output
+could have failed. Before a case is run, its stored bounds are recomputed from its inputs
+(a bound looser than the derived one is refused) and its expected values are checked
+against npeca's float64 reference on the stored inputs, so a suite whose manifest and files
+were edited consistently is still refused.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from ..errors import BackendUnavailableError
+from .. import reference
+from .._validate import eca_problem
+from ..errors import BackendUnavailableError, ParameterError
 from .adapters import Adapter, get_adapter
+from .bounds import checkable, error_bounds
 from .io import Suite
 from .progress import Progress
+from .schema import INPUTS, OUTPUTS, GoldenIntegrityError
 
-_UINT = {np.dtype(np.float16): np.int16, np.dtype(np.float32): np.int32,
-         np.dtype(np.float64): np.int64}
+INTERMEDIATES = ("m", "z", "a")  # stored in float64; a backend may return them in its dtype
+_INT = {np.dtype(np.float16): np.int16, np.dtype(np.float32): np.int32,
+        np.dtype(np.float64): np.int64}
 
 
-def ulp_distance(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
-    """Representable values between actual and expected, in actual's dtype (expected is
-    rounded to that dtype first); +0 and -0 are one value."""
-    dt = actual.dtype
-    e = expected.astype(dt)
+def ulp_distance(actual: np.ndarray, expected: np.ndarray, dtype: Any) -> np.ndarray:
+    """Representable values of ``dtype`` between actual and expected, both rounded to
+    ``dtype`` first; +0 and -0 are one value."""
+    dt = np.dtype(dtype)
     bits = 8 * dt.itemsize
 
     def ordered(v: np.ndarray) -> np.ndarray:
-        i = v.view(_UINT[dt]).astype(np.int64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            i = np.asarray(v, dtype=np.float64).astype(dt).view(_INT[dt]).astype(np.int64)
         return np.where(i < 0, -(i & ((1 << (bits - 1)) - 1)), i)
 
-    return np.abs(ordered(actual) - ordered(e))
+    return np.abs(ordered(actual) - ordered(expected))
 
 
 @dataclass
 class OutputResult:
-    """How one output of one case compares with the suite."""
+    """How one output of one case compares with the suite.
+
+    ``status`` is PASS, FAIL or UNCHECKABLE (within its bound, but the bound is larger than
+    every expected value, so nothing wrong could have failed: reported, never counted as a
+    pass). ``max_ratio`` is the largest |actual - expected| / bound (1 is the limit).
+    """
 
     output: str
-    status: str  # PASS or FAIL
-    max_abs: float
-    max_rel: float
-    max_ulp: int
-    rtol: float
-    atol: float
+    status: str
+    max_abs: float = 0.0
+    max_ratio: float = 0.0
+    max_ulp: int = 0
     worst_index: list[int] | None = None
     message: str = ""
 
 
 @dataclass
 class CaseResult:
-    """One case: PASS, FAIL, SKIP (unsupported by the backend) or ERROR (it raised)."""
+    """One case: PASS, FAIL, SKIP (the backend declined it) or ERROR (it raised, or
+    returned something that is not a dict of known outputs)."""
 
     case: str
     status: str
@@ -56,57 +73,132 @@ class CaseResult:
     message: str = ""
 
     @property
+    def compared(self) -> list[str]:
+        """The outputs that were compared, in the suite's order."""
+        return [o.output for o in self.outputs]
+
+    @property
     def worst(self) -> OutputResult | None:
-        """The output with the largest error relative to its tolerance."""
+        """The output furthest beyond (or closest to) its bound."""
         return max(self.outputs, default=None,
-                   key=lambda o: (o.status == "FAIL", o.max_abs / max(o.atol, 1e-300)))
+                   key=lambda o: (o.status == "FAIL", o.max_ratio))
 
 
-def compare(actual: Any, expected: np.ndarray, rtol: float, atol: float,
-            name: str) -> OutputResult:
-    """Element-wise |actual - expected| <= atol + rtol |expected|; non-finite values must
-    match exactly (NaN where NaN, the same infinity)."""
-    act = np.asarray(actual)
+def _fail(name: str, message: str) -> OutputResult:
+    return OutputResult(name, "FAIL", float("inf"), float("inf"), -1, message=message)
+
+
+def compare(actual: Any, expected: np.ndarray, bound: np.ndarray, name: str,
+            dtype: Any) -> OutputResult:
+    """``|actual - expected| <= bound`` element by element; NaN where NaN, the same infinity
+    where infinite. ``actual`` must have the case's ``dtype`` (m, z and a: that dtype or
+    float64); ulp are counted in the case's dtype."""
+    dt = np.dtype(dtype)
+    try:
+        act = np.asarray(actual)
+    except Exception as exc:  # a backend's odd object: its verdict, not a crash
+        return _fail(name, f"not convertible to an array ({type(exc).__name__})")
     if act.shape != expected.shape:
-        return OutputResult(name, "FAIL", np.inf, np.inf, -1, rtol, atol,
-                            message=f"shape {act.shape}, expected {expected.shape}")
-    if act.dtype.kind != "f":
-        return OutputResult(name, "FAIL", np.inf, np.inf, -1, rtol, atol,
-                            message=f"dtype {act.dtype} is not a float dtype")
+        return _fail(name, f"shape {act.shape}, expected {expected.shape}")
+    allowed = (dt, np.dtype(np.float64)) if name in INTERMEDIATES else (dt,)
+    if act.dtype not in allowed:
+        return _fail(name, f"returned {act.dtype}, the case's dtype is {dt}"
+                     + (" (or float64)" if name in INTERMEDIATES else ""))
     a64, e64 = act.astype(np.float64), expected.astype(np.float64)
     finite = np.isfinite(e64)
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         diff = np.where(finite, np.abs(a64 - e64), 0.0)
-        ok = np.where(finite, diff <= atol + rtol * np.abs(e64),
+        ok = np.where(finite, diff <= bound,
                       (np.isnan(e64) & np.isnan(a64)) | (a64 == e64))
         diff = np.where(ok | finite, diff, np.inf)
-        rel = np.where(~finite, 0.0, np.where(e64 != 0, diff / np.abs(e64),
-                                              np.where(diff == 0, 0.0, np.inf)))
-    ulps = np.where(finite & np.isfinite(a64), ulp_distance(act, expected), 0)
-    worst = np.unravel_index(int(np.argmax(np.where(ok, -1.0, diff + 1.0))), act.shape) \
-        if not ok.all() else None
-    return OutputResult(
-        output=name, status="PASS" if ok.all() else "FAIL",
-        max_abs=float(diff.max()) if diff.size else 0.0,
-        max_rel=float(rel.max()) if rel.size else 0.0,
-        max_ulp=int(ulps.max()) if ulps.size else 0, rtol=rtol, atol=atol,
-        worst_index=None if worst is None else [int(i) for i in worst],
-        message="" if worst is None else (
-            f"{int((~ok).sum())} of {ok.size} elements out of tolerance; worst at "
-            f"{tuple(int(i) for i in worst)}: got {float(a64[worst])!r}, expected "
-            f"{float(e64[worst])!r}"))
+        diff = np.where(np.isnan(diff), np.inf, diff)
+        ratio = np.where(diff == 0, 0.0, diff / bound)
+    ulps = np.where(finite & np.isfinite(a64), ulp_distance(a64, e64, dt), 0)
+    result = OutputResult(name, "PASS", float(diff.max(initial=0.0)),
+                          float(ratio.max(initial=0.0)), int(ulps.max(initial=0)))
+    if not ok.all():
+        worst = np.unravel_index(int(np.argmax(np.where(ok, -1.0, ratio))), act.shape)
+        result.status = "FAIL"
+        result.worst_index = [int(i) for i in worst]
+        result.message = (f"{int((~ok).sum())} of {ok.size} elements beyond their bound; "
+                          f"worst at {tuple(result.worst_index)}: got {float(a64[worst])!r}, "
+                          f"expected {float(e64[worst])!r}, bound {float(bound[worst]):.3g}")
+    elif not checkable(expected, bound):
+        result.status = "UNCHECKABLE"
+    return result
 
 
-INPUTS = ("x", "weight", "bias", "grad_out")
+def _reference(case: Mapping, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    p = case["params"]
+    problem = eca_problem(arrays["x"], arrays["weight"], bias=arrays.get("bias"),
+                          channel_axis=p["channel_axis"], padding=p["padding"],
+                          groups=p["groups"], gate=p["gate"])
+    with np.errstate(all="ignore"):
+        fwd = reference.forward(problem)
+        grads = reference.backward(problem, arrays["grad_out"])
+    out = {"y": fwd.y, "m": fwd.m, "z": fwd.z, "a": fwd.a, "dx": grads.x,
+           "dweight": grads.weight}
+    if grads.bias is not None:
+        out["dbias"] = grads.bias
+    return out
 
 
-def verify_case(suite: Suite, name: str, adapter: Adapter, fmt: str | None = None) -> CaseResult:
-    """Run ``adapter`` on case ``name`` and compare what it returns."""
+def check_case(case: Mapping, arrays: Mapping[str, np.ndarray]) -> None:
+    """Refuse (GoldenIntegrityError) a case whose stored bounds are looser than the bounds
+    derived from its inputs, or whose expected values disagree with npeca's float64
+    reference on its inputs by more than the reference's own error bound plus rounding."""
+    name, p = case["name"], case["params"]
+    with np.errstate(all="ignore"):
+        derived = error_bounds(arrays, p, case["dtype"])
+        own = error_bounds(arrays, p, "float64")  # the reference's bound
+    ref = _reference(case, arrays)
+    for out in case["bounds"]:
+        e, r = arrays[out].astype(np.float64), ref[out].astype(np.float64)
+        info = np.finfo(arrays[out].dtype)
+        u = float(info.eps) / 2
+        with np.errstate(invalid="ignore"):
+            slack = own[out] + u * np.abs(e) * (1 + u) + float(info.smallest_subnormal)
+            finite = np.isfinite(e) & np.isfinite(r)
+            agree = np.where(finite, np.abs(e - r) <= slack,
+                             (np.isnan(e) & np.isnan(r)) | (e == r))
+        if not agree.all():
+            i = tuple(int(v) for v in np.argwhere(~agree)[0])
+            raise GoldenIntegrityError(
+                f"case {name}: expected {out}{list(i)} = {float(e[i])!r} disagrees with the "
+                f"reference on the stored inputs ({float(r[i])!r}); the suite was edited or "
+                f"damaged")
+    for out, bname in case["bounds"].items():
+        stored = arrays[bname]
+        bad = ~(np.isfinite(stored) & (stored >= 0) & (stored <= derived[out]))
+        if bad.any():
+            i = tuple(int(v) for v in np.argwhere(bad)[0])
+            raise GoldenIntegrityError(
+                f"case {name}: {bname}{list(i)} = {float(stored[i])!r} is looser than the "
+                f"bound derived from the case's inputs ({float(derived[out][i])!r}); the "
+                f"suite was edited")
+
+
+def _not_checkable_note(case: Mapping, result: OutputResult) -> str:
+    why = "gate saturated" if case["flags"]["saturated"] else "bound exceeds every value"
+    return f"{result.output}: not checkable, {why}"
+
+
+def verify_case(suite: Suite, name: str, adapter: Adapter, fmt: str | None = None,
+                require: Iterable[str] = ("y",)) -> CaseResult:
+    """Check case ``name``'s integrity, run ``adapter`` on it and judge what it returns."""
     case = suite.cases[name]
     if not suite.has_format(name, fmt):
         return CaseResult(name, "SKIP", message=f"no {fmt} file for this case (JSON is "
                                                 f"written only for small cases)")
     arrays = suite.arrays(name, fmt)
+    check_case(case, arrays)
+    return run_case(case, arrays, adapter, require)
+
+
+def run_case(case: Mapping, arrays: Mapping[str, np.ndarray], adapter: Adapter,
+             require: Iterable[str] = ("y",)) -> CaseResult:
+    """Run ``adapter`` on a case whose arrays were checked, and judge what it returns."""
+    name = case["name"]
     inputs = {k: arrays[k].copy() for k in INPUTS if k in arrays}
     try:
         got = adapter(inputs, dict(case["params"]))
@@ -116,57 +208,110 @@ def verify_case(suite: Suite, name: str, adapter: Adapter, fmt: str | None = Non
         raise
     except Exception as exc:  # a backend bug is a result, not a crash of the verifier
         return CaseResult(name, "ERROR", message=f"{type(exc).__name__}: {exc}")
-    results = []
-    for out, tol in case["tolerances"].items():
-        if out in got and got[out] is not None:
-            results.append(compare(got[out], arrays[out], tol["rtol"], tol["atol"], out))
+    if not isinstance(got, Mapping):
+        return CaseResult(name, "ERROR", message=f"the backend returned "
+                                                 f"{type(got).__name__}, not a dict of outputs")
+    unknown = [str(k) for k in got if k not in OUTPUTS]
+    if unknown:
+        return CaseResult(name, "ERROR", message=(
+            f"unknown output {unknown[0][:40]!r}; the suite knows {', '.join(OUTPUTS)}"))
+    results, notes = [], []
+    for out in OUTPUTS:
+        if got.get(out) is None:
+            continue
+        if out not in case["bounds"]:
+            results.append(_fail(out, "returned, but this case has no bias"))
+            continue
+        r = compare(got[out], arrays[out], arrays[case["bounds"][out]], out, case["dtype"])
+        if r.status == "UNCHECKABLE":
+            notes.append(_not_checkable_note(case, r))
+        results.append(r)
+    missing = [o for o in require if o in case["bounds"] and got.get(o) is None]
+    failed = [r for r in results if r.status == "FAIL"]
+    if missing:
+        notes.insert(0, f"required output {', '.join(missing)} not returned")
     if not results:
-        return CaseResult(name, "SKIP", message="the backend returned none of the outputs")
-    status = "PASS" if all(r.status == "PASS" for r in results) else "FAIL"
-    return CaseResult(name, status, results)
+        notes.insert(0, "no output compared")
+    elif not failed and not any(r.status == "PASS" for r in results):
+        notes.insert(0, "nothing checkable was compared")
+    status = "FAIL" if failed or missing or not any(r.status == "PASS" for r in results) \
+        else "PASS"
+    if failed:
+        notes.insert(0, "; ".join(f"{r.output}: {r.message}" for r in failed))
+    return CaseResult(name, status, results, "; ".join(notes))
 
 
-def verify(path: str | os.PathLike, backend: str = "numpy", *, fmt: str | None = None,
-           progress: bool | None = None) -> list[CaseResult]:
+def parse_require(text: str | Iterable[str]) -> tuple[str, ...]:
+    """``"y,dx"`` or ``["y", "dx"]`` as a tuple of known output names."""
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text)]
+    names = [n for n in names if n]
+    bad = [n for n in names if n not in OUTPUTS]
+    if bad:
+        raise ParameterError(f"require: unknown output {bad[0]!r}; choose from "
+                             f"{', '.join(OUTPUTS)}")
+    return tuple(names)
+
+
+def verify(path: str | os.PathLike, backend: str | Callable = "numpy", *,
+           fmt: str | None = None, progress: bool | None = None,
+           require: str | Iterable[str] = ("y",),
+           expect_digest: str | None = None) -> list[CaseResult]:
     """Verify ``backend`` on every case of the suite at ``path``.
 
-    The suite's schema and every file's SHA-256 are checked first
-    (:class:`~npeca.golden.io.GoldenIntegrityError` otherwise). ``backend`` is one of
-    "numpy", "numba", "cuda", "torch", "onnxruntime" or "module:function" (see
-    :mod:`npeca.golden.adapters` for the function's signature).
+    The suite's manifest, every file's SHA-256 and (with ``expect_digest``) the suite's
+    digest are checked first, then each case's bounds and expected values before it runs
+    (:class:`~npeca.golden.io.GoldenIntegrityError` otherwise). ``backend`` is a callable
+    with the adapter signature or one of "numpy", "numba", "cuda", "torch", "onnxruntime"
+    or "module:function" (see :mod:`npeca.golden.adapters`). ``require`` names outputs a
+    case must return to pass (default ``y``).
     """
+    required = parse_require(require)
     suite = Suite(path)
-    adapter = get_adapter(backend)
+    if expect_digest is not None:
+        want = str(expect_digest).strip().lower()
+        if want != suite.digest:
+            raise GoldenIntegrityError(f"suite digest is {suite.digest}, expected {want}: the "
+                                       f"suite is not the one pinned")
+    adapter = backend if callable(backend) else get_adapter(backend)
+    label = getattr(backend, "__name__", "backend") if callable(backend) else backend
     results = []
-    with Progress(len(suite.cases), f"verify {backend}", progress) as bar:
+    with Progress(len(suite.cases), f"verify {label}", progress) as bar:
         for name in suite.cases:
-            results.append(verify_case(suite, name, adapter, fmt))
+            results.append(verify_case(suite, name, adapter, fmt, required))
             bar.step(name)
     return results
 
 
 def to_json(results: list[CaseResult]) -> list[dict]:
-    """The results as JSON-ready dicts."""
-    return [asdict(r) for r in results]
+    """The results as JSON-ready dicts (each case lists the outputs it compared)."""
+    return [{**asdict(r), "compared": r.compared} for r in results]
 
 
 def format_table(results: list[CaseResult], verbose: bool = False) -> str:
-    """A fixed-width table: one row per case (its worst output), or per output."""
-    head = (f"{'case':<30} {'output':<8} {'max abs err':>11} {'max rel err':>11} "
-            f"{'max ulp':>8} {'tolerance':>20}  result")
+    """A fixed-width table: per case its result, the outputs compared and the worst one
+    (err/bound: its largest |actual - expected| / bound); with ``verbose`` a row per output."""
+    head = (f"{'case':<28} {'result':<6} {'compared':<24} {'worst':<8} {'err/bound':>9} "
+            f"{'max ulp':>8}  note")
     lines = [head, "-" * len(head)]
     for r in results:
-        rows = r.outputs if verbose else [r.worst] if r.worst else []
-        if not rows:
-            lines.append(f"{r.case:<30} {'-':<8} {'':>11} {'':>11} {'':>8} {'':>20}  "
-                         f"{r.status} {r.message}")
-        for o in rows:
-            status = o.status if verbose else r.status
-            tol = f"{o.atol:.1e}+{o.rtol:.0e}|e|"
-            lines.append(f"{r.case:<30} {o.output:<8} {o.max_abs:>11.3e} {o.max_rel:>11.3e} "
-                         f"{o.max_ulp:>8d} {tol:>20}  {status}"
-                         + (f"  {o.message}" if o.status == "FAIL" else ""))
+        compared = " ".join(r.compared) or "-"
+        w = r.worst
+        if w is None:
+            lines.append(f"{r.case:<28} {r.status:<6} {compared:<24} {'-':<8} {'':>9} "
+                         f"{'':>8}  {r.message}")
+            continue
+        lines.append(f"{r.case:<28} {r.status:<6} {compared:<24} {w.output:<8} "
+                     f"{w.max_ratio:>9.3g} {w.max_ulp:>8d}  {r.message}")
+        if verbose:
+            for o in r.outputs:
+                lines.append(f"{'':<28} {o.status:<6} {o.output:<24} {'':<8} "
+                             f"{o.max_ratio:>9.3g} {o.max_ulp:>8d}  {o.message}")
     counts = {s: sum(r.status == s for r in results) for s in ("PASS", "FAIL", "ERROR", "SKIP")}
     lines.append("-" * len(head))
     lines.append(", ".join(f"{v} {k}" for k, v in counts.items()) + f" of {len(results)} cases")
     return "\n".join(lines)
+
+
+__all__ = ["OutputResult", "CaseResult", "compare", "check_case", "verify_case", "run_case",
+           "verify",
+           "parse_require", "to_json", "format_table", "ulp_distance"]
