@@ -12,9 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DTypeError, ParameterError, ShapeError
+from .errors import DTypeError, ParameterError, ShapeError, describe
 
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+MAX_KERNEL = 65535  # an ECA kernel is a handful of taps; larger is a corrupt file or a typo
+MAX_PARAMETER_ELEMENTS = 1 << 26  # per-channel kernels of C x k: far beyond any network
 PADDINGS = ("zeros", "circular")
 GATES = ("sigmoid", "hard_sigmoid")
 
@@ -51,8 +53,20 @@ class ECAProblem:
         return self.x.ndim - 1 if self.channels_last else 1
 
 
+def _refuse_masked(value: Any, name: str, output: bool = False) -> None:
+    if isinstance(value, np.ma.MaskedArray) and output:
+        raise DTypeError(f"{name} must be a plain numpy.ndarray; got a masked array (numpy.ma), "
+                         f"whose mask npeca would not update. Pass np.empty_like(x)")
+    if isinstance(value, np.ma.MaskedArray):
+        raise DTypeError(
+            f"{name} is a masked array (numpy.ma); npeca does not interpret masks, so masked "
+            f"values would silently enter the mean. Decide what they mean first: pass "
+            f"{name}.filled(0.0) (or another fill value) or np.ma.getdata({name})")
+
+
 def float_array(value: Any, name: str) -> np.ndarray:
     """``value`` as an ndarray of float16/32/64, or DTypeError naming ``name``."""
+    _refuse_masked(value, name)
     try:
         arr = np.asarray(value)
     except Exception as exc:  # e.g. ragged nested lists
@@ -79,7 +93,7 @@ def _channel_axis(channel_axis: Any, ndim: int) -> bool:
     if isinstance(channel_axis, bool) or not isinstance(channel_axis, numbers.Integral):
         raise ParameterError(
             f"channel_axis must be 1 (channels-first) or -1 (channels-last); "
-            f"got {channel_axis!r} ({type(channel_axis).__name__})"
+            f"got {describe(channel_axis)} ({type(channel_axis).__name__})"
         )
     axis = int(channel_axis)
     normal = axis + ndim if axis < 0 else axis
@@ -89,14 +103,14 @@ def _channel_axis(channel_axis: Any, ndim: int) -> bool:
         return True
     raise ParameterError(
         f"channel_axis must be 1 (channels-first) or -1 (channels-last) for x with {ndim} "
-        f"dimensions; got {channel_axis}"
+        f"dimensions; got {describe(channel_axis)}"
     )
 
 
 def _choice(value: Any, name: str, options: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in options:
         listed = ", ".join(repr(o) for o in options)
-        raise ParameterError(f"{name} must be one of {listed}; got {value!r}")
+        raise ParameterError(f"{name} must be one of {listed}; got {describe(value)}")
     return value
 
 
@@ -109,8 +123,8 @@ def _bias(bias: Any) -> tuple[float | None, tuple[int, ...] | None, np.dtype | N
         try:
             return float(bias), (), np.dtype(np.float64)
         except OverflowError:
-            raise ParameterError(f"bias must fit in a float64; got an integer of "
-                                 f"{len(str(abs(int(bias))))} digits") from None
+            raise ParameterError(f"bias must fit in a float64; got {describe(int(bias))}") \
+                from None
     arr = float_array(bias, "bias")
     if arr.shape not in ((), (1,)):
         raise ShapeError(
@@ -187,11 +201,11 @@ def eca_problem(
     spatial = shape[1:-1] if channels_last else shape[2:]
     w, per_channel = _weight(weight, c)
     if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
-        raise ParameterError(f"groups must be an integer >= 1; got {groups!r}")
+        raise ParameterError(f"groups must be an integer >= 1; got {describe(groups)}")
     groups = int(groups)
     if c % groups != 0:
         raise ParameterError(
-            f"groups must divide the number of channels; got groups = {groups} for C = {c}. "
+            f"groups must divide the number of channels; got groups = {describe(groups)} for C = {c}. "
             f"Divisors of {c} work, e.g. groups = 1"
         )
     padding = _choice(padding, "padding", PADDINGS)
@@ -257,6 +271,7 @@ def output_array(out: Any, problem: ECAProblem, name: str = "out", *,
     x = problem.x
     if is_device_array(x) or is_device_array(out):
         return _device_output(out, x, name)
+    _refuse_masked(out, name, output=True)
     if not isinstance(out, np.ndarray):
         raise DTypeError(f"{name} must be a numpy.ndarray (shape {x.shape}, dtype {x.dtype}); "
                          f"got {type(out).__name__}")
@@ -306,3 +321,108 @@ def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:
         return bool(np.shares_memory(a, b, max_work=10_000))
     except getattr(np, "exceptions", np).TooHardError:  # too costly to untangle
         return True
+
+
+# --- parameters of the layer and the checkpoint loader ---------------------------------------
+
+def positive_int(value: Any, name: str, maximum: int | None = None) -> int:
+    """An integer >= 1 (and <= ``maximum``), or ParameterError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1 or (
+            maximum is not None and value > maximum):
+        limit = f" and <= {maximum}" if maximum is not None else ""
+        raise ParameterError(f"{name} must be an integer >= 1{limit}; got {describe(value)}")
+    return int(value)
+
+
+def choice(value: Any, name: str, options: tuple[str, ...]) -> str:
+    """One of ``options``, or ParameterError naming ``name``."""
+    return _choice(value, name, options)
+
+
+def channel_axis_value(channel_axis: Any) -> int:
+    """1 or -1 (an integer, not a float or a bool), or ParameterError."""
+    if isinstance(channel_axis, bool) or not isinstance(channel_axis, numbers.Integral) or \
+            int(channel_axis) not in (1, -1):
+        raise ParameterError(f"channel_axis must be 1 (channels-first) or -1 "
+                             f"(channels-last), an integer; got {describe(channel_axis)}")
+    return int(channel_axis)
+
+
+def float_dtype(dtype: Any, default: np.dtype = np.dtype(np.float32)) -> np.dtype:
+    """float16, float32 or float64 (``default`` for None), or DTypeError."""
+    if dtype is None:
+        return np.dtype(default)
+    try:
+        dt = np.dtype(dtype)
+    except (TypeError, ValueError):
+        raise DTypeError(f"dtype must be float16, float32 or float64; got "
+                         f"{describe(dtype)}") from None
+    if dt not in FLOAT_DTYPES:
+        raise DTypeError(f"dtype must be float16, float32 or float64; got {dt}")
+    return dt
+
+
+def to_numpy(value: Any, name: str) -> np.ndarray:
+    """An array or torch tensor (CPU, any dtype; bfloat16 becomes float32) as a NumPy array.
+
+    The shape is checked against :data:`MAX_PARAMETER_ELEMENTS` before anything is copied, so
+    a tiny file holding a broadcast (stride-0) tensor cannot make npeca allocate gigabytes.
+    Anything that is not numeric raises DTypeError naming ``name``."""
+    _refuse_masked(value, name)
+    shape = getattr(value, "shape", None)
+    if shape is not None and not isinstance(value, np.ndarray):
+        try:
+            dims = tuple(int(d) for d in shape)
+        except (TypeError, ValueError):
+            raise DTypeError(f"{name} has a shape attribute that is not a tuple of integers "
+                             f"({describe(shape)}); it is not an array") from None
+        _check_size(dims, name)
+    if type(value).__module__.split(".")[0] == "torch" and hasattr(value, "detach"):
+        tensor = value.detach()
+        if str(getattr(tensor, "dtype", "")) == "torch.bfloat16":
+            tensor = tensor.float()
+        try:
+            return tensor.cpu().numpy()
+        except (TypeError, RuntimeError) as exc:  # e.g. complex32, quantized tensors
+            raise DTypeError(f"{name}: cannot convert a torch tensor of dtype {tensor.dtype} "
+                             f"to NumPy ({exc})") from None
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # ragged nested sequences and the like
+        raise DTypeError(f"{name} must be an array; could not convert "
+                         f"{type(value).__name__} ({exc})") from None
+    if arr.dtype.kind == "O":
+        raise DTypeError(f"{name} must be a numeric array; got a {type(value).__name__} that "
+                         f"converts to an object array")
+    _check_size(arr.shape, name)
+    return arr
+
+
+def _check_size(shape: tuple[int, ...], name: str) -> None:
+    size = 1
+    for d in shape:
+        size *= max(d, 0)
+    if size > MAX_PARAMETER_ELEMENTS or (shape and shape[-1] > MAX_KERNEL):
+        raise ShapeError(f"{name} has shape {shape}: far larger than any ECA parameter (at "
+                         f"most {MAX_KERNEL} taps and {MAX_PARAMETER_ELEMENTS} values); "
+                         f"refusing to load it")
+
+
+def float_parameter(value: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
+    """A float parameter array (cast to ``dtype`` when given, refusing values that overflow
+    it), or DTypeError / ShapeError / ParameterError naming ``name``."""
+    arr = to_numpy(value, name)
+    if arr.dtype not in FLOAT_DTYPES:
+        raise DTypeError(f"{name} must hold floating-point weights (float16, float32 or "
+                         f"float64); got dtype {arr.dtype}. An integer tensor here is not a "
+                         f"trained ECA weight")
+    if dtype is None or arr.dtype == dtype:
+        return arr
+    with np.errstate(over="ignore"):
+        cast = arr.astype(dtype)
+    overflow = np.isfinite(arr) & ~np.isfinite(cast)
+    if overflow.any():
+        i = tuple(int(v) for v in np.argwhere(overflow)[0])
+        raise ParameterError(f"{name}{list(i)} = {float(arr[i])!r} does not fit in {dtype} "
+                             f"(it would become infinite); build the layer with a wider dtype")
+    return cast

@@ -18,8 +18,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from .errors import BackendUnavailableError, DTypeError, NpecaError, ParameterError
-from .layer import BIAS_KEY, ECA, WEIGHT_KEY, to_numpy
+from .errors import BackendUnavailableError, DTypeError, NpecaError, ParameterError, describe
+from .layer import BIAS_KEY, ECA, WEIGHT_KEY
 
 __all__ = ["CheckpointError", "load_eca_layers", "DEFAULT_NAMES", "TORCH_SUFFIXES"]
 
@@ -56,7 +56,11 @@ def _mapping_tensors(state: Mapping[str, Any], origin: str) -> _Tensors:
         v = state[name]
         s = getattr(v, "shape", None)
         if s is not None:
-            return tuple(int(d) for d in s)
+            try:
+                return tuple(int(d) for d in s)
+            except (TypeError, ValueError):
+                raise CheckpointError(f"{name} in {origin} has a shape attribute that is not "
+                                      f"a tuple of integers ({describe(s)})") from None
         try:
             return np.shape(v)
         except ValueError as exc:  # ragged nested lists
@@ -129,11 +133,13 @@ def _read_torch(path: str) -> Any:
             warnings.simplefilter("ignore")  # torch warns before it fails on non-torch files
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if found:
+        text = str(exc)
+        found = re.search(r"(?i)unsupported global:? (?:GLOBAL )?([\w.]+)", text)
+        if found or "weights only load failed" in text.lower():
+            what = f"a pickled {found.group(1)}" if found else "pickled objects"
             raise CheckpointError(
-                f"{path} contains a pickled {found.group(1)} (not a tensor), which the "
-                f"safe weights-only loader refuses: unpickling it could run arbitrary code. If "
+                f"{path} contains {what} (not a tensor), which the safe weights-only loader "
+                f"refuses: unpickling it could run arbitrary code, and nothing was run. If "
                 f"you trust the file, load it once with weights_only=False and save only the "
                 f"state dict (names to tensors), e.g. torch.save(model.state_dict(), "
                 f"'weights.pth'), or convert it to safetensors") from None
@@ -146,21 +152,52 @@ def _read_torch(path: str) -> Any:
                               f"truncated or corrupt ({first})") from None
 
 
-def _read_npz(path: str) -> dict[str, np.ndarray]:
+def _read_npz(path: str) -> _Tensors:
+    """A .npz archive's arrays, their shapes read from the .npy headers and each array read
+    only when asked for (after its shape was checked), never unpickled."""
     import zipfile
 
+    def failed(exc: BaseException) -> CheckpointError:
+        return CheckpointError(f"could not read {path} as a .npz archive of arrays; it may be "
+                               f"truncated, corrupt or hold pickled objects ({exc})")
+
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a lone .npy behind a .npz name
-            raise CheckpointError(f"{path} is a single .npy array, not a .npz archive of "
-                                  f"named arrays")
-        with loaded as archive:
-            return {name: archive[name] for name in archive.files}
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        with open(path, "rb") as f:
+            if f.read(6) == b"\x93NUMPY":  # a lone .npy behind a .npz name
+                raise CheckpointError(f"{path} is a single .npy array, not a .npz archive of "
+                                      f"named arrays") from None
+        raise failed(ValueError("not a zip archive")) from None
+    except OSError as exc:
+        raise failed(exc) from None
+    shapes = {}
+    try:
+        with archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read(member)
+                if dtype.hasobject:
+                    raise failed(ValueError(f"{info.filename} holds pickled objects"))
+                shapes[info.filename[:-4]] = tuple(int(d) for d in shape)
     except CheckpointError:
         raise
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise CheckpointError(f"could not read {path} as a .npz archive of arrays; it may be "
-                              f"truncated, corrupt or hold pickled objects ({exc})") from None
+        raise failed(exc) from None
+
+    def value(name: str) -> np.ndarray:
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                return npz[name]
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise failed(exc) from None
+
+    return _Tensors(list(shapes), lambda name: shapes[name], value, path)
 
 
 def _unwrap(obj: Any, key: str | None, origin: str) -> Mapping[str, Any]:
@@ -173,7 +210,7 @@ def _unwrap(obj: Any, key: str | None, origin: str) -> Mapping[str, Any]:
         inner = obj.get(key)
         if not isinstance(inner, Mapping):
             top = ", ".join(repr(k) for k in list(obj)[:10])
-            raise CheckpointError(f"{origin} has no mapping under key {key!r}; its top-level "
+            raise CheckpointError(f"{origin} has no mapping under key {describe(key)}; its top-level "
                                   f"keys are {top}")
         return inner
     for wrapper in _WRAPPERS:
@@ -203,7 +240,7 @@ def _open(source: Any, key: str | None, stack: list[Any]) -> _Tensors:
     elif isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"no checkpoint file at {path!r}")
+            raise FileNotFoundError(f"no checkpoint file at {describe(path)}")
         suffix = os.path.splitext(path)[1].lower()
         if suffix == ".safetensors":
             if key is not None:
@@ -213,7 +250,12 @@ def _open(source: Any, key: str | None, stack: list[Any]) -> _Tensors:
         if suffix in TORCH_SUFFIXES:
             state = _unwrap(_read_torch(path), key, path)
         elif suffix == ".npz":
-            state = _unwrap(_read_npz(path), key, path)
+            if key is not None:
+                raise ParameterError("key= selects a state dict inside a PyTorch checkpoint; "
+                                     "a .npz archive holds one flat set of arrays")
+            tensors = _read_npz(path)
+            _check_keys(tensors.names, path)
+            return tensors
         else:
             raise CheckpointError(
                 f"unknown checkpoint format {suffix or '(no extension)'!r} for {path}; "
@@ -222,10 +264,20 @@ def _open(source: Any, key: str | None, stack: list[Any]) -> _Tensors:
     else:
         raise DTypeError(f"load_eca_layers takes a file path or a mapping of names to arrays; "
                          f"got {type(source).__name__}")
-    bad = [k for k in state if not isinstance(k, str)]
-    if bad:
-        raise CheckpointError(f"{origin}: state dict keys must be strings; got {bad[0]!r}")
+    _check_keys(list(state), origin)
     return _mapping_tensors(_strip_prefixes(state), origin)
+
+
+def _check_keys(keys: list[Any], origin: str) -> None:
+    bad = [k for k in keys if not isinstance(k, str)]
+    if bad:
+        raise CheckpointError(f"{origin}: state dict keys must be strings; got "
+                              f"{describe(bad[0])}")
+    nameless = [k for k in keys if k.startswith("." + WEIGHT_KEY)]
+    if nameless:
+        raise CheckpointError(f"{origin}: key {describe(nameless[0])} has an empty module name "
+                              f"before {'.' + WEIGHT_KEY!r}; a lone ECA module's weight is "
+                              f"{WEIGHT_KEY!r}, a nested one's '<module>.{WEIGHT_KEY}'")
 
 
 # --- finding the ECA modules ----------------------------------------------------------------
@@ -358,7 +410,7 @@ def load_eca_layers(
                              f"checkpoint; got {type(key).__name__}")
     names = tuple(names)
     if not all(isinstance(n, str) and n for n in names):
-        raise ParameterError(f"names must be non-empty strings; got {names!r}")
+        raise ParameterError(f"names must be non-empty strings; got {describe(names)}")
     # check the layer options before reading anything: a typo is not the checkpoint's fault
     ECA(kernel_size=1, padding=padding, gate=gate, channel_axis=channel_axis,
         dtype=np.float32 if dtype is None else dtype, backend=backend, seed=0)
@@ -375,7 +427,7 @@ def load_eca_layers(
                     have = [m for m, _ in _find_modules(tensors, names)]
                     raise CheckpointError(
                         f"{tensors.origin} has no key {_prefix(module) + WEIGHT_KEY!r} for "
-                        f"module {module!r}; ECA modules found there: "
+                        f"module {describe(module)}; ECA modules found there: "
                         f"{', '.join(map(repr, have)) or 'none'}")
                 found.append((module, True))
         else:
@@ -396,7 +448,7 @@ def load_eca_layers(
                 hint = ""
                 if (by_name and modules is None
                         and len(tensors.shape(prefix + WEIGHT_KEY)) != 3):
-                    hint = (f" If {module!r} is not an ECA module, leave "
+                    hint = (f" If {describe(module)} is not an ECA module, leave "
                             f"{module.rsplit('.', 1)[-1]!r} out of names= or list the ECA "
                             f"modules with modules=[...]")
                 where = "" if isinstance(source, Mapping) else f"{tensors.origin}: "

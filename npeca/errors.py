@@ -15,6 +15,8 @@ __all__ = [
     "BackendUnavailableError",
     "AutogradError",
     "GradcheckError",
+    "OutOfRangeError",
+    "describe",
 ]
 
 
@@ -43,5 +45,23 @@ class AutogradError(NpecaError, RuntimeError):
     gradient for a non-scalar output, a higher-order gradient through a fused primitive."""
 
 
+class OutOfRangeError(NpecaError, IndexError):
+    """An index past the end of a Tensor's axis (an ``IndexError``, so iteration stops)."""
+
+
 class GradcheckError(NpecaError, AssertionError):
     """A gradient or value check in :mod:`npeca.testing` found a mismatch."""
+
+
+def describe(value: object, limit: int = 80) -> str:
+    """``repr(value)`` for an error message, safe for any object: an integer too long to
+    print (Python refuses more than 4300 digits) is described by its size, a failing
+    ``__repr__`` by the type, and a long text is cut to ``limit`` characters."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        digits = int(value.bit_length() * 0.30103) + 1
+        return f"{'-' if value < 0 else ''}an integer of about {digits} digits"
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__} object>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -7,13 +7,13 @@ import math
 import numbers
 from fractions import Fraction
 
-from .errors import ParameterError
+from .errors import ParameterError, describe
 
 __all__ = ["kernel_size"]
 
-# Digits used for log2(C) when C is not a power of two. log2(C) is then irrational, so
-# (log2 C + b) / gamma is never an integer and 60 correct digits decide its floor unless it
-# lies within about 1e-55 of an integer, which no C that fits in memory comes near.
+# Digits first used for log2(C) when C is not a power of two. log2(C) is then irrational, so
+# (log2 C + b) / gamma is never an integer and enough digits always decide its floor; 60
+# decide it for every C, gamma and b seen in practice, and more are taken when they do not.
 _LOG_DIGITS = 60
 
 
@@ -21,11 +21,11 @@ def _require_integer(value: object, name: str, minimum: int) -> int:
     """Return ``value`` as an int, or raise ParameterError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ParameterError(
-            f"{name} must be an integer >= {minimum}; got {value!r} ({type(value).__name__})"
+            f"{name} must be an integer >= {minimum}; got {describe(value)} ({type(value).__name__})"
         )
     value = int(value)
     if value < minimum:
-        raise ParameterError(f"{name} must be an integer >= {minimum}; got {value}")
+        raise ParameterError(f"{name} must be an integer >= {minimum}; got {describe(value)}")
     return value
 
 
@@ -33,13 +33,13 @@ def _require_real(value: object, name: str) -> Fraction:
     """Return a finite real ``value`` as an exact Fraction, or raise ParameterError."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ParameterError(
-            f"{name} must be a finite real number; got {value!r} ({type(value).__name__})"
+            f"{name} must be a finite real number; got {describe(value)} ({type(value).__name__})"
         )
     if isinstance(value, numbers.Integral):
         return Fraction(int(value))  # always finite, however large
     value = float(value)  # numpy float scalars included; exact for float16/32/64
     if not math.isfinite(value):
-        raise ParameterError(f"{name} must be a finite real number; got {value!r}")
+        raise ParameterError(f"{name} must be a finite real number; got {describe(value)}")
     return Fraction(value)  # exact: every finite float is a dyadic rational
 
 
@@ -48,17 +48,18 @@ def _floor_rule(channels: int, gamma: Fraction, b: Fraction) -> int:
     exponent = channels.bit_length() - 1
     if channels == 1 << exponent:  # a power of two: log2 is the integer `exponent`
         return math.floor((exponent + b) / gamma)
-    with decimal.localcontext() as ctx:
-        # 60 digits for log2(C), plus room for b and gamma's own digits, so that a huge b
-        # does not swamp the fractional part that decides the floor
-        ctx.prec = _LOG_DIGITS + sum(len(str(abs(v))) for v in (
-            b.numerator, b.denominator, gamma.numerator, gamma.denominator))
-        ctx.Emax, ctx.Emin = decimal.MAX_EMAX, decimal.MIN_EMIN
-        log2_c = decimal.Decimal(channels).ln() / decimal.Decimal(2).ln()
-        # Fractions with the same rounding context: numerator / denominator in Decimal.
-        b_dec = decimal.Decimal(b.numerator) / decimal.Decimal(b.denominator)
-        g_dec = decimal.Decimal(gamma.numerator) / decimal.Decimal(gamma.denominator)
-        return math.floor((log2_c + b_dec) / g_dec)
+    # log2(C) is irrational: bracket it within 10**-digits (relative) and take the floor of
+    # both ends in exact rational arithmetic; when they differ, ask for more digits.
+    digits = _LOG_DIGITS
+    while True:
+        with decimal.localcontext() as ctx:
+            ctx.prec = digits + 10
+            log2_c = Fraction(decimal.Decimal(channels).ln() / decimal.Decimal(2).ln())
+        err = (log2_c + 1) / 10 ** digits
+        lo = math.floor((log2_c - err + b) / gamma)
+        if lo == math.floor((log2_c + err + b) / gamma):
+            return lo
+        digits *= 2
 
 
 def kernel_size(channels: int, gamma: float = 2, b: float = 1, *, min_size: int = 1) -> int:
@@ -94,7 +95,7 @@ def kernel_size(channels: int, gamma: float = 2, b: float = 1, *, min_size: int 
 
     The floor is exact for every integer C: at powers of two log2 C is the integer
     ``C.bit_length() - 1``; elsewhere it is irrational and evaluated to 60 significant digits,
-    far more than is needed to decide the floor. With the default constants t is even for
+    and with more digits in the rare case 60 do not decide the floor. With the default constants t is even for
     C in 8..31, 128..511 and 2048..8191, where k = t + 1.
 
     Examples
@@ -107,7 +108,7 @@ def kernel_size(channels: int, gamma: float = 2, b: float = 1, *, min_size: int 
     channels = _require_integer(channels, "channels", 1)
     gamma_q = _require_real(gamma, "gamma")
     if gamma_q <= 0:
-        raise ParameterError(f"gamma must be > 0; got {gamma!r}")
+        raise ParameterError(f"gamma must be > 0; got {describe(gamma)}")
     b_q = _require_real(b, "b")
     min_size = _require_integer(min_size, "min_size", 1)
     if min_size % 2 == 0:

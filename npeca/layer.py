@@ -11,17 +11,18 @@ the forward cache and gradients.
 
 from __future__ import annotations
 
-import inspect
 import math
-import numbers
 from collections import OrderedDict
 from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
 from . import api
-from ._validate import FLOAT_DTYPES, GATES, PADDINGS
-from .errors import AutogradError, BackendUnavailableError, DTypeError, ParameterError, ShapeError
+from .backends import BACKENDS
+from ._validate import (GATES, MAX_KERNEL, MAX_PARAMETER_ELEMENTS, PADDINGS,
+                        channel_axis_value, choice, float_dtype, float_parameter, positive_int,
+                        to_numpy)
+from .errors import AutogradError, DTypeError, ParameterError, ShapeError, describe
 from .kernel_size import kernel_size as _kernel_size_rule
 
 __all__ = ["ECA", "IncompatibleKeys"]
@@ -35,80 +36,6 @@ class IncompatibleKeys(NamedTuple):
 
     missing_keys: list[str]
     unexpected_keys: list[str]
-
-
-def _api_accepts_backend() -> bool:
-    """Whether this npeca's public functions take a ``backend=`` keyword."""
-    return ("backend" in inspect.signature(api.eca).parameters
-            and "backend" in inspect.signature(api.eca_backward).parameters)
-
-
-def _known_backends() -> tuple[str, ...] | None:
-    """The backend names npeca knows (importing npeca.backends does not import numba)."""
-    try:
-        from .backends import BACKENDS
-    except ImportError:
-        return None
-    return tuple(BACKENDS)
-
-
-def to_numpy(value: Any, name: str) -> np.ndarray:
-    """A NumPy array from an array-like or a (CPU or GPU) torch tensor, without importing torch.
-
-    bfloat16 tensors, which NumPy cannot represent, become float32 (exactly: every bfloat16
-    is a float32). Anything that is not numeric raises DTypeError naming ``name``.
-    """
-    if type(value).__module__.split(".")[0] == "torch" and hasattr(value, "detach"):
-        tensor = value.detach()
-        if str(getattr(tensor, "dtype", "")) == "torch.bfloat16":
-            tensor = tensor.float()
-        try:
-            return tensor.cpu().numpy()
-        except (TypeError, RuntimeError) as exc:  # e.g. complex32, quantized tensors
-            raise DTypeError(f"{name}: cannot convert a torch tensor of dtype {tensor.dtype} "
-                             f"to NumPy ({exc})") from None
-    try:
-        arr = np.asarray(value)
-    except Exception as exc:  # ragged nested sequences and the like
-        raise DTypeError(f"{name} must be an array; could not convert "
-                         f"{type(value).__name__} ({exc})") from None
-    if arr.dtype.kind == "O":
-        raise DTypeError(f"{name} must be a numeric array; got a {type(value).__name__} that "
-                         f"converts to an object array")
-    return arr
-
-
-def _float_parameter(value: Any, name: str) -> np.ndarray:
-    """``value`` as a float array, or DTypeError naming ``name``, what arrived and the fix."""
-    arr = to_numpy(value, name)
-    if arr.dtype not in FLOAT_DTYPES:
-        raise DTypeError(f"{name} must hold floating-point weights (float16, float32 or "
-                         f"float64); got dtype {arr.dtype}. An integer tensor here is not a "
-                         f"trained ECA weight")
-    return arr
-
-
-def _dtype(dtype: Any) -> np.dtype:
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise DTypeError(f"dtype must be float16, float32 or float64; got {dtype!r}") from None
-    if dt not in FLOAT_DTYPES:
-        raise DTypeError(f"dtype must be float16, float32 or float64; got {dt}")
-    return dt
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ParameterError(f"{name} must be an integer >= 1; got {value!r}")
-    return int(value)
-
-
-def _choice(value: Any, name: str, options: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in options:
-        raise ParameterError(f"{name} must be one of {', '.join(map(repr, options))}; "
-                             f"got {value!r}")
-    return value
 
 
 class ECA:
@@ -203,56 +130,50 @@ class ECA:
         seed: int | np.random.Generator | None = None,
     ) -> None:
         if channels is not None:
-            channels = _positive_int(channels, "channels")
+            channels = positive_int(channels, "channels")
         if kernel_size is None:
             if channels is None:
                 raise ParameterError("ECA needs channels (k from the paper's rule) or an "
                                      "explicit kernel_size; got neither. E.g. ECA(256) or "
                                      "ECA(kernel_size=5)")
             kernel_size = _kernel_size_rule(channels, gamma, b, min_size=min_size)
-        kernel_size = _positive_int(kernel_size, "kernel_size")
+        kernel_size = positive_int(kernel_size, "kernel_size", MAX_KERNEL)
         if kernel_size % 2 == 0:
             raise ParameterError(
                 f"kernel_size must be odd so that (k - 1) / 2 channels pad each side; got "
                 f"{kernel_size}. Use {kernel_size + 1} (npeca.kernel_size(C) gives the "
                 f"paper's odd k)")
-        groups = _positive_int(groups, "groups")
+        groups = positive_int(groups, "groups")
         if channels is not None and channels % groups:
             raise ParameterError(f"groups must divide channels; got groups = {groups} for "
                                  f"channels = {channels}")
         for flag, name in ((bias, "bias"), (per_channel, "per_channel")):
             if not isinstance(flag, (bool, np.bool_)):
-                raise ParameterError(f"{name} must be True or False; got {flag!r}")
+                raise ParameterError(f"{name} must be True or False; got {describe(flag)}")
         if per_channel and channels is None:
             raise ParameterError("per_channel=True needs channels: the weight has one kernel "
                                  "per channel, shape (C, 1, k)")
+        if per_channel and channels is not None and channels * kernel_size > \
+                MAX_PARAMETER_ELEMENTS:
+            raise ParameterError(f"per_channel=True with channels = {describe(channels)} and "
+                                 f"k = {kernel_size} makes more than {MAX_PARAMETER_ELEMENTS} "
+                                 f"weights; no ECA layer is that large")
         if per_channel and bias:
             raise ParameterError(
                 "per_channel=True with bias=True is not supported: ECA's bias is one scalar, "
                 "and a per-channel Conv1d(C, C, k, groups=C) bias has C values")
-        if isinstance(channel_axis, bool) or channel_axis not in (1, -1):
-            raise ParameterError(f"channel_axis must be 1 (channels-first) or -1 "
-                                 f"(channels-last); got {channel_axis!r}")
+        channel_axis = channel_axis_value(channel_axis)
         if backend is not None:
-            if not isinstance(backend, str):
-                raise ParameterError(f"backend must be a backend name or None; got {backend!r}")
-            if not _api_accepts_backend():
-                raise BackendUnavailableError(
-                    f"backend={backend!r}: this version of npeca computes with the NumPy "
-                    f"reference only (npeca.eca has no backend= keyword). Pass backend=None")
-            known = _known_backends()
-            if known is not None and backend not in known:
-                raise ParameterError(f"backend must be one of {', '.join(map(repr, known))} "
-                                     f"or None; got {backend!r}")
+            choice(backend, "backend", tuple(BACKENDS))
 
         self.channels = channels
         self.kernel_size = kernel_size
-        self.padding = _choice(padding, "padding", PADDINGS)
+        self.padding = choice(padding, "padding", PADDINGS)
         self.groups = groups
-        self.gate = _choice(gate, "gate", GATES)
+        self.gate = choice(gate, "gate", GATES)
         self.per_channel = bool(per_channel)
         self.channel_axis = int(channel_axis)
-        self.dtype = _dtype(dtype)
+        self.dtype = float_dtype(dtype)
         self.backend = backend
 
         if isinstance(seed, np.random.Generator):
@@ -262,7 +183,7 @@ class ECA:
                 rng = np.random.default_rng(seed)
             except (TypeError, ValueError):
                 raise ParameterError(f"seed must be None, an integer >= 0 or a "
-                                     f"numpy.random.Generator; got {seed!r}") from None
+                                     f"numpy.random.Generator; got {describe(seed)}") from None
         bound = 1.0 / math.sqrt(kernel_size)  # PyTorch: 1 / sqrt(fan_in), fan_in = 1 * k
         shape = (channels, 1, kernel_size) if per_channel else (1, 1, kernel_size)
         self.weight = rng.uniform(-bound, bound, size=shape).astype(self.dtype)
@@ -324,12 +245,12 @@ class ECA:
                    "not implement)" if "conv2.weight" in unexpected else "")
             raise ParameterError(
                 f"unexpected key(s) {', '.join(repr(name + k) for k in unexpected)} next to "
-                f"{wkey!r}: an ECA module holds only conv.weight and optionally conv.bias, so "
+                f"{describe(wkey)}: an ECA module holds only conv.weight and optionally conv.bias, so "
                 f"this module is not plain ECA{mlp}")
         if WEIGHT_KEY not in state_dict:
-            raise ParameterError(f"missing key {wkey!r}: the ECA convolution's weight, shape "
+            raise ParameterError(f"missing key {describe(wkey)}: the ECA convolution's weight, shape "
                                  f"(1, 1, k)")
-        w = _float_parameter(state_dict[WEIGHT_KEY], wkey)
+        w = float_parameter(state_dict[WEIGHT_KEY], wkey)
         per_channel, channels, k = _kernel_shape(w.shape, wkey)
         has_bias = BIAS_KEY in state_dict
         if has_bias:
@@ -477,7 +398,7 @@ class ECA:
         for key, current in own.items():
             if key not in state_dict:
                 continue
-            arr = _float_parameter(state_dict[key], _name + key)
+            arr = float_parameter(state_dict[key], _name + key)
             if arr.shape != current.shape:
                 hint = ""
                 if key == WEIGHT_KEY and arr.ndim == 3:
@@ -486,7 +407,7 @@ class ECA:
                             f"weights with ECA.from_state_dict(state_dict)")
                 raise ShapeError(f"{_name + key} has shape {arr.shape}; this layer's is "
                                  f"{current.shape}{hint}")
-            new[key] = np.array(arr, dtype=self.dtype, copy=True)
+            new[key] = np.array(float_parameter(arr, _name + key, self.dtype), copy=True)
         self.weight = new.get(WEIGHT_KEY, self.weight)
         if BIAS_KEY in new:
             self.bias = new[BIAS_KEY]

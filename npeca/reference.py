@@ -128,11 +128,19 @@ def _transposed_weight(w: np.ndarray, problem: ECAProblem) -> np.ndarray:
 
 # --- forward and backward -------------------------------------------------------------------
 
+def _times(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a * b as a C-contiguous array. NumPy lays a product out like its inputs, and sums a
+    contiguous axis pairwise but a strided one in order: a C-order product makes every sum
+    below add in one order, so a shared kernel and the same kernel repeated per channel (a
+    broadcast input or a real one) give the same bits."""
+    return np.multiply(a, b, order="C")
+
+
 def _forward3(problem: ECAProblem) -> tuple[np.ndarray, ECAForward]:
     x = _to_ncs(problem.x, problem)  # (N, C, S) float64
     m = x.mean(axis=2)  # (N, C)
     m_win = _windows(m, problem)  # (N, C, k): m~[n, c + j - p]
-    z = (m_win * _weight_per_channel(problem)).sum(axis=2)  # (N, C)
+    z = _times(m_win, _weight_per_channel(problem)).sum(axis=2)  # (N, C)
     if problem.bias is not None:
         z = z + problem.bias
     a = _gate(z, problem.gate)  # (N, C)
@@ -142,14 +150,14 @@ def _forward3(problem: ECAProblem) -> tuple[np.ndarray, ECAForward]:
 
 def forward(problem: ECAProblem) -> ECAForward:
     """y and the intermediates m, z, a (float64, shape (N, C)) of a validated problem."""
-    with np.errstate(invalid="ignore"):  # NaN from Inf inputs is documented IEEE behaviour
+    with np.errstate(invalid="ignore", over="ignore"):  # IEEE NaN and Inf, as documented
         _, out = _forward3(problem)
-    return out._replace(y=_from_ncs(out.y, problem))
+        return out._replace(y=_from_ncs(out.y, problem))
 
 
 def backward(problem: ECAProblem, grad_out: np.ndarray) -> ECAGrads:
     """Gradients with respect to x, weight and bias for upstream gradient ``grad_out``."""
-    with np.errstate(invalid="ignore"):  # NaN from Inf inputs is documented IEEE behaviour
+    with np.errstate(invalid="ignore", over="ignore"):  # IEEE NaN and Inf, as documented
         return _backward(problem, grad_out)
 
 
@@ -159,11 +167,11 @@ def _backward(problem: ECAProblem, grad_out: np.ndarray) -> ECAGrads:
     g = _to_ncs(grad_out, problem)  # (N, C, S) float64
     w = _weight_per_channel(problem)  # (C, k)
 
-    da = (g * x).sum(axis=2)  # (N, C)
+    da = _times(g, x).sum(axis=2)  # (N, C)
     dz = da * _gate_grad(z, a, problem.gate)  # (N, C)
-    dw = dz[:, :, None] * _windows(m, problem)  # (N, C, k): dz[n, c] * m~[n, c + j - p]
+    dw = _times(dz[:, :, None], _windows(m, problem))  # (N, C, k): dz[n, c] m~[n, c + j - p]
     dw = dw.sum(axis=0) if problem.per_channel else dw.sum(axis=(0, 1))  # (C, k) or (k,)
-    dm = (_windows(dz, problem)[:, :, ::-1] * _transposed_weight(w, problem)).sum(axis=2)
+    dm = _times(_windows(dz, problem)[:, :, ::-1], _transposed_weight(w, problem)).sum(axis=2)
     dx = g * a[:, :, None] + (dm / problem.s)[:, :, None]  # (N, C, S)
 
     dbias = None

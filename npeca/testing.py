@@ -10,11 +10,12 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import DTypeError, GradcheckError, ParameterError, ShapeError
+from .errors import DTypeError, GradcheckError, ParameterError, ShapeError, describe
 
 __all__ = ["DEFAULT_TOLERANCES", "assert_close", "gradcheck", "check_vjp"]
 
@@ -27,16 +28,34 @@ DEFAULT_TOLERANCES: dict[np.dtype, tuple[float, float]] = {
 }
 
 
+def _array(value: Any, label: str) -> np.ndarray:
+    """``value`` (an array, a Tensor, nested lists) as an ndarray, or DTypeError."""
+    try:
+        return np.asarray(getattr(value, "data", value))
+    except Exception as exc:  # ragged nested lists and the like
+        raise DTypeError(f"{label} must be a rectangular array of real numbers; could not "
+                         f"convert {type(value).__name__} ({str(exc)[:120]})") from None
+
+
+def _nonnegative(value: Any, name: str) -> float:
+    """A finite real number >= 0, or ParameterError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating)) or \
+            not 0 <= float(value) < np.inf:
+        raise ParameterError(f"{name} must be a finite number >= 0; got {describe(value)}")
+    return float(value)
+
+
 def _tolerance(dtype: Any, rtol: float | None, atol: float | None) -> tuple[float, float]:
     try:
         dt = np.dtype(dtype)
     except TypeError:
-        raise ParameterError(f"dtype must be a NumPy dtype; got {dtype!r}") from None
+        raise ParameterError(f"dtype must be a NumPy dtype; got {describe(dtype)}") from None
     if dt not in DEFAULT_TOLERANCES and (rtol is None or atol is None):
         raise ParameterError(f"no default tolerance for dtype {dt}; known: float16, float32, "
                              f"float64. Pass rtol= and atol=")
     r, a = DEFAULT_TOLERANCES.get(dt, (0.0, 0.0))
-    return (r if rtol is None else rtol), (a if atol is None else atol)
+    return (r if rtol is None else _nonnegative(rtol, "rtol"),
+            a if atol is None else _nonnegative(atol, "atol"))
 
 
 def assert_close(actual: Any, expected: Any, *, dtype: Any = None, rtol: float | None = None,
@@ -73,8 +92,7 @@ def assert_close(actual: Any, expected: Any, *, dtype: Any = None, rtol: float |
     ...
     npeca.errors.GradcheckError: y: 1 of 2 elements differ (rtol 1e-07, atol 1e-07); worst at index (1,): actual 2.0, expected 2.1, abs err 0.1, rel err 0.0476
     """
-    a, e = np.asarray(getattr(actual, "data", actual)), np.asarray(getattr(expected, "data",
-                                                                           expected))
+    a, e = _array(actual, f"{name}: actual"), _array(expected, f"{name}: expected")
     for label, arr in (("actual", a), ("expected", e)):
         if arr.dtype.kind not in "biuf":
             raise DTypeError(f"{name}: {label} must be real numbers; got dtype {arr.dtype}")
@@ -113,7 +131,7 @@ def _named(inputs: Sequence[Any] | Mapping[str, Any]) -> tuple[list[str], list[n
         names = [f"input {i}" for i in range(len(values))]
     arrays = []
     for n, v in zip(names, values):
-        arr = np.asarray(v)
+        arr = _array(v, f"gradcheck: {n}")
         if arr.dtype.kind != "f":
             raise ParameterError(f"gradcheck: {n} must be a float array; got dtype {arr.dtype}")
         if arr.dtype != np.float64:
@@ -241,12 +259,22 @@ def gradcheck(fn: Callable[..., Any], inputs: Sequence[Any] | Mapping[str, Any],
     True
     """
     if mode not in ("full", "fast"):
-        raise ParameterError(f"mode must be 'full' or 'fast'; got {mode!r}")
+        raise ParameterError(f"mode must be 'full' or 'fast'; got {describe(mode)}")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < np.inf:
-        raise ParameterError(f"eps must be a finite number > 0; got {eps!r}")
+        raise ParameterError(f"eps must be a finite number > 0; got {describe(eps)}")
     if isinstance(n_projections, bool) or not isinstance(n_projections, int) or \
             n_projections < 1:
-        raise ParameterError(f"n_projections must be an integer >= 1; got {n_projections!r}")
+        raise ParameterError(f"n_projections must be an integer >= 1; got {describe(n_projections)}")
+    if isinstance(seed, bool) or not isinstance(seed, (numbers.Integral, np.random.Generator)) \
+            or (isinstance(seed, numbers.Integral) and seed < 0):
+        raise ParameterError(f"seed must be an integer >= 0 or a numpy.random.Generator; got "
+                             f"{describe(seed)}")
+    atol, rtol = _nonnegative(atol, "atol"), _nonnegative(rtol, "rtol")
+    if isinstance(max_print, bool) or not isinstance(max_print, numbers.Integral):
+        raise ParameterError(f"max_print must be an integer; got {describe(max_print)}")
+    if not isinstance(inputs, (Mapping, Sequence)) or isinstance(inputs, (str, bytes)):
+        raise DTypeError(f"gradcheck: inputs must be a sequence or a mapping of float64 "
+                         f"arrays; got {type(inputs).__name__}")
     names, arrays = _named(inputs)
     vjp = vjp if vjp is not None else _autograd_vjp(fn)
 

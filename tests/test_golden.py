@@ -544,8 +544,12 @@ def test_signals_remove_the_temporary_directory(tmp_path, signame):
     import sys
     import time
 
+    def default_sigint():  # a shell's background job inherits SIGINT ignored
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     proc = subprocess.Popen([sys.executable, "-m", "npeca.cli", "golden", "generate",
-                             str(tmp_path / "out"), "--quiet"], stderr=subprocess.PIPE)
+                             str(tmp_path / "out"), "--quiet"], stderr=subprocess.PIPE,
+                            preexec_fn=default_sigint)
     deadline = time.monotonic() + 60
     while not list(tmp_path.glob(".out.tmp-*")) and time.monotonic() < deadline:
         time.sleep(0.05)

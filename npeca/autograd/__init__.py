@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import ParameterError
+from ..errors import ParameterError, describe
 from .eca import eca, eca_composed
 from .ops import (
     add, broadcast_to, correlate1d, div, embed, exp, getitem, hard_sigmoid, log, matmul,
@@ -89,7 +89,7 @@ def vjp(fun: Callable[..., Tensor], *args: Any, argnums: int | Sequence[int] | N
     nums = tuple(range(len(args))) if argnums is None else (
         (argnums,) if isinstance(argnums, int) else tuple(argnums))
     if not all(isinstance(i, int) and -len(args) <= i < len(args) for i in nums):
-        raise ParameterError(f"argnums must index the {len(args)} arguments; got {argnums!r}")
+        raise ParameterError(f"argnums must index the {len(args)} arguments; got {describe(argnums)}")
     nested = any(isinstance(a, Tensor) and a.requires_grad for a in args) and is_grad_enabled()
     call_args, wrt = _entry(args, nums)
     out = fun(*call_args)

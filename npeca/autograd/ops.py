@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .. import reference
-from ..errors import ParameterError, ShapeError
+from ..errors import ParameterError, ShapeError, describe
 from .tensor import Tensor, as_tensor, defvjp, primitive
 
 # --- primitives: NumPy in, NumPy out -----------------------------------------------------
@@ -223,7 +223,7 @@ def pad(a: Any, width: int, axis: int = -1, mode: str = "zeros") -> Tensor:
     """
     a = as_tensor(a)
     if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 0:
-        raise ParameterError(f"width must be an integer >= 0; got {width!r}")
+        raise ParameterError(f"width must be an integer >= 0; got {describe(width)}")
     length = a.shape[axis]
     if mode == "zeros":
         shape = list(a.shape)
@@ -233,7 +233,7 @@ def pad(a: Any, width: int, axis: int = -1, mode: str = "zeros") -> Tensor:
     if mode == "circular":
         wrap = np.arange(-width, length + width) % length
         return getitem(a, index=_axis_index(a.ndim, axis, wrap))
-    raise ParameterError(f"mode must be 'zeros' or 'circular'; got {mode!r}")
+    raise ParameterError(f"mode must be 'zeros' or 'circular'; got {describe(mode)}")
 
 
 def correlate1d(x: Any, w: Any, axis: int = -1, groups: int = 1) -> Tensor:
@@ -249,7 +249,7 @@ def correlate1d(x: Any, w: Any, axis: int = -1, groups: int = 1) -> Tensor:
     xl = moveaxis(x, axis, -1)
     length = xl.shape[-1]
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
-        raise ParameterError(f"groups must be an integer >= 1; got {groups!r}")
+        raise ParameterError(f"groups must be an integer >= 1; got {describe(groups)}")
     if length % groups:
         raise ShapeError(f"groups = {groups} must divide the correlated axis' length {length}")
     seg = length // groups

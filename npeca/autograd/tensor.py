@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import AutogradError, DTypeError, ShapeError
+from ..errors import AutogradError, DTypeError, OutOfRangeError, ShapeError, describe
 
 _state = threading.local()
 
@@ -129,7 +129,20 @@ class Tensor:
         return f"Tensor({body}{grad})"
 
     def __len__(self) -> int:
+        if self.data.ndim == 0:
+            raise DTypeError("len() of a 0-d Tensor: it holds one number (use .item())")
         return len(self.data)
+
+    def __iter__(self) -> Iterator["Tensor"]:
+        """The sub-tensors along the first axis, each recorded like ``t[i]``."""
+        for i in range(len(self)):
+            yield self[i]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """The data for NumPy (``np.asarray(t)``, ``np.testing`` functions); no graph."""
+        if copy:
+            return np.array(self.data, dtype=dtype, copy=True)
+        return self.data if dtype is None else self.data.astype(dtype, copy=False)
 
     def _value(self) -> Any:
         """What a primitive computes with: the data, or the Python number it came from."""
@@ -137,6 +150,9 @@ class Tensor:
 
     def item(self) -> float:
         """The value of a one-element tensor as a Python float."""
+        if self.data.size != 1:
+            raise ShapeError(f"item() needs a Tensor with one element; this one has shape "
+                             f"{self.data.shape}")
         return float(self.data.reshape(()))
 
     def numpy(self) -> np.ndarray:
@@ -191,7 +207,14 @@ class Tensor:
                              f"{type(exponent).__name__}")
         return _ops.power(self, exponent=float(exponent))
 
-    def __getitem__(self, index): return _ops.getitem(self, index=index)
+    def __getitem__(self, index):
+        try:
+            self.data[index]  # NumPy decides what is a valid index (a view: no copy)
+        except IndexError as exc:
+            raise OutOfRangeError(f"Tensor index out of range: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise DTypeError(f"invalid Tensor index {describe(index)}: {exc}") from None
+        return _ops.getitem(self, index=index)
 
     def sum(self, axis=None, keepdims=False): return _ops.sum(self, axis=axis, keepdims=keepdims)
     def mean(self, axis=None, keepdims=False): return _ops.mean(self, axis=axis, keepdims=keepdims)

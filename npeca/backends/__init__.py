@@ -31,7 +31,7 @@ import threading
 import warnings
 from types import ModuleType
 
-from ..errors import BackendUnavailableError, ParameterError
+from ..errors import BackendUnavailableError, ParameterError, describe
 
 __all__ = ["BACKENDS", "AUTO_MIN_SIZE", "get_backend", "select_backend"]
 
@@ -64,7 +64,7 @@ def _check_name(name) -> str:
     """``name`` if it is a known backend name, else a ParameterError listing them."""
     if not isinstance(name, str) or name not in BACKENDS:
         listed = ", ".join(repr(b) for b in BACKENDS)
-        raise ParameterError(f"backend must be one of {listed}; got {name!r}")
+        raise ParameterError(f"backend must be one of {listed}; got {describe(name)}")
     return name
 
 
@@ -160,7 +160,7 @@ def select_backend(name, size: int, device: bool = False) -> ModuleType:
     if device:
         if name not in ("auto", "cuda"):
             raise ParameterError(
-                f"x is a GPU array, but backend={name!r} computes on the CPU; use "
+                f"x is a GPU array, but backend={describe(name)} computes on the CPU; use "
                 f"backend='cuda' (or 'auto'), or copy x to the host first")
         return get_backend("cuda")
     if name == "auto" and size < AUTO_MIN_SIZE:

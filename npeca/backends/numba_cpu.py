@@ -36,6 +36,7 @@ How the work is laid out (the pass model of docs/performance.md; docs/backends.m
 from __future__ import annotations
 
 import functools
+import warnings
 
 import numba
 import numpy as np
@@ -61,6 +62,33 @@ _STREAM_BYTES = 32 << 20  # outputs of x this large bypass the caches (streaming
 _STREAM_MIN_ROW = 1024  # ... when their channels-first rows have at least this many elements
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _SAMPLES, _PIPELINED_SAMPLES, _WAVES = 0, 1, 2  # how kernels hand out work (_Call.schedule)
+
+
+# --- compiling: cached on disk where a cache location is writable ------------------------------
+
+_cache_warned = False
+
+
+def _jit(parallel: bool = False):
+    """``njit(cache=True)``, or plain ``njit`` where numba finds no writable cache location
+    (a read-only install with no writable HOME): then kernels compile in every process, and
+    one warning per process says how to give them a cache."""
+    def decorate(fn):
+        global _cache_warned
+        try:
+            return njit(parallel=parallel, cache=True)(fn)
+        except RuntimeError as exc:
+            if "cannot cache" not in str(exc):
+                raise
+            if not _cache_warned:
+                _cache_warned = True
+                warnings.warn(
+                    "npeca: numba cannot cache compiled kernels here (no writable location "
+                    "beside the installed package nor in the user's cache directory); they "
+                    "compile again in every process. Set NUMBA_CACHE_DIR to a writable "
+                    "directory to cache them.", RuntimeWarning, stacklevel=2)
+            return njit(parallel=parallel)(fn)
+    return decorate
 
 
 # --- the lane sum: an explicit SIMD reduction in a fixed order ------------------------------
@@ -281,7 +309,7 @@ def _stream_fence(typingctx):
 
 # --- small per-channel helpers --------------------------------------------------------------
 
-@njit(cache=True)
+@_jit()
 def _tap_tables(c_, k, cg, circular):
     """(src, rd, span): src[c, j] is the channel that channel c reads through tap j and
     rd[c, j] the channel that reads c through tap j, -1 where the tap falls on a zero pad;
@@ -311,7 +339,7 @@ def _tap_tables(c_, k, cg, circular):
     return src, rd, span
 
 
-@njit(cache=True)
+@_jit()
 def _logit(m_row, w, src, c, bias, has_bias):
     """z = bias + sum_j w[c, j] * m~[c + j - p] for one channel of one sample; w is (C, k),
     or (1, k) for a kernel shared by all channels."""
@@ -328,7 +356,7 @@ def _logit(m_row, w, src, c, bias, has_bias):
     return z
 
 
-@njit(cache=True)
+@_jit()
 def _dm(dz_row, w, rd, c):
     """dm[c] = sum_j w[r, j] * dz[r] over the channels r = c - j + p that read c via tap j
     (w[0, j] for a shared (1, k) kernel)."""
@@ -341,7 +369,7 @@ def _dm(dz_row, w, rd, c):
     return dm
 
 
-@njit(cache=True)
+@_jit()
 def _sigmoid(z):
     """1 / (1 + exp(-z)) without overflow, with full relative accuracy for z << 0."""
     e = np.exp(-abs(z))
@@ -350,7 +378,7 @@ def _sigmoid(z):
     return e / (1.0 + e)  # also the NaN branch: NaN / NaN
 
 
-@njit(cache=True)
+@_jit()
 def _gate(z, hard):
     """sigmoid(z), or relu6(z + 3) / 6 when ``hard``; NaN stays NaN."""
     if not hard:
@@ -363,7 +391,7 @@ def _gate(z, hard):
     return t / 6.0
 
 
-@njit(cache=True)
+@_jit()
 def _gate_grad(z, a, hard):
     """gate'(z): a * sigmoid(-z), or 1/6 strictly inside (-3, 3) and 0 elsewhere."""
     if not hard:
@@ -375,14 +403,14 @@ def _gate_grad(z, a, hard):
 
 # --- the work of one item: a sample and a range of its channels or positions ----------------
 
-@njit(cache=True)
+@_jit()
 def _pool_cf(xf, n, c0, c1, c_, s_, m):
     """m[n, c] = mean of row (n, c) of the flat (N, C, S) array xf, for c in [c0, c1)."""
     for c in range(c0, c1):
         m[n, c] = _lane_sum(xf, (n * c_ + c) * s_, s_) / s_
 
 
-@njit(cache=True)
+@_jit()
 def _scale_cf(x, y, w, src, bias, has_bias, hard, stream, n, c0, c1, m_row, z, a):
     """Logit, gate and y[n, c] = a * x[n, c] for the channels [c0, c1) of sample n, whose
     pooled means (those channels and the ones they read) are in m_row."""
@@ -405,7 +433,7 @@ def _scale_cf(x, y, w, src, bias, has_bias, hard, stream, n, c0, c1, m_row, z, a
         _stream_fence()
 
 
-@njit(cache=True)
+@_jit()
 def _forward_item_cf(x, xf, y, w, src, bias, has_bias, hard, stream, n, c0, c1, m, z, a):
     """The whole forward of the channels [c0, c1) of sample n, with no other item to wait
     for: the few channels outside the range that the convolution reads (its halo) are
@@ -429,7 +457,7 @@ def _forward_item_cf(x, xf, y, w, src, bias, has_bias, hard, stream, n, c0, c1, 
     _scale_cf(x, y, w, src, bias, has_bias, hard, stream, n, c0, c1, m_row, z, a)
 
 
-@njit(cache=True)
+@_jit()
 def _sums_cf(gf, xf, n, c0, c1, c_, s_, m, da):
     """m[n, c] = mean x and da[n, c] = sum g * x over row (n, c), one read of both."""
     for c in range(c0, c1):
@@ -438,7 +466,7 @@ def _sums_cf(gf, xf, n, c0, c1, c_, s_, m, da):
         da[n, c] = sgx
 
 
-@njit(cache=True)
+@_jit()
 def _dz(w, src, bias, has_bias, hard, n, c0, c1, m, da, a, dz):
     """a = gate(z) and dz = da * gate'(z) for the channels [c0, c1) of sample n."""
     for c in range(c0, c1):
@@ -448,7 +476,7 @@ def _dz(w, src, bias, has_bias, hard, n, c0, c1, m, da, a, dz):
         dz[n, c] = da[n, c] * _gate_grad(zc, ac, hard)
 
 
-@njit(cache=True)
+@_jit()
 def _dx_cf(g, dx, w, rd, stream, n, c0, c1, a, dz):
     """dx[n, c] = g[n, c] * a + dm / S for the channels [c0, c1) of sample n."""
     c_, s_ = g.shape[1], g.shape[2]
@@ -468,7 +496,7 @@ def _dx_cf(g, dx, w, rd, stream, n, c0, c1, a, dz):
         _stream_fence()
 
 
-@njit(cache=True)
+@_jit()
 def _pool_cl(x, n, c0, c1, m):
     """m[n, c] for c in [c0, c1) of (N, S, C) x: position s into lane s mod LANES, then the
     tree of _lane_sum, so that the bits equal the channels-first ones."""
@@ -483,7 +511,7 @@ def _pool_cl(x, n, c0, c1, m):
         m[n, c] = acc[0, c - c0] / x.shape[1]
 
 
-@njit(cache=True)
+@_jit()
 def _sums_cl(g, x, n, c0, c1, m, da):
     """m[n, c] and da[n, c] for c in [c0, c1) of (N, S, C) arrays, by the lane rule."""
     acc_x = np.zeros((LANES, c1 - c0))
@@ -504,7 +532,7 @@ def _sums_cl(g, x, n, c0, c1, m, da):
         da[n, c] = acc_gx[0, c - c0]
 
 
-@njit(cache=True)
+@_jit()
 def _tree_columns(acc):
     """Combine the lanes of every column by _lane_sum's tree; the sums end in acc[0]."""
     width = LANES
@@ -515,7 +543,7 @@ def _tree_columns(acc):
                 acc[lane, j] = acc[lane, j] + acc[lane + width, j]
 
 
-@njit(cache=True)
+@_jit()
 def _gate_cl(w, src, bias, has_bias, hard, n, c0, c1, m, z, a):
     """z and a = gate(z) for the channels [c0, c1) of sample n."""
     for c in range(c0, c1):
@@ -524,7 +552,7 @@ def _gate_cl(w, src, bias, has_bias, hard, n, c0, c1, m, z, a):
         a[n, c] = _gate(zc, hard)
 
 
-@njit(cache=True)
+@_jit()
 def _scale_cl(x, y, n, s0, s1, a):
     """y[n, s] = a[n] * x[n, s] for the positions [s0, s1) of (N, S, C) arrays."""
     an = a[n]
@@ -535,14 +563,14 @@ def _scale_cl(x, y, n, s0, s1, a):
             yr[c] = an[c] * np.float64(xr[c])
 
 
-@njit(cache=True)
+@_jit()
 def _dm_cl(w, rd, n, c0, c1, s_, dz, t):
     """t[n, c] = dm[n, c] / S for the channels [c0, c1) of sample n."""
     for c in range(c0, c1):
         t[n, c] = _dm(dz[n], w, rd, c) / s_
 
 
-@njit(cache=True)
+@_jit()
 def _dx_cl(g, dx, n, s0, s1, a, t):
     """dx[n, s] = g[n, s] * a[n] + t[n] for the positions [s0, s1) of (N, S, C) arrays."""
     an = a[n]
@@ -566,7 +594,7 @@ def _dx_cl(g, dx, n, s0, s1, a, t):
 # (_WAVES). Items never share a sum: neither the mode, nor the wave and item sizes, nor the
 # thread count change a single bit.
 
-@njit(parallel=True, cache=True)
+@_jit(parallel=True)
 def _forward_cf(x, w, src, bias, has_bias, hard, chunk, wave, stream, y, m, z, a):
     """Channels-first forward on x (N, C, S) into y (N, C, S) and m, z, a (N, C).
 
@@ -598,7 +626,7 @@ def _forward_cf(x, w, src, bias, has_bias, hard, chunk, wave, stream, y, m, z, a
                           min(c_, c0 + chunk), m[n], z, a)
 
 
-@njit(parallel=True, cache=True)
+@_jit(parallel=True)
 def _forward_cl(x, w, src, bias, has_bias, hard, mode, wave, chunk, sb, y, m, z, a):
     """Channels-last forward on x (N, S, C): pooling items are `chunk` channels, scaling
     items `sb` positions."""
@@ -628,7 +656,7 @@ def _forward_cl(x, w, src, bias, has_bias, hard, mode, wave, chunk, sb, y, m, z,
                 _scale_cl(x, y, n, s0, min(s_, s0 + sb), a)
 
 
-@njit(cache=True)
+@_jit()
 def _pipeline_cf(g, x, gf, xf, w, src, rd, span, bias, has_bias, hard, stream, n, s0, s1, m,
                  da, a, dz, dx, zdone, xdone):
     """Backward for the channels [s0, s1) of sample n in one sweep: channel after channel
@@ -665,7 +693,7 @@ def _pipeline_cf(g, x, gf, xf, w, src, rd, span, bias, has_bias, hard, stream, n
             xp += 1
 
 
-@njit(parallel=True, cache=True)
+@_jit(parallel=True)
 def _backward_cf(x, g, w, src, rd, span, bias, has_bias, hard, mode, wave, chunk, stream,
                  dx, m, dz):
     """Channels-first backward: dx (N, C, S) and the m, dz (N, C) the weight gradient needs."""
@@ -712,7 +740,7 @@ def _backward_cf(x, g, w, src, rd, span, bias, has_bias, hard, mode, wave, chunk
                         _dx_cf(g, dx, w, rd, stream, n, c, c + 1, a, dz)
 
 
-@njit(parallel=True, cache=True)
+@_jit(parallel=True)
 def _backward_cl(x, g, w, src, rd, bias, has_bias, hard, mode, wave, chunk, sb, dx, m, dz):
     """Channels-last backward on (N, S, C) arrays, items as in _forward_cl."""
     n_, s_, c_ = x.shape
@@ -749,7 +777,7 @@ def _backward_cl(x, g, w, src, rd, bias, has_bias, hard, mode, wave, chunk, sb, 
                 _dx_cl(g, dx, n, s0, min(s_, s0 + sb), a, t)
 
 
-@njit(parallel=True, cache=True)
+@_jit(parallel=True)
 def _parameter_grads(m, dz, w, src, per_channel, dw, db):
     """dw = sum_n dz[n, c] * m~[n, c + j - p] over n (and c for a shared kernel); db = sum dz.
 
