@@ -16,6 +16,7 @@ from .errors import DTypeError, ParameterError, ShapeError, describe
 
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 MAX_KERNEL = 65535  # an ECA kernel is a handful of taps; larger is a corrupt file or a typo
+MAX_CHANNELS = 2**31 - 1  # a layer's channel count (inputs are checked by their shape)
 MAX_PARAMETER_ELEMENTS = 1 << 26  # per-channel kernels of C x k: far beyond any network
 PADDINGS = ("zeros", "circular")
 GATES = ("sigmoid", "hard_sigmoid")
@@ -354,7 +355,7 @@ def float_dtype(dtype: Any, default: np.dtype = np.dtype(np.float32)) -> np.dtyp
         return np.dtype(default)
     try:
         dt = np.dtype(dtype)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise DTypeError(f"dtype must be float16, float32 or float64; got "
                          f"{describe(dtype)}") from None
     if dt not in FLOAT_DTYPES:
@@ -376,7 +377,7 @@ def to_numpy(value: Any, name: str) -> np.ndarray:
         except (TypeError, ValueError):
             raise DTypeError(f"{name} has a shape attribute that is not a tuple of integers "
                              f"({describe(shape)}); it is not an array") from None
-        _check_size(dims, name)
+        check_parameter_size(dims, name)
     if type(value).__module__.split(".")[0] == "torch" and hasattr(value, "detach"):
         tensor = value.detach()
         if str(getattr(tensor, "dtype", "")) == "torch.bfloat16":
@@ -394,11 +395,12 @@ def to_numpy(value: Any, name: str) -> np.ndarray:
     if arr.dtype.kind == "O":
         raise DTypeError(f"{name} must be a numeric array; got a {type(value).__name__} that "
                          f"converts to an object array")
-    _check_size(arr.shape, name)
+    check_parameter_size(arr.shape, name)
     return arr
 
 
-def _check_size(shape: tuple[int, ...], name: str) -> None:
+def check_parameter_size(shape: tuple[int, ...], name: str) -> None:
+    """ShapeError for a parameter shape no ECA layer has (checked before copying data)."""
     size = 1
     for d in shape:
         size *= max(d, 0)

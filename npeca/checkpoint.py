@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from ._validate import check_parameter_size
 from .errors import BackendUnavailableError, DTypeError, NpecaError, ParameterError, describe
 from .layer import BIAS_KEY, ECA, WEIGHT_KEY
 
@@ -401,6 +402,9 @@ def load_eca_layers(
         names = (names,)
     if isinstance(modules, str):
         modules = [modules]
+    if names is None:
+        raise ParameterError("names must be a string or a list of strings (the default "
+                             "DEFAULT_NAMES searches the usual module names); got None")
     for label, value in (("names", names), ("modules", modules)):
         if value is not None and not isinstance(value, (list, tuple, set, frozenset)):
             raise ParameterError(f"{label} must be a string or a list of strings; got "
@@ -439,6 +443,8 @@ def load_eca_layers(
             sub_names = [k[len(prefix):] for k in keys]
             if not by_name and any(n not in (WEIGHT_KEY, BIAS_KEY) for n in sub_names):
                 continue  # a (1, 1, k) conv inside a module with other parameters: not ECA
+            for k in keys:  # before any value is read: a tiny file may claim gigabytes
+                check_parameter_size(tensors.shape(k), k)
             sub = {n: tensors.value(k) for n, k in zip(sub_names, keys)}
             try:
                 layers[module] = ECA.from_state_dict(

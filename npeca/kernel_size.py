@@ -113,8 +113,8 @@ def kernel_size(channels: int, gamma: float = 2, b: float = 1, *, min_size: int 
     min_size = _require_integer(min_size, "min_size", 1)
     if min_size % 2 == 0:
         raise ParameterError(
-            f"min_size must be odd (ECA pads (k - 1) / 2 on each side); got {min_size}. "
-            f"Use {min_size + 1}"
+            f"min_size must be odd (ECA pads (k - 1) / 2 on each side); got "
+            f"{describe(min_size)}. Use {describe(min_size + 1)}"
         )
     t = _floor_rule(channels, gamma_q, b_q)
     k = t if t % 2 == 1 else t + 1

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import api
 from .backends import BACKENDS
-from ._validate import (GATES, MAX_KERNEL, MAX_PARAMETER_ELEMENTS, PADDINGS,
+from ._validate import (GATES, MAX_CHANNELS, MAX_KERNEL, MAX_PARAMETER_ELEMENTS, PADDINGS,
                         channel_axis_value, choice, float_dtype, float_parameter, positive_int,
                         to_numpy)
 from .errors import AutogradError, DTypeError, ParameterError, ShapeError, describe
@@ -130,7 +130,7 @@ class ECA:
         seed: int | np.random.Generator | None = None,
     ) -> None:
         if channels is not None:
-            channels = positive_int(channels, "channels")
+            channels = positive_int(channels, "channels", MAX_CHANNELS)
         if kernel_size is None:
             if channels is None:
                 raise ParameterError("ECA needs channels (k from the paper's rule) or an "
@@ -145,8 +145,8 @@ class ECA:
                 f"paper's odd k)")
         groups = positive_int(groups, "groups")
         if channels is not None and channels % groups:
-            raise ParameterError(f"groups must divide channels; got groups = {groups} for "
-                                 f"channels = {channels}")
+            raise ParameterError(f"groups must divide channels; got groups = "
+                                 f"{describe(groups)} for channels = {channels}")
         for flag, name in ((bias, "bias"), (per_channel, "per_channel")):
             if not isinstance(flag, (bool, np.bool_)):
                 raise ParameterError(f"{name} must be True or False; got {describe(flag)}")

@@ -39,8 +39,12 @@ def _array(value: Any, label: str) -> np.ndarray:
 
 def _nonnegative(value: Any, name: str) -> float:
     """A finite real number >= 0, or ParameterError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating)) or \
-            not 0 <= float(value) < np.inf:
+    try:
+        ok = not isinstance(value, bool) and isinstance(value, (numbers.Real, np.floating)) \
+            and 0 <= float(value) < np.inf
+    except OverflowError:  # an integer beyond float64
+        ok = False
+    if not ok:
         raise ParameterError(f"{name} must be a finite number >= 0; got {describe(value)}")
     return float(value)
 
@@ -48,7 +52,7 @@ def _nonnegative(value: Any, name: str) -> float:
 def _tolerance(dtype: Any, rtol: float | None, atol: float | None) -> tuple[float, float]:
     try:
         dt = np.dtype(dtype)
-    except TypeError:
+    except (TypeError, ValueError, OverflowError):
         raise ParameterError(f"dtype must be a NumPy dtype; got {describe(dtype)}") from None
     if dt not in DEFAULT_TOLERANCES and (rtol is None or atol is None):
         raise ParameterError(f"no default tolerance for dtype {dt}; known: float16, float32, "
@@ -92,6 +96,10 @@ def assert_close(actual: Any, expected: Any, *, dtype: Any = None, rtol: float |
     ...
     npeca.errors.GradcheckError: y: 1 of 2 elements differ (rtol 1e-07, atol 1e-07); worst at index (1,): actual 2.0, expected 2.1, abs err 0.1, rel err 0.0476
     """
+    if not isinstance(name, str):
+        raise ParameterError(f"name must be a string; got {describe(name)}")
+    if not isinstance(equal_nan, (bool, np.bool_)):
+        raise ParameterError(f"equal_nan must be True or False; got {describe(equal_nan)}")
     a, e = _array(actual, f"{name}: actual"), _array(expected, f"{name}: expected")
     for label, arr in (("actual", a), ("expected", e)):
         if arr.dtype.kind not in "biuf":
@@ -258,10 +266,11 @@ def gradcheck(fn: Callable[..., Any], inputs: Sequence[Any] | Mapping[str, Any],
     >>> gradcheck(lambda x, w: ag.eca_composed(x, w), {"x": x, "weight": w})
     True
     """
-    if mode not in ("full", "fast"):
+    if not isinstance(mode, str) or mode not in ("full", "fast"):
         raise ParameterError(f"mode must be 'full' or 'fast'; got {describe(mode)}")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < np.inf:
+    if _nonnegative(eps, "eps") == 0:
         raise ParameterError(f"eps must be a finite number > 0; got {describe(eps)}")
+    eps = float(eps)
     if isinstance(n_projections, bool) or not isinstance(n_projections, int) or \
             n_projections < 1:
         raise ParameterError(f"n_projections must be an integer >= 1; got {describe(n_projections)}")
@@ -276,46 +285,51 @@ def gradcheck(fn: Callable[..., Any], inputs: Sequence[Any] | Mapping[str, Any],
         raise DTypeError(f"gradcheck: inputs must be a sequence or a mapping of float64 "
                          f"arrays; got {type(inputs).__name__}")
     names, arrays = _named(inputs)
-    vjp = vjp if vjp is not None else _autograd_vjp(fn)
+    if not arrays:
+        raise ParameterError("gradcheck: inputs must hold at least one array")
+    # IEEE overflow and NaN at perturbed points show up as a failed comparison, not as
+    # NumPy warnings
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        vjp = vjp if vjp is not None else _autograd_vjp(fn)
 
-    def call(*arrays_: np.ndarray) -> list[np.ndarray]:
-        return _outputs(fn, arrays_)
+        def call(*arrays_: np.ndarray) -> list[np.ndarray]:
+            return _outputs(fn, arrays_)
 
-    outs = call(*arrays)
-    rng = np.random.default_rng(seed)
+        outs = call(*arrays)
+        rng = np.random.default_rng(seed)
 
-    def perturbed(i: int, direction: np.ndarray, o: int) -> np.ndarray:
-        plus = [a if j != i else a + eps * direction for j, a in enumerate(arrays)]
-        minus = [a if j != i else a - eps * direction for j, a in enumerate(arrays)]
-        return (call(*plus)[o] - call(*minus)[o]) / (2 * eps)
+        def perturbed(i: int, direction: np.ndarray, o: int) -> np.ndarray:
+            plus = [a if j != i else a + eps * direction for j, a in enumerate(arrays)]
+            minus = [a if j != i else a - eps * direction for j, a in enumerate(arrays)]
+            return (call(*plus)[o] - call(*minus)[o]) / (2 * eps)
 
-    for o, out in enumerate(outs):
-        oname = f"output {o}" if len(outs) > 1 else "output"
-        if mode == "full":
-            rows = []
-            for r in range(out.size):
-                cot = [np.zeros(y.shape) for y in outs]
-                cot[o].flat[r] = 1.0  # C order, whatever the output's memory layout
-                rows.append([g.reshape(-1) for g in _call_vjp(vjp, cot, arrays, names)])
-            for i, (iname, a) in enumerate(zip(names, arrays)):
-                analytic = np.array([row[i] for row in rows]).reshape(out.size, a.size)
-                numeric = np.empty((out.size, a.size))
-                for col in range(a.size):
-                    e = np.zeros(a.size)
-                    e[col] = 1.0
-                    numeric[:, col] = perturbed(i, e.reshape(a.shape), o).reshape(-1)
-                _compare(analytic, numeric, atol, rtol, oname, iname, max_print)
-        else:
-            for i, (iname, a) in enumerate(zip(names, arrays)):
-                for _ in range(n_projections):
-                    u = rng.standard_normal(a.shape)
-                    v = rng.standard_normal(out.shape)
+        for o, out in enumerate(outs):
+            oname = f"output {o}" if len(outs) > 1 else "output"
+            if mode == "full":
+                rows = []
+                for r in range(out.size):
                     cot = [np.zeros(y.shape) for y in outs]
-                    cot[o] = v
-                    analytic = np.vdot(_call_vjp(vjp, cot, arrays, names)[i], u)
-                    numeric = np.vdot(v, perturbed(i, u, o))
-                    _compare(np.array([[analytic]]), np.array([[numeric]]), atol, rtol, oname,
-                             iname, 0, projection=True)
+                    cot[o].flat[r] = 1.0  # C order, whatever the output's memory layout
+                    rows.append([g.reshape(-1) for g in _call_vjp(vjp, cot, arrays, names)])
+                for i, (iname, a) in enumerate(zip(names, arrays)):
+                    analytic = np.array([row[i] for row in rows]).reshape(out.size, a.size)
+                    numeric = np.empty((out.size, a.size))
+                    for col in range(a.size):
+                        e = np.zeros(a.size)
+                        e[col] = 1.0
+                        numeric[:, col] = perturbed(i, e.reshape(a.shape), o).reshape(-1)
+                    _compare(analytic, numeric, atol, rtol, oname, iname, max_print)
+            else:
+                for i, (iname, a) in enumerate(zip(names, arrays)):
+                    for _ in range(n_projections):
+                        u = rng.standard_normal(a.shape)
+                        v = rng.standard_normal(out.shape)
+                        cot = [np.zeros(y.shape) for y in outs]
+                        cot[o] = v
+                        analytic = np.vdot(_call_vjp(vjp, cot, arrays, names)[i], u)
+                        numeric = np.vdot(v, perturbed(i, u, o))
+                        _compare(np.array([[analytic]]), np.array([[numeric]]), atol, rtol, oname,
+                                 iname, 0, projection=True)
     return True
 
 

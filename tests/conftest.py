@@ -18,6 +18,8 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
+settings.register_profile("stress", deadline=None, max_examples=2000,
+                          suppress_health_check=[HealthCheck.too_slow])  # hunting, by hand
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 # The CUDA tests need NUMBA_ENABLE_CUDASIM=1 before numba is imported, or a GPU: they run in

@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import AutogradError, DTypeError, OutOfRangeError, ShapeError, describe
+from ..errors import (AutogradError, DTypeError, OutOfRangeError, ParameterError, ShapeError,
+                      describe)
 
 _state = threading.local()
 
@@ -57,6 +58,9 @@ def enable_grad() -> contextlib.AbstractContextManager:
 
 def _as_array(value: Any, what: str = "Tensor data") -> np.ndarray:
     """A float ndarray from a number, array or nested list; DTypeError for anything else."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise DTypeError(f"{what} must not be a masked array (numpy.ma): the autograd does not "
+                         f"interpret masks; pass value.filled(...) or np.ma.getdata(value)")
     if isinstance(value, np.ndarray) and value.dtype.kind == "f":
         return value
     if isinstance(value, (numbers.Real, np.ndarray, list, tuple, np.generic)) and not isinstance(
@@ -205,12 +209,17 @@ class Tensor:
         if isinstance(exponent, bool) or not isinstance(exponent, numbers.Real):
             raise DTypeError(f"the exponent of ** must be a real number (a constant); got "
                              f"{type(exponent).__name__}")
-        return _ops.power(self, exponent=float(exponent))
+        try:
+            exponent = float(exponent)
+        except OverflowError:
+            raise ParameterError(f"the exponent of ** must fit in a float64; got "
+                                 f"{describe(exponent)}") from None
+        return _ops.power(self, exponent=exponent)
 
     def __getitem__(self, index):
         try:
             self.data[index]  # NumPy decides what is a valid index (a view: no copy)
-        except IndexError as exc:
+        except (IndexError, OverflowError) as exc:
             raise OutOfRangeError(f"Tensor index out of range: {exc}") from None
         except (TypeError, ValueError) as exc:
             raise DTypeError(f"invalid Tensor index {describe(index)}: {exc}") from None
@@ -260,18 +269,26 @@ def primitive(fn: Callable[..., np.ndarray]) -> Callable[..., "Tensor"]:
 
     Positional arguments are the differentiable inputs (numbers and arrays become
     constants); keyword arguments are parameters (axes, shapes, indices) that are not
-    differentiated.
+    differentiated. Overflow, division by zero and invalid operations give IEEE inf and NaN
+    without NumPy's warnings.
     """
     name = fn.__name__
 
     def op(*args: Any, **params: Any) -> "Tensor":
         parents = [as_tensor(a) for a in args]
         try:
-            value = fn(*(p._value() for p in parents), **params)
-        except (ValueError, IndexError, ZeroDivisionError) as exc:  # shapes that do not fit
-            shapes = ", ".join(str(p.shape) for p in parents)
+            # IEEE arithmetic: overflow to inf, 0/0 and inf - inf to NaN, silently (as the
+            # ECA functions and PyTorch do); NaN and Inf propagate through the gradients
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                value = fn(*(p._value() for p in parents), **params)
+        except (ValueError, IndexError, ZeroDivisionError, OverflowError) as exc:
+            shapes = ", ".join(str(p.shape) for p in parents)  # shapes that do not fit
             raise ShapeError(f"{name} cannot combine operands of shapes {shapes} with "
-                             f"{params or 'no parameters'}: {exc}") from None
+                             f"{describe(params) if params else 'no parameters'}: "
+                             f"{describe(str(exc), 200)}") from None
+        except TypeError as exc:  # a parameter of the wrong kind (an axis that is a string)
+            raise DTypeError(f"{name}: invalid parameters {describe(params)}: "
+                             f"{describe(str(exc), 200)}") from None
         ans = Tensor(value)
         if is_grad_enabled() and any(p.requires_grad for p in parents):
             rules = _RULES[name]
