@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -211,13 +212,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NpecaError as exc:
         print(f"npeca {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `npeca ... | head`: the reader left; nothing more to say
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes it at exit
+        except OSError:
+            pass
+        return 0
     except OSError as exc:
         print(f"npeca {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"npeca {args.command}: error: out of memory", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"npeca {args.command}: interrupted", file=sys.stderr)
         return 130
-
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -208,9 +208,9 @@ def get_adapter(name: str) -> Adapter:
             sys.path.append(os.getcwd())  # as `python -m` would: modules beside the caller
         try:
             fn = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError, ValueError, TypeError) as exc:
+        except Exception as exc:  # a missing module, or one that fails while importing
             raise ParameterError(f"backend {name!r}: cannot import {attr} from {module} "
-                                 f"({exc})") from None
+                                 f"({type(exc).__name__}: {exc})") from None
         if not callable(fn):
             raise ParameterError(f"backend {name!r} is not callable")
         return fn

@@ -59,10 +59,17 @@ def contract(dtype: str) -> tuple[float, float]:
     return accumulation, storage
 
 
+def _fsum(row: list) -> float:
+    try:
+        return math.fsum(row)
+    except OverflowError:  # terms near the float64 limit: the sum is beyond it
+        return math.inf if math.fsum(math.copysign(1.0, v) for v in row) >= 0 else -math.inf
+
+
 def _rowsum(a: np.ndarray) -> np.ndarray:
     """Correctly rounded sums over the last axis (the same bits on every CPU)."""
     flat = a.reshape(-1, a.shape[-1])
-    return np.array([math.fsum(r) for r in flat.tolist()], dtype=np.float64).reshape(
+    return np.array([_fsum(r) for r in flat.tolist()], dtype=np.float64).reshape(
         a.shape[:-1])
 
 
@@ -101,6 +108,12 @@ def error_bounds(arrays: Mapping[str, np.ndarray], params: Mapping, dtype: str
     ``arrays`` holds a case's inputs (x, weight, grad_out, bias when used) and its stored
     expected values; ``params`` is the case's manifest ``params``.
     """
+    with np.errstate(over="ignore", invalid="ignore"):  # inf bounds for absurd magnitudes
+        return _error_bounds(arrays, params, dtype)
+
+
+def _error_bounds(arrays: Mapping[str, np.ndarray], params: Mapping, dtype: str
+                  ) -> dict[str, np.ndarray]:
     u, rho = contract(dtype)
 
     def gamma(n: int) -> float:
@@ -214,6 +227,55 @@ def error_bounds(arrays: Mapping[str, np.ndarray], params: Mapping, dtype: str
     return bounds
 
 
+def nonfinite_reach(arrays: Mapping[str, np.ndarray], params: Mapping
+                    ) -> dict[str, np.ndarray]:
+    """For every output, the elements that depend on a NaN or infinite input.
+
+    Their expected values follow IEEE rules through one formulation of the math; another
+    correct formulation may meet 0 x inf or inf / inf on the way (the sigmoid's derivative
+    written as exp(-z) / (1 + exp(-z))**2 at z = -inf, say) and give NaN there. A verdict
+    therefore accepts NaN, besides the expected value, on these elements, and on no others:
+    NaN that spreads beyond the kernel's reach is a failure.
+    """
+    axis, k = params["channel_axis"], params["k"]
+
+    def ncs(a: np.ndarray) -> np.ndarray:
+        a = np.moveaxis(np.asarray(a), axis, 1)
+        return a.reshape(a.shape[0], a.shape[1], -1)
+
+    x, g = ncs(arrays["x"]), ncs(arrays["grad_out"])
+    n, c, s = x.shape
+    bad_x, bad_g = ~np.isfinite(x), ~np.isfinite(g)
+    bad_w = not np.isfinite(arrays["weight"]).all() or (
+        "bias" in arrays and not np.isfinite(arrays["bias"]).all())
+    src = taps(c, k, params["groups"], params["padding"])
+    valid = src >= 0
+
+    def window(v: np.ndarray) -> np.ndarray:  # (N, C) bool -> (N, C, k)
+        return valid[None] & v[:, np.where(valid, src, 0)]
+
+    m = bad_x.any(axis=2) | bad_w
+    z = window(m).any(axis=2) | bad_w
+    dz = (bad_x | bad_g).any(axis=2) | z
+    dm = np.zeros((n, c), dtype=bool)
+    for j in range(k):
+        cols = np.nonzero(valid[:, j])[0]
+        dm[:, src[cols, j]] |= dz[:, cols]
+    dw_terms = dz[:, :, None] | window(m)  # (N, C, k)
+    per_channel = arrays["weight"].size != k
+    dw = dw_terms.any(axis=0) if per_channel else dw_terms.any(axis=(0, 1))
+
+    def layout(v: np.ndarray) -> np.ndarray:
+        shape = np.moveaxis(np.empty(arrays["x"].shape, dtype=bool), axis, 1).shape
+        return np.moveaxis(v.reshape(shape), 1, axis)
+
+    reach = {"m": m, "z": z, "a": z, "y": layout(z[:, :, None] | bad_x),
+             "dx": layout(bad_g | z[:, :, None] | dm[:, :, None]),
+             "dweight": dw.reshape(np.shape(arrays["weight"])),
+             "dbias": np.full(1, bool(dz.any()))}
+    return {name: mask for name, mask in reach.items() if name in arrays}
+
+
 def checkable(expected: np.ndarray, bound: np.ndarray) -> bool:
     """Whether a bound can reject anything: some finite element is larger than its bound
     (so zero fails there), or some expected value is NaN or infinite (compared exactly)."""
@@ -222,4 +284,5 @@ def checkable(expected: np.ndarray, bound: np.ndarray) -> bool:
     return bool((~finite).any() or (np.abs(e[finite]) > bound[finite]).any())
 
 
-__all__ = ["OUTPUTS", "INTERMEDIATES", "contract", "error_bounds", "checkable", "taps"]
+__all__ = ["OUTPUTS", "INTERMEDIATES", "contract", "error_bounds", "checkable", "taps",
+           "nonfinite_reach"]

@@ -16,10 +16,10 @@ from .bounds import error_bounds
 from .cases import CaseSpec, draw_inputs, suite
 from .exact import DIGITS, exact_eca
 from .io import BOUND_PREFIX, CONTRACT, FORMATS, SCHEMA, SCHEMA_VERSION, write_suite
+from .schema import SATURATION
 from .progress import Progress
 from ..errors import ParameterError
 
-SATURATION = 17.0  # sigmoid(17) = 1 - 4.1e-8 rounds to 1 in float32
 
 
 def _kwargs(spec: CaseSpec, inputs: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, ParameterError
+from ..errors import BackendUnavailableError, NpecaError, ParameterError
 from .schema import (ARRAY_ORDER, BOUND_PREFIX, FORMATS, SCHEMA, SCHEMA_VERSION,
                      GoldenIntegrityError, check_manifest, digest)
 
@@ -36,6 +36,20 @@ CONTRACT = ("per output, |actual - expected| <= bound_<output> element by elemen
             "Inf must match exactly); bounds from a rounding-error analysis of a backend that "
             "stores every tensor in the case's dtype and accumulates in that dtype (float32 "
             "for float16 cases), in any summation order; see docs/golden.md")
+
+
+def _no_duplicates(pairs: list) -> dict:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise GoldenIntegrityError(f"the key {str(dup)[:40]!r} appears twice in one object; "
+                                   f"readers would disagree on its value")
+    return dict(pairs)
+
+
+def load_json(data: bytes | str) -> Any:
+    """JSON as the suite's readers must see it: duplicate keys refused, depth limited."""
+    return json.loads(data, object_pairs_hook=_no_duplicates)
 
 
 def sha256(data: bytes) -> str:
@@ -98,6 +112,9 @@ def _from_npz(data: bytes, specs: Mapping[str, dict]) -> dict[str, np.ndarray]:
         if names != sorted(f"{k}.npy" for k in specs):
             raise GoldenIntegrityError(f"members {names} do not match the manifest's arrays")
         for info in zf.infolist():
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise GoldenIntegrityError(f"{info.filename} is compressed; a suite's npz "
+                                           f"members are stored (docs/golden.md)")
             key = info.filename[:-4]
             spec = specs[key]
             dt = np.dtype(spec["dtype"])
@@ -127,7 +144,7 @@ def _from_safetensors(data: bytes, specs: Mapping[str, dict]) -> dict[str, np.nd
 
 
 def _from_json(data: bytes, specs: Mapping[str, dict]) -> dict[str, np.ndarray]:
-    doc = json.loads(data)
+    doc = load_json(data)
     arrays = doc.get("arrays") if isinstance(doc, dict) else None
     if not isinstance(arrays, dict) or sorted(arrays) != sorted(specs):
         raise GoldenIntegrityError("its arrays do not match the manifest's")
@@ -170,6 +187,22 @@ def _signals_unwind() -> Iterator[None]:
             signal.signal(sig, h)
 
 
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGTERM, SIGHUP and SIGINT for the few renames that swap a suite in: a signal
+    arriving between them would otherwise leave neither the old suite nor the new one at
+    OUT. They are delivered (and unwind as usual) right after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _identity(path: Path) -> tuple[int, int] | None:
     try:
         st = os.lstat(path)
@@ -179,11 +212,20 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 
 def _is_suite(path: Path) -> bool:
+    """Whether ``path`` is a real directory holding a golden suite and nothing else:
+    ``manifest.json`` of this schema, ``cases/`` with exactly the files the manifest lists,
+    every hash right. Only such a directory is ever replaced: a copied manifest beside other
+    files, or files added to a suite, make it something else."""
     try:
-        manifest = json.loads((path / "manifest.json").read_text())
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        if not stat.S_ISDIR(os.lstat(path).st_mode) or \
+                sorted(os.listdir(path)) != ["cases", "manifest.json"] or \
+                not stat.S_ISDIR(os.lstat(path / "cases").st_mode):
+            return False
+        suite = Suite(path)
+        listed = {rel.split("/", 1)[1] for rel in suite.manifest["files"]}
+        return set(os.listdir(path / "cases")) == listed
+    except (OSError, NpecaError):
         return False
-    return isinstance(manifest, dict) and manifest.get("schema") == SCHEMA
 
 
 def write_suite(out_dir: str | os.PathLike, manifest: dict[str, Any],
@@ -222,10 +264,11 @@ def write_suite(out_dir: str | os.PathLike, manifest: dict[str, Any],
             os.umask(umask)
             tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; a suite is as readable as its files
             _write_into(tmp, manifest, case_arrays, formats)
-            if claimed is not None:
-                _replace_claim(tmp, out)
-            else:
-                _swap(tmp, out, previous)
+            with _signals_held():
+                if claimed is not None:
+                    _replace_claim(tmp, out)
+                else:
+                    _swap(tmp, out, previous)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             if claimed is not None and _identity(out) == claimed:
@@ -299,15 +342,17 @@ def _put_back(aside: Path, out: Path, aside_dir: Path) -> None:
 def _check_replaceable(out: Path) -> None:
     """--force replaces only an earlier golden suite, never another directory."""
     resolved, cwd = out.resolve(), Path.cwd().resolve()
-    if not out.is_dir():
-        raise ParameterError(f"{out} exists and is not a directory; refusing to replace it")
+    if out.is_symlink() or not out.is_dir():
+        raise ParameterError(f"{out} exists and is not a directory (a file or a symbolic "
+                             f"link); refusing to replace it")
     if resolved == cwd or resolved in cwd.parents:
         raise ParameterError(f"refusing to replace {out}: it is the current directory or "
                              f"one of its parents")
     if not _is_suite(out):
-        raise ParameterError(f"refusing to replace {out}: it is not a golden suite (no "
-                             f"manifest.json of schema {SCHEMA!r}); remove it yourself if "
-                             f"you mean it")
+        raise ParameterError(f"refusing to replace {out}: it is not exactly a golden suite (a "
+                             f"directory holding manifest.json of schema {SCHEMA!r} and the "
+                             f"case files it lists, every hash right, and nothing else); "
+                             f"remove it yourself if you mean it")
 
 
 # --- reading a suite: no symbolic link followed, every byte hashed before use ---------------
@@ -315,7 +360,8 @@ def _check_replaceable(out: Path) -> None:
 def _read_regular(dir_fd: int | None, name: str, shown: str, limit: int) -> bytes:
     """The bytes of a regular file, opened without following a symbolic link."""
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+        # O_NONBLOCK: a FIFO opens at once (and is refused below) instead of blocking
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
     except FileNotFoundError:
         raise GoldenIntegrityError(f"{shown}: listed in the manifest but missing") from None
     except OSError as exc:
@@ -327,6 +373,7 @@ def _read_regular(dir_fd: int | None, name: str, shown: str, limit: int) -> byte
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise GoldenIntegrityError(f"{shown} is not a regular file")
+        os.set_blocking(f.fileno(), True)
         if st.st_size > limit:
             raise GoldenIntegrityError(f"{shown} is {st.st_size} bytes, more than its "
                                        f"arrays can fill ({limit})")
@@ -359,7 +406,9 @@ class Suite:
         raw = _read_regular(None, str(self.path / "manifest.json"), "manifest.json",
                             MANIFEST_MAX_BYTES)
         try:
-            self.manifest = json.loads(raw)
+            self.manifest = load_json(raw)
+        except GoldenIntegrityError as exc:
+            raise GoldenIntegrityError(f"manifest.json: {exc}") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise GoldenIntegrityError(f"manifest.json is not valid JSON: {exc}") from None
         except RecursionError:

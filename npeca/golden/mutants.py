@@ -32,12 +32,17 @@ MUTANTS: dict[str, str] = {
     "groups_ignored": "groups ignored: the convolution crosses group edges",
     "circular_as_zeros": "circular padding treated as zeros",
     "reflect_not_wrap": "circular padding done as reflection",
+    "circular_wraps_once": "circular padding as (t + C) % C, right only while p <= C",
     "keras_hard_sigmoid": "hard sigmoid as Keras writes it, clip(0.2 z + 0.5, 0, 1)",
+    "sigmoid_clamped": "a fast sigmoid that returns exactly 0 or 1 beyond |z| > 8",
     "bias_dropped": "the bias ignored",
     "per_channel_transposed": "a (C, k) kernel read as (k, C) transposed",
     "detached_gate": "gate detached: dz = 0 (no weight, bias or pooling gradient)",
     "sigmoid_slope_a": "sigmoid'(z) taken as a instead of a (1 - a)",
     "hard_slope_unclamped": "hard sigmoid's derivative 1/6 everywhere, clamp ignored",
+    "hard_slope_float32": "hard sigmoid's derivative with 1/6 as a float32 constant",
+    "slope_in_storage": "sigmoid' as exp(-z) / (1 + exp(-z))**2 in the storage dtype",
+    "float16_accumulation": "sums accumulated in float16 (float16 cases), not float32",
     "zero_dweight": "dweight = 0",
     "negated_dweight": "dweight with the wrong sign",
     "dbias_from_da": "dbias summed from da instead of dz",
@@ -62,7 +67,7 @@ def _sources(c: int, k: int, groups: int, padding: str, mutant: str | None) -> n
         groups = 1
     if mutant == "circular_as_zeros":
         padding = "zeros"
-    if mutant in ("reflect_not_wrap", "window_off_by_one"):
+    if mutant in ("reflect_not_wrap", "window_off_by_one", "circular_wraps_once"):
         cg, p = c // groups, (k - 1) // 2
         ch = np.arange(c)[:, None]
         start = (ch // cg) * cg
@@ -72,6 +77,8 @@ def _sources(c: int, k: int, groups: int, padding: str, mutant: str | None) -> n
             if padding == "circular":
                 return start + t % cg
             return np.where((t >= 0) & (t < cg), start + t, -1)
+        if padding == "circular" and mutant == "circular_wraps_once":
+            return start + np.fmod(t + cg, cg)  # C's %: negative when t < -C
         if padding == "circular":
             return start + _reflect(t, cg)
     return taps(c, k, groups, padding)
@@ -84,7 +91,8 @@ def contract_eca(inputs: Mapping[str, np.ndarray], params: Mapping[str, Any], *,
     the bug ``mutant`` (a key of :data:`MUTANTS`) planted when given."""
     x = np.asarray(inputs["x"])
     st = x.dtype
-    acc = np.dtype(np.float32) if st == np.float16 else st
+    acc = np.dtype(np.float32) if st == np.float16 and mutant != "float16_accumulation" \
+        else st
     rng = np.random.default_rng(seed)
     axis = params["channel_axis"]
     xc = np.moveaxis(x, axis, 1)
@@ -139,7 +147,12 @@ def contract_eca(inputs: Mapping[str, np.ndarray], params: Mapping[str, Any], *,
             z = store(total(w[None] * mt) + bias)
         if params["gate"] == "sigmoid":
             a = store(acc.type(1) / (acc.type(1) + np.exp(-z)))
+            if mutant == "sigmoid_clamped":
+                a = np.where(z > 8, acc.type(1), np.where(z < -8, acc.type(0), a))
             slope = a if mutant == "sigmoid_slope_a" else a * (acc.type(1) - a)
+            if mutant == "slope_in_storage":
+                e = np.exp(-z.astype(st))
+                slope = (e / (st.type(1) + e) ** 2).astype(acc)
         else:
             if mutant == "keras_hard_sigmoid":
                 a = store(np.clip(acc.type(0.2) * z + acc.type(0.5), 0, 1))
@@ -148,7 +161,9 @@ def contract_eca(inputs: Mapping[str, np.ndarray], params: Mapping[str, Any], *,
             inside = (z > -3) & (z < 3)
             if mutant == "hard_slope_unclamped":
                 inside = np.ones_like(inside)
-            slope = np.where(inside, acc.type(1) / acc.type(6), acc.type(0))
+            sixth = np.float32(1) / np.float32(6) if mutant == "hard_slope_float32" else \
+                acc.type(1) / acc.type(6)
+            slope = np.where(inside, acc.type(sixth), acc.type(0))
         y = store(x3 * a[:, :, None])
 
         # backward

@@ -24,8 +24,10 @@ INPUTS = ("x", "weight", "bias", "grad_out")
 OUTPUTS = ("y", "m", "z", "a", "dx", "dweight", "dbias")
 BOUND_PREFIX = "bound_"
 ARRAY_ORDER = INPUTS + OUTPUTS + tuple(BOUND_PREFIX + o for o in OUTPUTS)
-MAX_ELEMENTS = 2 ** 26  # per array: a suite's arrays are small; refuse absurd claims early
+MAX_ELEMENTS = 2 ** 22  # per array: a suite's arrays are small; refuse absurd claims early
+MAX_WINDOWS = 2 ** 20  # N * C * k: the verifier's working arrays stay within a few 100 MB
 MAX_KERNEL = 4095
+SATURATION = 17.0  # flags.saturated: some |z| >= 17 (sigmoid(17) = 1 - 4.1e-8, 1 in float32)
 TOP_KEYS = ("schema", "schema_version", "suite", "generator", "rounding", "contract",
             "formats", "files", "cases")
 CASE_KEYS = ("name", "seed", "dtype", "params", "flags", "notes", "tags", "arrays", "bounds",
@@ -123,6 +125,9 @@ def check_case(case: Any, formats: list[str]) -> None:
     if not 3 <= len(x) <= 5:
         raise _fail(f"{where}: x must have 3 to 5 dimensions; got {len(x)}")
     n, c = x[0], x[-1] if axis == -1 else x[1]
+    if n * c * k > MAX_WINDOWS:
+        raise _fail(f"{where}: N * C * k = {n * c * k} is more than this verifier handles "
+                    f"({MAX_WINDOWS})")
     if c % groups:
         raise _fail(f"{where}: groups {groups} does not divide C = {c}")
     want = {"x": x, "grad_out": x, "y": x, "dx": x, "m": [n, c], "z": [n, c], "a": [n, c],
@@ -206,5 +211,5 @@ def digest(manifest: dict) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "FORMATS", "DTYPES", "INPUTS", "OUTPUTS", "BOUND_PREFIX",
+__all__ = ["SATURATION", "SCHEMA", "SCHEMA_VERSION", "FORMATS", "DTYPES", "INPUTS", "OUTPUTS", "BOUND_PREFIX",
            "ARRAY_ORDER", "GoldenIntegrityError", "check_manifest", "check_case", "digest"]

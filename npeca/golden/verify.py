@@ -20,10 +20,10 @@ from .. import reference
 from .._validate import eca_problem
 from ..errors import BackendUnavailableError, ParameterError
 from .adapters import Adapter, get_adapter
-from .bounds import checkable, error_bounds
+from .bounds import checkable, error_bounds, nonfinite_reach
 from .io import Suite
 from .progress import Progress
-from .schema import INPUTS, OUTPUTS, GoldenIntegrityError
+from .schema import INPUTS, OUTPUTS, SATURATION, GoldenIntegrityError
 
 INTERMEDIATES = ("m", "z", "a")  # stored in float64; a backend may return them in its dtype
 _INT = {np.dtype(np.float16): np.int16, np.dtype(np.float32): np.int32,
@@ -57,7 +57,7 @@ class OutputResult:
     status: str
     max_abs: float = 0.0
     max_ratio: float = 0.0
-    max_ulp: int = 0
+    worst_ulp: int = 0  # ulp of the case's dtype at the worst element; -1: not finite
     worst_index: list[int] | None = None
     message: str = ""
 
@@ -89,10 +89,12 @@ def _fail(name: str, message: str) -> OutputResult:
 
 
 def compare(actual: Any, expected: np.ndarray, bound: np.ndarray, name: str,
-            dtype: Any) -> OutputResult:
+            dtype: Any, nan_allowed: np.ndarray | None = None) -> OutputResult:
     """``|actual - expected| <= bound`` element by element; NaN where NaN, the same infinity
-    where infinite. ``actual`` must have the case's ``dtype`` (m, z and a: that dtype or
-    float64); ulp are counted in the case's dtype."""
+    where infinite, and NaN also accepted where ``nan_allowed`` (elements that depend on a
+    non-finite input, see :func:`~npeca.golden.bounds.nonfinite_reach`). ``actual`` must
+    have the case's ``dtype`` (m, z and a: that dtype or a wider float); ulp are counted in
+    the case's dtype, at the worst element."""
     dt = np.dtype(dtype)
     try:
         act = np.asarray(actual)
@@ -100,24 +102,29 @@ def compare(actual: Any, expected: np.ndarray, bound: np.ndarray, name: str,
         return _fail(name, f"not convertible to an array ({type(exc).__name__})")
     if act.shape != expected.shape:
         return _fail(name, f"shape {act.shape}, expected {expected.shape}")
-    allowed = (dt, np.dtype(np.float64)) if name in INTERMEDIATES else (dt,)
-    if act.dtype not in allowed:
+    wider = name in INTERMEDIATES and act.dtype.kind == "f" and act.dtype.itemsize > dt.itemsize
+    if act.dtype != dt and not wider:
         return _fail(name, f"returned {act.dtype}, the case's dtype is {dt}"
-                     + (" (or float64)" if name in INTERMEDIATES else ""))
+                     + (" (or a wider float)" if name in INTERMEDIATES else ""))
     a64, e64 = act.astype(np.float64), expected.astype(np.float64)
     finite = np.isfinite(e64)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         diff = np.where(finite, np.abs(a64 - e64), 0.0)
         ok = np.where(finite, diff <= bound,
                       (np.isnan(e64) & np.isnan(a64)) | (a64 == e64))
-        diff = np.where(ok | finite, diff, np.inf)
+        excused = np.zeros(ok.shape, dtype=bool) if nan_allowed is None else \
+            nan_allowed & np.isnan(a64) & ~ok
+        ok |= excused
+        diff = np.where(excused, 0.0, np.where(ok | finite, diff, np.inf))
         diff = np.where(np.isnan(diff), np.inf, diff)
         ratio = np.where(diff == 0, 0.0, diff / bound)
-    ulps = np.where(finite & np.isfinite(a64), ulp_distance(a64, e64, dt), 0)
+    ulps = np.where(finite & np.isfinite(a64), ulp_distance(a64, e64, dt), -1)
+    worst = np.unravel_index(int(np.argmax(np.where(ok, -np.inf, ratio))
+                                 if not ok.all() else np.argmax(ratio)), act.shape) \
+        if act.size else ()
     result = OutputResult(name, "PASS", float(diff.max(initial=0.0)),
-                          float(ratio.max(initial=0.0)), int(ulps.max(initial=0)))
+                          float(ratio.max(initial=0.0)), int(ulps[worst]) if act.size else 0)
     if not ok.all():
-        worst = np.unravel_index(int(np.argmax(np.where(ok, -1.0, ratio))), act.shape)
         result.status = "FAIL"
         result.worst_index = [int(i) for i in worst]
         result.message = (f"{int((~ok).sum())} of {ok.size} elements beyond their bound; "
@@ -144,9 +151,11 @@ def _reference(case: Mapping, arrays: Mapping[str, np.ndarray]) -> dict[str, np.
 
 
 def check_case(case: Mapping, arrays: Mapping[str, np.ndarray]) -> None:
-    """Refuse (GoldenIntegrityError) a case whose stored bounds are looser than the bounds
-    derived from its inputs, or whose expected values disagree with npeca's float64
-    reference on its inputs by more than the reference's own error bound plus rounding."""
+    """Refuse (GoldenIntegrityError) a case that is not consistent: expected values that
+    disagree with npeca's float64 reference on its inputs by more than the reference's own
+    error bound plus rounding, stored bounds that differ from the bounds derived from its
+    arrays, or flags that do not match them. (A suite rebuilt consistently from other
+    inputs is consistent: only a pinned digest tells it apart.)"""
     name, p = case["name"], case["params"]
     with np.errstate(all="ignore"):
         derived = error_bounds(arrays, p, case["dtype"])
@@ -169,13 +178,23 @@ def check_case(case: Mapping, arrays: Mapping[str, np.ndarray]) -> None:
                 f"damaged")
     for out, bname in case["bounds"].items():
         stored = arrays[bname]
-        bad = ~(np.isfinite(stored) & (stored >= 0) & (stored <= derived[out]))
+        bad = ~(stored == derived[out])
         if bad.any():
             i = tuple(int(v) for v in np.argwhere(bad)[0])
+            how = "looser than" if stored[i] > derived[out][i] else "not"
             raise GoldenIntegrityError(
-                f"case {name}: {bname}{list(i)} = {float(stored[i])!r} is looser than the "
-                f"bound derived from the case's inputs ({float(derived[out][i])!r}); the "
-                f"suite was edited")
+                f"case {name}: {bname}{list(i)} = {float(stored[i])!r} is {how} the bound "
+                f"derived from the case's inputs ({float(derived[out][i])!r}); the suite was "
+                f"edited")
+    flags = case["flags"]
+    nonfinite = not all(np.isfinite(arrays[i]).all() for i in INPUTS if i in arrays)
+    with np.errstate(invalid="ignore"):
+        saturated = bool(np.nanmax(np.abs(arrays["z"]), initial=0.0) >= SATURATION)
+    if flags["nonfinite"] != nonfinite or flags["saturated"] != saturated:
+        raise GoldenIntegrityError(
+            f"case {name}: flags {flags} do not match its arrays (non-finite inputs: "
+            f"{nonfinite}, some |z| >= {SATURATION:g}: {saturated}); the suite was edited")
+
 
 
 def _not_checkable_note(case: Mapping, result: OutputResult) -> str:
@@ -206,6 +225,8 @@ def run_case(case: Mapping, arrays: Mapping[str, np.ndarray], adapter: Adapter,
         return CaseResult(name, "SKIP", message=str(exc) or "not supported")
     except BackendUnavailableError:
         raise
+    except SystemExit as exc:  # a backend that exits must not end the verification early
+        return CaseResult(name, "ERROR", message=f"the backend called sys.exit({exc.code!r})")
     except Exception as exc:  # a backend bug is a result, not a crash of the verifier
         return CaseResult(name, "ERROR", message=f"{type(exc).__name__}: {exc}")
     if not isinstance(got, Mapping):
@@ -216,13 +237,15 @@ def run_case(case: Mapping, arrays: Mapping[str, np.ndarray], adapter: Adapter,
         return CaseResult(name, "ERROR", message=(
             f"unknown output {unknown[0][:40]!r}; the suite knows {', '.join(OUTPUTS)}"))
     results, notes = [], []
+    reach = nonfinite_reach(arrays, case["params"]) if case["flags"]["nonfinite"] else {}
     for out in OUTPUTS:
         if got.get(out) is None:
             continue
         if out not in case["bounds"]:
             results.append(_fail(out, "returned, but this case has no bias"))
             continue
-        r = compare(got[out], arrays[out], arrays[case["bounds"][out]], out, case["dtype"])
+        r = compare(got[out], arrays[out], arrays[case["bounds"][out]], out, case["dtype"],
+                    reach.get(out))
         if r.status == "UNCHECKABLE":
             notes.append(_not_checkable_note(case, r))
         results.append(r)
@@ -272,6 +295,9 @@ def verify(path: str | os.PathLike, backend: str | Callable = "numpy", *,
         if want != suite.digest:
             raise GoldenIntegrityError(f"suite digest is {suite.digest}, expected {want}: the "
                                        f"suite is not the one pinned")
+    if fmt is not None and not any(suite.has_format(n, fmt) for n in suite.cases):
+        raise ParameterError(f"the suite has no {fmt} files (it holds "
+                             f"{', '.join(suite.manifest['formats'])}); choose one of those")
     adapter = backend if callable(backend) else get_adapter(backend)
     label = getattr(backend, "__name__", "backend") if callable(backend) else backend
     results = []
@@ -283,15 +309,29 @@ def verify(path: str | os.PathLike, backend: str | Callable = "numpy", *,
 
 
 def to_json(results: list[CaseResult]) -> list[dict]:
-    """The results as JSON-ready dicts (each case lists the outputs it compared)."""
-    return [{**asdict(r), "compared": r.compared} for r in results]
+    """The results as JSON-ready dicts (each case lists the outputs it compared; a
+    non-finite error or ratio is null, as JSON has no Infinity)."""
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not np.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+    return [clean({**asdict(r), "compared": r.compared}) for r in results]
+
+
+def _ulp(o: OutputResult) -> str:
+    return "-" if o.worst_ulp < 0 else str(o.worst_ulp)
 
 
 def format_table(results: list[CaseResult], verbose: bool = False) -> str:
     """A fixed-width table: per case its result, the outputs compared and the worst one
-    (err/bound: its largest |actual - expected| / bound); with ``verbose`` a row per output."""
+    (err/bound: its largest |actual - expected| / bound; ulp: the distance there in ulp of
+    the case's dtype, - where a value is not finite); with ``verbose`` a row per output."""
     head = (f"{'case':<28} {'result':<6} {'compared':<24} {'worst':<8} {'err/bound':>9} "
-            f"{'max ulp':>8}  note")
+            f"{'ulp':>8}  note")
     lines = [head, "-" * len(head)]
     for r in results:
         compared = " ".join(r.compared) or "-"
@@ -301,11 +341,11 @@ def format_table(results: list[CaseResult], verbose: bool = False) -> str:
                          f"{'':>8}  {r.message}")
             continue
         lines.append(f"{r.case:<28} {r.status:<6} {compared:<24} {w.output:<8} "
-                     f"{w.max_ratio:>9.3g} {w.max_ulp:>8d}  {r.message}")
+                     f"{w.max_ratio:>9.3g} {_ulp(w):>8}  {r.message}")
         if verbose:
             for o in r.outputs:
                 lines.append(f"{'':<28} {o.status:<6} {o.output:<24} {'':<8} "
-                             f"{o.max_ratio:>9.3g} {o.max_ulp:>8d}  {o.message}")
+                             f"{o.max_ratio:>9.3g} {_ulp(o):>8}  {o.message}")
     counts = {s: sum(r.status == s for r in results) for s in ("PASS", "FAIL", "ERROR", "SKIP")}
     lines.append("-" * len(head))
     lines.append(", ".join(f"{v} {k}" for k, v in counts.items()) + f" of {len(results)} cases")
