@@ -206,7 +206,8 @@ def eca_problem(
     groups = int(groups)
     if c % groups != 0:
         raise ParameterError(
-            f"groups must divide the number of channels; got groups = {describe(groups)} for C = {c}. "
+            f"groups must divide the number of channels; got groups = {describe(groups)} for "
+            f"C = {c}. "
             f"Divisors of {c} work, e.g. groups = 1"
         )
     padding = _choice(padding, "padding", PADDINGS)
@@ -349,10 +350,10 @@ def channel_axis_value(channel_axis: Any) -> int:
     return int(channel_axis)
 
 
-def float_dtype(dtype: Any, default: np.dtype = np.dtype(np.float32)) -> np.dtype:
-    """float16, float32 or float64 (``default`` for None), or DTypeError."""
+def float_dtype(dtype: Any) -> np.dtype:
+    """float16, float32 or float64 (float32 for None, as PyTorch), or DTypeError."""
     if dtype is None:
-        return np.dtype(default)
+        return FLOAT_DTYPES[1]
     try:
         dt = np.dtype(dtype)
     except (TypeError, ValueError, OverflowError):

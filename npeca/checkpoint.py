@@ -211,7 +211,8 @@ def _unwrap(obj: Any, key: str | None, origin: str) -> Mapping[str, Any]:
         inner = obj.get(key)
         if not isinstance(inner, Mapping):
             top = ", ".join(repr(k) for k in list(obj)[:10])
-            raise CheckpointError(f"{origin} has no mapping under key {describe(key)}; its top-level "
+            raise CheckpointError(f"{origin} has no mapping under key {describe(key)}; its "
+                                  f"top-level "
                                   f"keys are {top}")
         return inner
     for wrapper in _WRAPPERS:

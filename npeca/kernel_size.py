@@ -21,7 +21,8 @@ def _require_integer(value: object, name: str, minimum: int) -> int:
     """Return ``value`` as an int, or raise ParameterError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ParameterError(
-            f"{name} must be an integer >= {minimum}; got {describe(value)} ({type(value).__name__})"
+            f"{name} must be an integer >= {minimum}; got {describe(value)} "
+            f"({type(value).__name__})"
         )
     value = int(value)
     if value < minimum:
@@ -95,8 +96,8 @@ def kernel_size(channels: int, gamma: float = 2, b: float = 1, *, min_size: int 
 
     The floor is exact for every integer C: at powers of two log2 C is the integer
     ``C.bit_length() - 1``; elsewhere it is irrational and evaluated to 60 significant digits,
-    and with more digits in the rare case 60 do not decide the floor. With the default constants t is even for
-    C in 8..31, 128..511 and 2048..8191, where k = t + 1.
+    and with more digits in the rare case 60 do not decide the floor. With the default
+    constants t is even for C in 8..31, 128..511 and 2048..8191, where k = t + 1.
 
     Examples
     --------

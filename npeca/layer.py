@@ -245,10 +245,12 @@ class ECA:
                    "not implement)" if "conv2.weight" in unexpected else "")
             raise ParameterError(
                 f"unexpected key(s) {', '.join(repr(name + k) for k in unexpected)} next to "
-                f"{describe(wkey)}: an ECA module holds only conv.weight and optionally conv.bias, so "
+                f"{describe(wkey)}: an ECA module holds only conv.weight and optionally "
+                f"conv.bias, so "
                 f"this module is not plain ECA{mlp}")
         if WEIGHT_KEY not in state_dict:
-            raise ParameterError(f"missing key {describe(wkey)}: the ECA convolution's weight, shape "
+            raise ParameterError(f"missing key {describe(wkey)}: the ECA convolution's "
+                                 f"weight, shape "
                                  f"(1, 1, k)")
         w = float_parameter(state_dict[WEIGHT_KEY], wkey)
         per_channel, channels, k = _kernel_shape(w.shape, wkey)

@@ -273,7 +273,8 @@ def gradcheck(fn: Callable[..., Any], inputs: Sequence[Any] | Mapping[str, Any],
     eps = float(eps)
     if isinstance(n_projections, bool) or not isinstance(n_projections, int) or \
             n_projections < 1:
-        raise ParameterError(f"n_projections must be an integer >= 1; got {describe(n_projections)}")
+        raise ParameterError(f"n_projections must be an integer >= 1; got "
+                             f"{describe(n_projections)}")
     if isinstance(seed, bool) or not isinstance(seed, (numbers.Integral, np.random.Generator)) \
             or (isinstance(seed, numbers.Integral) and seed < 0):
         raise ParameterError(f"seed must be an integer >= 0 or a numpy.random.Generator; got "

@@ -80,7 +80,7 @@ def test_float16_weight_gradients_are_checked(checked):
     assert len(f16) >= 3
     for mutant in ("zero_dweight", "negated_dweight"):
         for case, arrays in f16:
-            fn = lambda i, p: contract_eca(i, p, mutant=mutant)  # noqa: E731
+            fn = lambda i, p, m=mutant: contract_eca(i, p, mutant=m)  # noqa: E731
             r = run_case(case, arrays, fn, require=ALL)
             assert r.status == "FAIL", (mutant, case["name"])
             assert [o.output for o in r.outputs if o.status == "FAIL"] == ["dweight"]

@@ -89,7 +89,8 @@ def vjp(fun: Callable[..., Tensor], *args: Any, argnums: int | Sequence[int] | N
     nums = tuple(range(len(args))) if argnums is None else (
         (argnums,) if isinstance(argnums, int) else tuple(argnums))
     if not all(isinstance(i, int) and -len(args) <= i < len(args) for i in nums):
-        raise ParameterError(f"argnums must index the {len(args)} arguments; got {describe(argnums)}")
+        raise ParameterError(f"argnums must index the {len(args)} arguments; got "
+                             f"{describe(argnums)}")
     nested = any(isinstance(a, Tensor) and a.requires_grad for a in args) and is_grad_enabled()
     call_args, wrt = _entry(args, nums)
     out = fun(*call_args)

@@ -6,7 +6,8 @@ are independent implementations of the same math, and the tests compare them. Ke
 private and trust their inputs: :mod:`npeca.api` validates, this module's ``forward`` and
 ``backward`` allocate and choose a schedule, the kernels compute.
 
-How the work is laid out (the pass model of docs/performance.md; docs/backends.md has the long version):
+How the work is laid out (the pass model of docs/performance.md; docs/backends.md has the long
+version):
 
 * A C-contiguous float32/float64 ``x`` is viewed, without a copy, as (N, C, S) for
   channels-first or (N, S, C) for channels-last. Anything else (float16, other strides, a

@@ -211,5 +211,6 @@ def digest(manifest: dict) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
-__all__ = ["SATURATION", "SCHEMA", "SCHEMA_VERSION", "FORMATS", "DTYPES", "INPUTS", "OUTPUTS", "BOUND_PREFIX",
+__all__ = ["SATURATION", "SCHEMA", "SCHEMA_VERSION", "FORMATS", "DTYPES", "INPUTS", "OUTPUTS",
+           "BOUND_PREFIX",
            "ARRAY_ORDER", "GoldenIntegrityError", "check_manifest", "check_case", "digest"]

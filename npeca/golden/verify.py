@@ -135,8 +135,8 @@ def compare(actual: Any, expected: np.ndarray, bound: np.ndarray, name: str,
     return result
 
 
-def _reference(case: Mapping, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    p = case["params"]
+def reference_outputs(p: Mapping, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """npeca's float64 reference on a case's inputs (``p``: the case's params)."""
     problem = eca_problem(arrays["x"], arrays["weight"], bias=arrays.get("bias"),
                           channel_axis=p["channel_axis"], padding=p["padding"],
                           groups=p["groups"], gate=p["gate"])
@@ -160,7 +160,7 @@ def check_case(case: Mapping, arrays: Mapping[str, np.ndarray]) -> None:
     with np.errstate(all="ignore"):
         derived = error_bounds(arrays, p, case["dtype"])
         own = error_bounds(arrays, p, "float64")  # the reference's bound
-    ref = _reference(case, arrays)
+    ref = reference_outputs(p, arrays)
     for out in case["bounds"]:
         e, r = arrays[out].astype(np.float64), ref[out].astype(np.float64)
         info = np.finfo(arrays[out].dtype)
