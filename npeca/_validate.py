@@ -16,8 +16,9 @@ from .errors import DTypeError, ParameterError, ShapeError, describe
 
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 MAX_KERNEL = 65535  # an ECA kernel is a handful of taps; larger is a corrupt file or a typo
+MAX_WINDOWS = 1 << 24  # N * C * k: the (N, C, k) channel windows the kernels build
 MAX_CHANNELS = 2**31 - 1  # a layer's channel count (inputs are checked by their shape)
-MAX_PARAMETER_ELEMENTS = 1 << 26  # per-channel kernels of C x k: far beyond any network
+MAX_PARAMETER_ELEMENTS = 1 << 22  # per-channel kernels of C x k: far beyond any network
 PADDINGS = ("zeros", "circular")
 GATES = ("sigmoid", "hard_sigmoid")
 
@@ -213,6 +214,12 @@ def eca_problem(
     padding = _choice(padding, "padding", PADDINGS)
     gate = _choice(gate, "gate", GATES)
     bias_value, bias_shape, bias_dtype = _bias(bias)
+    k = w.shape[-1]
+    if k > MAX_KERNEL or x.shape[0] * c * k > MAX_WINDOWS:
+        raise ShapeError(
+            f"weight has k = {k} taps for x with N = {x.shape[0]} and C = {c}: the channel "
+            f"windows would hold N * C * k = {x.shape[0] * c * k} values (at most "
+            f"{MAX_WINDOWS}, and k at most {MAX_KERNEL}); ECA kernels have a handful of taps")
     return ECAProblem(
         x=x,
         channels_last=channels_last,
@@ -257,7 +264,14 @@ def _input_array(value: Any, name: str):
     (it stays on the device for backend="cuda")."""
     if not is_device_array(value):
         return float_array(value, name)
-    dtype = np.dtype(value.dtype)
+    try:
+        dtype = np.dtype(value.dtype)
+        shape = tuple(int(d) for d in value.shape)
+        int(value.size)
+    except Exception:  # something with __cuda_array_interface__ that is no array
+        raise DTypeError(f"{name} has __cuda_array_interface__ but no usable dtype, shape and "
+                         f"size; pass a NumPy array or a CUDA device array") from None
+    del shape
     if dtype not in FLOAT_DTYPES:
         raise DTypeError(f"{name} must have dtype float16, float32 or float64; got a GPU "
                          f"array of dtype {dtype}")
@@ -279,6 +293,10 @@ def output_array(out: Any, problem: ECAProblem, name: str = "out", *,
                          f"got {type(out).__name__}")
     if out.shape != x.shape:
         raise ShapeError(f"{name} must have the shape of x, {x.shape}; got shape {out.shape}")
+    if out.dtype != x.dtype and out.dtype.kind == "f" and not out.dtype.isnative and \
+            out.dtype.newbyteorder("=") == x.dtype:
+        raise DTypeError(f"{name} has a non-native byte order ({out.dtype.str}); npeca writes "
+                         f"native {x.dtype} results: pass np.empty(x.shape, np.{x.dtype})")
     if out.dtype != x.dtype:
         raise DTypeError(f"{name} must have the dtype of x, {x.dtype}; got dtype {out.dtype}")
     if not out.flags.writeable:
@@ -397,6 +415,8 @@ def to_numpy(value: Any, name: str) -> np.ndarray:
         raise DTypeError(f"{name} must be a numeric array; got a {type(value).__name__} that "
                          f"converts to an object array")
     check_parameter_size(arr.shape, name)
+    if arr.dtype.kind == "f" and not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))  # big-endian data: same values
     return arr
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import numpy as np
 
 from ._validate import eca_problem, grad_output, is_device_array, output_array
 from .backends import select_backend
+from .errors import OutOfMemoryError
 from .results import ECAForward, ECAGrads
 
 __all__ = ["eca", "eca_forward", "eca_backward"]
@@ -90,7 +92,8 @@ def _forward(x, weight, bias, channel_axis, padding, groups, gate, backend, out)
                           padding=padding, groups=groups, gate=gate)
     out = output_array(out, problem, in_place=(("x", problem.x),))
     module = select_backend(backend, problem.x.size, is_device_array(problem.x))
-    return module.forward(problem, out)
+    with _memory(problem):
+        return module.forward(problem, out)
 
 
 def eca_backward(
@@ -111,7 +114,20 @@ def eca_backward(
     g = grad_output(problem, grad_out)
     out = output_array(out, problem, in_place=(("x", problem.x), ("grad_out", g)))
     module = select_backend(backend, problem.x.size, is_device_array(problem.x))
-    return module.backward(problem, g, out)
+    with _memory(problem):
+        return module.backward(problem, g, out)
+
+
+@contextlib.contextmanager
+def _memory(problem: Any) -> Iterator[None]:
+    """A MemoryError while computing becomes an npeca error that says how big x is."""
+    try:
+        yield
+    except MemoryError:
+        raise OutOfMemoryError(
+            f"not enough memory for ECA on x of shape {tuple(problem.x.shape)} "
+            f"({problem.x.dtype}); the NumPy reference needs a few float64 copies of x. A "
+            f"broadcast or stride-0 x counts in full") from None
 
 
 eca.__doc__ = f"""Efficient Channel Attention: rescale every channel of ``x`` by a learned gate.

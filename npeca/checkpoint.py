@@ -11,6 +11,7 @@ official ECANet models hand-pick k per stage).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import warnings
@@ -32,6 +33,7 @@ DEFAULT_NAMES = ("eca", "se", "attn", "attn_last")
 #: File suffixes read with ``torch.load(..., weights_only=True)``.
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
+MAX_TOTAL_ELEMENTS = 1 << 24  # all ECA parameters of one checkpoint together
 _WRAPPERS = ("state_dict", "model")  # {"state_dict": ...}: timm / Lightning; {"model": ...}
 _PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DistributedDataParallel; torch.compile
 _SUFFIX = "." + WEIGHT_KEY
@@ -128,7 +130,20 @@ def _read_torch(path: str) -> Any:
             f"torch is available: safetensors.torch.save_file(state_dict, 'model.safetensors')"
         ) from None
     import pickle
+    import zipfile
 
+    if zipfile.is_zipfile(path):  # torch.save's format: members stored, never compressed
+        try:
+            with zipfile.ZipFile(path) as archive:
+                packed = [i.filename for i in archive.infolist()
+                          if i.compress_type != zipfile.ZIP_STORED]
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise CheckpointError(f"could not read {path} as a PyTorch checkpoint; it may be "
+                                  f"truncated or corrupt ({exc})") from None
+        if packed:
+            raise CheckpointError(f"{path} holds compressed members ({packed[0]}, ...); "
+                                  f"torch.save stores them uncompressed, and a compressed one "
+                                  f"could expand to any size: refusing to read it")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns before it fails on non-torch files
@@ -188,14 +203,14 @@ def _read_npz(path: str) -> _Tensors:
                 shapes[info.filename[:-4]] = tuple(int(d) for d in shape)
     except CheckpointError:
         raise
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+    except Exception as exc:  # any failure reading a hostile archive: corrupt, encrypted...
         raise failed(exc) from None
 
     def value(name: str) -> np.ndarray:
         try:
             with np.load(path, allow_pickle=False) as npz:
                 return npz[name]
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        except Exception as exc:  # as above, for the member's data
             raise failed(exc) from None
 
     return _Tensors(list(shapes), lambda name: shapes[name], value, path)
@@ -438,6 +453,7 @@ def load_eca_layers(
         else:
             found = _find_modules(tensors, names)
         layers: dict[str, ECA] = {}
+        loaded = 0
         for module, by_name in found:
             keys = _module_keys(tensors, module)
             prefix = _prefix(module)
@@ -446,6 +462,11 @@ def load_eca_layers(
                 continue  # a (1, 1, k) conv inside a module with other parameters: not ECA
             for k in keys:  # before any value is read: a tiny file may claim gigabytes
                 check_parameter_size(tensors.shape(k), k)
+                loaded += math.prod(tensors.shape(k))
+            if loaded > MAX_TOTAL_ELEMENTS:
+                raise CheckpointError(
+                    f"{tensors.origin}: the ECA layers found so far hold {loaded} values, more "
+                    f"than {MAX_TOTAL_ELEMENTS}; no network's ECA layers are that large")
             sub = {n: tensors.value(k) for n, k in zip(sub_names, keys)}
             try:
                 layers[module] = ECA.from_state_dict(
@@ -459,7 +480,8 @@ def load_eca_layers(
                             f"{module.rsplit('.', 1)[-1]!r} out of names= or list the ECA "
                             f"modules with modules=[...]")
                 where = "" if isinstance(source, Mapping) else f"{tensors.origin}: "
-                raise type(exc)(f"{where}{exc}{hint}") from None
+                stop = "." if hint and not str(exc).endswith(".") else ""
+                raise type(exc)(f"{where}{exc}{stop}{hint}") from None
         if not layers:
             more = ", ..." if len(tensors.names) > 5 else ""
             raise CheckpointError(

@@ -202,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``npeca`` command with ``argv`` (default: ``sys.argv[1:]``)."""
+    for stream in (sys.stdout, sys.stderr):  # a path the console cannot encode: escape it
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):
+                pass
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -16,6 +16,7 @@ __all__ = [
     "AutogradError",
     "GradcheckError",
     "OutOfRangeError",
+    "OutOfMemoryError",
     "describe",
 ]
 
@@ -47,6 +48,10 @@ class AutogradError(NpecaError, RuntimeError):
 
 class OutOfRangeError(NpecaError, IndexError):
     """An index past the end of a Tensor's axis (an ``IndexError``, so iteration stops)."""
+
+
+class OutOfMemoryError(NpecaError, MemoryError):
+    """A computation needs more memory than the machine has (the message says which)."""
 
 
 class GradcheckError(NpecaError, AssertionError):

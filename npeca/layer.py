@@ -237,6 +237,8 @@ class ECA:
         if not isinstance(state_dict, Mapping):
             raise DTypeError(f"state_dict must be a mapping of key to array; got "
                              f"{type(state_dict).__name__}")
+        if not isinstance(name, str):
+            raise ParameterError(f"name must be a string (a key prefix); got {describe(name)}")
         wkey, bkey = name + WEIGHT_KEY, name + BIAS_KEY
         unexpected = [str(k) for k in state_dict if k not in (WEIGHT_KEY, BIAS_KEY)]
         if unexpected:
@@ -283,7 +285,10 @@ class ECA:
     def _check_channels(self, x: Any) -> None:
         if self.channels is None:
             return
-        shape = np.shape(x)
+        try:
+            shape = np.shape(x)
+        except Exception:  # ragged nested lists: the ECA functions say what is wrong
+            return
         if 3 <= len(shape) <= 5 and shape[self.channel_axis] != self.channels:
             what = (f"{self.channels} kernels (per_channel)" if self.per_channel else
                     f"{self.channels} channels")

@@ -30,8 +30,13 @@ DEFAULT_TOLERANCES: dict[np.dtype, tuple[float, float]] = {
 
 def _array(value: Any, label: str) -> np.ndarray:
     """``value`` (an array, a Tensor, nested lists) as an ndarray, or DTypeError."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise DTypeError(f"{label} is a masked array (numpy.ma); its mask would be ignored: "
+                         f"pass value.filled(...) or np.ma.getdata(value)")
     try:
-        return np.asarray(getattr(value, "data", value))
+        from .autograd import Tensor
+
+        return np.asarray(value.data if isinstance(value, Tensor) else value)
     except Exception as exc:  # ragged nested lists and the like
         raise DTypeError(f"{label} must be a rectangular array of real numbers; could not "
                          f"convert {type(value).__name__} ({str(exc)[:120]})") from None
@@ -150,10 +155,29 @@ def _named(inputs: Sequence[Any] | Mapping[str, Any]) -> tuple[list[str], list[n
     return names, arrays
 
 
+def _narrow_outputs(fn: Callable[..., Any], arrays: Sequence[np.ndarray]) -> str:
+    """A hint for a failure when fn returns float16/float32: finite differences of a
+    low-precision function are only as accurate as its rounding allows."""
+    out = fn(*arrays)
+    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    narrow = sorted({str(np.asarray(getattr(o, "data", o)).dtype) for o in outs} &
+                    {"float16", "float32"})
+    return (f" (fn returns {narrow[0]}: its finite differences carry that precision's "
+            f"rounding; compute fn in float64 for the check, or loosen rtol/atol)"
+            if narrow else "")
+
+
 def _outputs(fn: Callable[..., Any], arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
     out = fn(*arrays)
     outs = list(out) if isinstance(out, (tuple, list)) else [out]
-    return [np.asarray(getattr(o, "data", o), dtype=np.float64) for o in outs]
+    result = []
+    for i, o in enumerate(outs):
+        arr = _array(o, f"gradcheck: fn's output {i}")
+        if arr.dtype.kind not in "biuf":
+            raise DTypeError(f"gradcheck: fn's output {i} must be real numbers; got dtype "
+                             f"{arr.dtype} (from a {type(o).__name__})")
+        result.append(arr.astype(np.float64))
+    return result
 
 
 def _autograd_vjp(fn: Callable[..., Any]) -> Callable[..., tuple[np.ndarray, ...]]:
@@ -162,7 +186,15 @@ def _autograd_vjp(fn: Callable[..., Any]) -> Callable[..., tuple[np.ndarray, ...
 
     def vjp(cotangents: Sequence[np.ndarray], *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         leaves = [autograd.Tensor(a, requires_grad=True) for a in arrays]
-        out = fn(*leaves)
+        try:
+            out = fn(*leaves)
+        except TypeError as exc:
+            if "ufunc" not in str(exc) and "Tensor" not in str(exc):
+                raise
+            raise DTypeError(f"gradcheck without vjp= calls fn with npeca.autograd Tensors, "
+                             f"and fn failed on them ({exc}); NumPy functions such as np.sin "
+                             f"do not take Tensors: use npeca.autograd operations, or pass "
+                             f"vjp=") from None
         outs = list(out) if isinstance(out, (tuple, list)) else [out]
         total = None
         for o, v in zip(outs, cotangents):
@@ -185,11 +217,12 @@ def _call_vjp(vjp: Callable[..., Any], cotangents: list[np.ndarray], arrays: lis
         raise ParameterError(f"vjp returned {len(grads)} gradients for {len(arrays)} inputs")
     out = []
     for n, g, a in zip(names, grads, arrays):
-        try:
-            g = np.zeros_like(a) if g is None else np.asarray(getattr(g, "data", g), np.float64)
-        except (TypeError, ValueError) as exc:
-            raise DTypeError(f"vjp's gradient for {n} is not an array of real numbers "
-                             f"({exc})") from None
+        if g is not None:
+            g = _array(g, f"vjp's gradient for {n}")
+            if g.dtype.kind not in "biuf":
+                raise DTypeError(f"vjp's gradient for {n} is not an array of real numbers "
+                                 f"(dtype {g.dtype})")
+        g = np.zeros_like(a) if g is None else g.astype(np.float64)
         if g.shape != a.shape:
             raise ShapeError(f"vjp's gradient for {n} has shape {g.shape}; expected {a.shape}")
         out.append(g)
@@ -272,8 +305,8 @@ def gradcheck(fn: Callable[..., Any], inputs: Sequence[Any] | Mapping[str, Any],
         raise ParameterError(f"eps must be a finite number > 0; got {describe(eps)}")
     eps = float(eps)
     if isinstance(n_projections, bool) or not isinstance(n_projections, int) or \
-            n_projections < 1:
-        raise ParameterError(f"n_projections must be an integer >= 1; got "
+            not 1 <= n_projections <= 10**6:
+        raise ParameterError(f"n_projections must be an integer in [1, 1000000]; got "
                              f"{describe(n_projections)}")
     if isinstance(seed, bool) or not isinstance(seed, (numbers.Integral, np.random.Generator)) \
             or (isinstance(seed, numbers.Integral) and seed < 0):
@@ -285,6 +318,9 @@ def gradcheck(fn: Callable[..., Any], inputs: Sequence[Any] | Mapping[str, Any],
     if not isinstance(inputs, (Mapping, Sequence)) or isinstance(inputs, (str, bytes)):
         raise DTypeError(f"gradcheck: inputs must be a sequence or a mapping of float64 "
                          f"arrays; got {type(inputs).__name__}")
+    for label, f in (("fn", fn), ("vjp", vjp)):
+        if f is not None and not callable(f):
+            raise DTypeError(f"gradcheck: {label} must be callable; got {type(f).__name__}")
     names, arrays = _named(inputs)
     if not arrays:
         raise ParameterError("gradcheck: inputs must hold at least one array")
@@ -297,6 +333,7 @@ def gradcheck(fn: Callable[..., Any], inputs: Sequence[Any] | Mapping[str, Any],
             return _outputs(fn, arrays_)
 
         outs = call(*arrays)
+        hint = _narrow_outputs(fn, arrays)
         rng = np.random.default_rng(seed)
 
         def perturbed(i: int, direction: np.ndarray, o: int) -> np.ndarray:
@@ -319,7 +356,7 @@ def gradcheck(fn: Callable[..., Any], inputs: Sequence[Any] | Mapping[str, Any],
                         e = np.zeros(a.size)
                         e[col] = 1.0
                         numeric[:, col] = perturbed(i, e.reshape(a.shape), o).reshape(-1)
-                    _compare(analytic, numeric, atol, rtol, oname, iname, max_print)
+                    _compare(analytic, numeric, atol, rtol, oname, iname, max_print, hint=hint)
             else:
                 for i, (iname, a) in enumerate(zip(names, arrays)):
                     for _ in range(n_projections):
@@ -334,7 +371,8 @@ def gradcheck(fn: Callable[..., Any], inputs: Sequence[Any] | Mapping[str, Any],
     return True
 
 
-def _compare(analytic, numeric, atol, rtol, oname, iname, max_print, projection=False):
+def _compare(analytic, numeric, atol, rtol, oname, iname, max_print, projection=False,
+             hint=""):
     err = np.abs(analytic - numeric)
     bad = ~(err <= atol + rtol * np.abs(numeric))
     if not bad.any():
@@ -345,7 +383,7 @@ def _compare(analytic, numeric, atol, rtol, oname, iname, max_print, projection=
     msg = (f"gradient check failed for {oname} with respect to {iname}: {int(bad.sum())} of "
            f"{bad.size} entries exceed atol {atol:g} + rtol {rtol:g}; worst at {where}: "
            f"analytical {float(analytic[worst])!r}, numerical {float(numeric[worst])!r}, "
-           f"abs err {err[worst]:.3g}")
+           f"abs err {err[worst]:.3g}{hint}")
     if not projection and analytic.size <= max_print:
         msg += "\n" + _side_by_side(analytic, numeric)
     raise GradcheckError(msg)

@@ -206,3 +206,116 @@ def test_shared_and_repeated_kernels_give_the_same_bits():
         for ww in (w.reshape(1, 1, k), np.tile(w, (c, 1))):
             np.testing.assert_array_equal(npeca.eca(x, ww, **kw), y)
             np.testing.assert_array_equal(npeca.eca_backward(x, ww, x, **kw).x, g.x)
+
+
+# --- found by a second adversarial review ---------------------------------------------------
+
+def test_gradients_take_one_tensor_or_any_iterable():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    from npeca import autograd as ag
+
+    assert ag.gradients((x * x).sum(), x)[0].data.tolist() == [2.0, 4.0]
+    assert ag.gradients((x * x).sum(), (t for t in [x]))[0].data.tolist() == [2.0, 4.0]
+    assert ag.grad(lambda v: (v * v).sum(), argnums=np.int64(0))(np.ones(2)).data.tolist() \
+        == [2.0, 2.0]
+
+
+def test_compressed_pth_and_many_expanded_weights_are_refused(tmp_path):
+    torch = require("torch", "NPECA_REQUIRE_TORCH")
+    src = tmp_path / "src.pth"
+    torch.save({"eca.conv.weight": torch.ones(1, 1, 3), "junk": torch.zeros(2**16)}, src)
+    bomb = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(src) as z, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in z.infolist():
+            out.writestr(info.filename, z.read(info.filename))
+    with pytest.raises(CheckpointError, match="compressed members"):
+        load_eca_layers(bomb)
+    many = tmp_path / "many.pth"
+    torch.save({f"l{i}.eca.conv.weight": torch.zeros(1).expand(2**16, 1, 63) for i in range(8)},
+               many)
+    with pytest.raises(CheckpointError, match="no network's ECA layers are that large"):
+        load_eca_layers(many)
+
+
+def test_odd_npz_headers_get_checkpoint_errors(tmp_path):
+    path = tmp_path / "odd.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("eca.conv.weight.npy", b"\x93NUMPY\x01\x00\x10\x00{'descr':(}     \n")
+    with pytest.raises(CheckpointError):
+        load_eca_layers(path)
+
+
+def test_huge_kernels_and_huge_inputs_get_npeca_errors():
+    x = np.ones((1, 2**20, 1), np.float32)
+    with pytest.raises(ShapeError, match="handful of taps"):
+        npeca.eca(x, np.ones(2**20 + 1, np.float32), backend="numpy")
+    from npeca.errors import OutOfMemoryError
+
+    with pytest.raises(OutOfMemoryError, match="not enough memory"):
+        npeca.eca(np.broadcast_to(np.float32(1), (1, 3, 2**40)), W, backend="numpy")
+
+
+@pytest.mark.parametrize("call", [
+    lambda ag: ag.moveaxis(ag.Tensor([1.0]), "a", 0),
+    lambda ag: ag.pad(ag.Tensor([1.0]), 1, axis=5),
+    lambda ag: ag.pad(ag.Tensor([1.0]), 10**12),
+    lambda ag: ag.pad(ag.Tensor(np.ones(0)), 1, mode="circular"),
+    lambda ag: ag.broadcast_to(ag.Tensor([1.0, 2.0]), shape=(2**40, 2)),
+    lambda ag: ag.correlate1d(ag.Tensor([1.0]), 1.0),
+    lambda ag: ag.Tensor(1.0, requires_grad=np.array([1, 1])),
+    lambda ag: ag.vjp(lambda v: v, np.ones(2), argnums=0.0),
+    lambda ag: ag.gradients(ag.sum(ag.Tensor([1.0], requires_grad=True)), 5),
+])
+def test_autograd_arguments_get_npeca_errors(call):
+    from npeca import autograd as ag
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(NpecaError):
+            call(ag)
+
+
+def test_gradcheck_refuses_what_it_cannot_check():
+    x = np.ones(2)
+    with pytest.raises(ParameterError, match="n_projections"):
+        gradcheck(lambda v: v * 2, [x], mode="fast", n_projections=10**400)
+    with pytest.raises(DTypeError, match="real numbers"):
+        check_vjp(lambda v: v * 1j, lambda c, v: (c[0],), [x])
+    with pytest.raises(DTypeError, match="callable"):
+        gradcheck(3, [x])
+    with pytest.raises(DTypeError, match="np.sin"):
+        gradcheck(lambda v: np.sin(v), [x])
+    with pytest.raises(npeca.errors.GradcheckError, match="fn returns float32"):
+        check_vjp(lambda v: (v * 2).astype(np.float32), lambda c, v: (2 * c[0],),
+                  [np.array([1.0, 2.0])])
+
+
+def test_layer_and_inputs_edge_cases():
+    with pytest.raises(DTypeError):
+        ECA(8)([[[1.0]], [[1.0, 2.0]]])
+    with pytest.raises(ParameterError, match="name must be a string"):
+        ECA.from_state_dict({"conv.weight": np.ones((1, 1, 3))}, name=5)
+    layer = ECA(kernel_size=3)
+    layer.load_state_dict({"conv.weight": np.array([[[1.0, 2.0, 3.0]]], ">f4")})
+    assert layer.weight.tolist() == [[[1.0, 2.0, 3.0]]]
+    with pytest.raises(DTypeError, match="non-native byte order"):
+        npeca.eca(np.ones((1, 3, 2), ">f4"), W, out=np.ones((1, 3, 2), ">f4"))
+
+    class FakeGPU:
+        __cuda_array_interface__ = {}
+
+    with pytest.raises(DTypeError, match="__cuda_array_interface__"):
+        npeca.eca(FakeGPU(), W)
+
+
+def test_cli_survives_a_console_that_cannot_print_the_path(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    proc = subprocess.run([sys.executable, "-m", "npeca.cli", "golden", "digest",
+                           str(tmp_path / "s\u00fcite")], env=env, capture_output=True,
+                          text=True, errors="replace")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "s\\xfcite" in proc.stderr

@@ -17,11 +17,12 @@ True
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import numbers
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..errors import ParameterError, describe
+from ..errors import DTypeError, ParameterError, describe
 from .eca import eca, eca_composed
 from .ops import (
     add, broadcast_to, correlate1d, div, embed, exp, getitem, hard_sigmoid, log, matmul,
@@ -56,9 +57,18 @@ def gradients(output: Tensor, inputs: Sequence[Tensor], grad_output: Any = None,
     >>> g.data.tolist()
     [2.0, 4.0]
     """
+    if isinstance(inputs, Tensor):  # one input (iterating it would give its rows)
+        inputs = [inputs]
+    elif not isinstance(inputs, Iterable) or isinstance(inputs, (str, bytes)):
+        raise DTypeError(f"gradients: inputs must be a Tensor or a sequence of Tensors; got "
+                         f"{type(inputs).__name__}")
+    inputs = list(inputs)  # once: a generator would be used up by the first pass
+    bad = [type(t).__name__ for t in inputs if not isinstance(t, Tensor)]
+    if bad:
+        raise DTypeError(f"gradients: every input must be a Tensor; got a {bad[0]}")
     found = dict((id(t), g) for t, g in backprop(
         output, grad_output, retain_graph=create_graph if retain_graph is None else retain_graph,
-        create_graph=create_graph, wanted=list(inputs)))
+        create_graph=create_graph, wanted=inputs))
     return tuple(found.get(id(t), Tensor(np.zeros(t.shape, dtype=t.dtype))) for t in inputs)
 
 
@@ -74,6 +84,17 @@ def _entry(values: Sequence[Any], argnums: Sequence[int]) -> tuple[list, list[Te
     return args, wrt
 
 
+def _argnums(argnums: Any) -> tuple[int, ...]:
+    """argnums as a tuple of ints (an integer, NumPy's included, or a sequence of them)."""
+    if isinstance(argnums, numbers.Integral) and not isinstance(argnums, bool):
+        return (int(argnums),)
+    if isinstance(argnums, (list, tuple)) and all(
+            isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in argnums):
+        return tuple(int(i) for i in argnums)
+    raise ParameterError(f"argnums must be an integer or a sequence of integers; got "
+                         f"{describe(argnums)}")
+
+
 def vjp(fun: Callable[..., Tensor], *args: Any, argnums: int | Sequence[int] | None = None):
     """Run ``fun(*args)`` and return ``(output, vjp_fn)``; ``vjp_fn(g)`` gives the gradients
     of ``<g, output>`` with respect to the arguments in ``argnums`` (default: all).
@@ -86,8 +107,7 @@ def vjp(fun: Callable[..., Tensor], *args: Any, argnums: int | Sequence[int] | N
     >>> [t.data.tolist() for t in back(np.ones(2))]
     [[3.0, 4.0], [1.0, 2.0]]
     """
-    nums = tuple(range(len(args))) if argnums is None else (
-        (argnums,) if isinstance(argnums, int) else tuple(argnums))
+    nums = tuple(range(len(args))) if argnums is None else _argnums(argnums)
     if not all(isinstance(i, int) and -len(args) <= i < len(args) for i in nums):
         raise ParameterError(f"argnums must index the {len(args)} arguments; got "
                              f"{describe(argnums)}")
@@ -114,10 +134,12 @@ def grad(fun: Callable[..., Tensor], argnums: int | Sequence[int] = 0) -> Callab
     >>> float(ag.grad(f)(2.0).data), float(ag.grad(ag.grad(f))(2.0).data)
     (12.0, 12.0)
     """
+    nums = _argnums(argnums)
+    single = isinstance(argnums, numbers.Integral)
+
     def gradient(*args: Any) -> Any:
-        nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
         out, back = vjp(fun, *args, argnums=nums)
         result = back(None)
-        return result[0] if isinstance(argnums, int) else result
+        return result[0] if single else result
 
     return gradient

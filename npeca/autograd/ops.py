@@ -158,6 +158,8 @@ def _kept_shape(shape, axis, keepdims):
     """The shape a sum's result has with keepdims=True."""
     if keepdims:
         return None
+    if not shape:  # a 0-d tensor: nothing was reduced
+        return tuple(shape)
     axes = range(len(shape)) if axis is None else np.atleast_1d(axis) % len(shape)
     return tuple(1 if i in set(int(a) for a in axes) else d for i, d in enumerate(shape))
 
@@ -199,12 +201,21 @@ def mean(a: Any, axis=None, keepdims: bool = False) -> Tensor:
     return total / (a.size // max(total.size, 1) if a.size else 1)
 
 
+def _axis(axis: Any, ndim: int, what: str) -> int:
+    """``axis`` as an int that exists in a tensor of ``ndim`` dimensions, or an npeca error."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise ParameterError(f"{what} must be an integer axis; got {describe(axis)}")
+    if not -ndim <= axis < ndim:
+        raise ShapeError(f"{what} {describe(axis)} does not exist in a tensor of {ndim} "
+                         f"dimensions")
+    return int(axis)
+
+
 def moveaxis(a: Any, source: int, destination: int) -> Tensor:
     """Move one axis to a new position (a ``transpose``)."""
     a = as_tensor(a)
-    if not (-a.ndim <= source < a.ndim and -a.ndim <= destination < a.ndim):
-        raise ShapeError(f"moveaxis: axes {source} and {destination} must exist in a tensor "
-                         f"of {a.ndim} dimensions")
+    source = _axis(source, a.ndim, "moveaxis: source")
+    destination = _axis(destination, a.ndim, "moveaxis: destination")
     order = [i for i in range(a.ndim) if i != source % a.ndim]
     order.insert(destination % a.ndim, source % a.ndim)
     return transpose(a, axes=tuple(order))
@@ -224,13 +235,18 @@ def pad(a: Any, width: int, axis: int = -1, mode: str = "zeros") -> Tensor:
     a = as_tensor(a)
     if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 0:
         raise ParameterError(f"width must be an integer >= 0; got {describe(width)}")
+    axis = _axis(axis, a.ndim, "pad: axis")
     length = a.shape[axis]
+    if (length + 2 * width) * max(a.size // max(length, 1), 1) > 1 << 31:
+        raise ShapeError(f"pad: width {describe(width)} would make more than 2**31 elements")
     if mode == "zeros":
         shape = list(a.shape)
         shape[axis] = length + 2 * width
         return embed(a, index=_axis_index(a.ndim, axis, slice(width, width + length)),
                      shape=tuple(shape))
     if mode == "circular":
+        if length == 0:
+            raise ShapeError("pad: an empty axis cannot be wrapped around")
         wrap = np.arange(-width, length + width) % length
         return getitem(a, index=_axis_index(a.ndim, axis, wrap))
     raise ParameterError(f"mode must be 'zeros' or 'circular'; got {describe(mode)}")
@@ -245,6 +261,8 @@ def correlate1d(x: Any, w: Any, axis: int = -1, groups: int = 1) -> Tensor:
     ``axis`` is last. Built from ``getitem`` (the windows), ``mul`` and ``sum``.
     """
     x, w = as_tensor(x), as_tensor(w)
+    if w.ndim == 0:
+        raise ShapeError("correlate1d: the kernel w must have at least one dimension (k,)")
     k = w.shape[-1]
     xl = moveaxis(x, axis, -1)
     length = xl.shape[-1]

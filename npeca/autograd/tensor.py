@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import (AutogradError, DTypeError, OutOfRangeError, ParameterError, ShapeError,
-                      describe)
+from ..errors import (AutogradError, DTypeError, OutOfMemoryError, OutOfRangeError,
+                      ParameterError, ShapeError, describe)
 
 _state = threading.local()
 
@@ -114,6 +114,9 @@ class Tensor:
 
     def __init__(self, data: Any, requires_grad: bool = False) -> None:
         self.data: np.ndarray = _as_array(data.data if isinstance(data, Tensor) else data)
+        if not isinstance(requires_grad, (bool, np.bool_)):
+            raise DTypeError(f"requires_grad must be True or False; got "
+                             f"{describe(requires_grad)}")
         self.requires_grad: bool = bool(requires_grad)
         self.grad: Tensor | None = None
         self._node: Node | None = None
@@ -281,6 +284,11 @@ def primitive(fn: Callable[..., np.ndarray]) -> Callable[..., "Tensor"]:
             # ECA functions and PyTorch do); NaN and Inf propagate through the gradients
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 value = fn(*(p._value() for p in parents), **params)
+        except MemoryError:
+            shapes = ", ".join(str(p.shape) for p in parents)
+            raise OutOfMemoryError(f"{name} on operands of shapes {shapes} with "
+                                   f"{describe(params) if params else 'no parameters'} needs "
+                                   f"more memory than this machine has") from None
         except (ValueError, IndexError, ZeroDivisionError, OverflowError) as exc:
             shapes = ", ".join(str(p.shape) for p in parents)  # shapes that do not fit
             raise ShapeError(f"{name} cannot combine operands of shapes {shapes} with "

@@ -189,18 +189,25 @@ def _signals_unwind() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Hold SIGTERM, SIGHUP and SIGINT for the few renames that swap a suite in: a signal
+    """Defer SIGTERM, SIGHUP and SIGINT over the few renames that swap a suite in: a signal
     arriving between them would otherwise leave neither the old suite nor the new one at
-    OUT. They are delivered (and unwind as usual) right after."""
+    OUT. A signal that arrives is recorded and raised again, to the usual handler, right
+    after. (Handlers, not a signal mask: a mask holds only the calling thread's signals, and
+    NumPy's BLAS threads would still take them.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    pending: list[int] = []
+    held = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+    old = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
+           for sig in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        for sig in pending:
+            signal.raise_signal(sig)
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
