@@ -150,6 +150,9 @@ eca.__doc__ = f"""Efficient Channel Attention: rescale every channel of ``x`` by
     BackendUnavailableError
         (a subclass of ``ImportError``) for ``backend="numba"`` without numba, and for
         ``backend="cuda"`` without numba-cuda or an NVIDIA GPU.
+    OutOfMemoryError
+        (a subclass of ``MemoryError``) when x is too large for this machine's memory (a
+        broadcast x counts in full).
 
     Notes
     -----
