@@ -109,7 +109,8 @@ def _channel_axis(channel_axis: Any, ndim: int) -> bool:
     )
 
 
-def _choice(value: Any, name: str, options: tuple[str, ...]) -> str:
+def choice(value: Any, name: str, options: tuple[str, ...]) -> str:
+    """One of ``options``, or ParameterError naming ``name``."""
     if not isinstance(value, str) or value not in options:
         listed = ", ".join(repr(o) for o in options)
         raise ParameterError(f"{name} must be one of {listed}; got {describe(value)}")
@@ -211,8 +212,8 @@ def eca_problem(
             f"C = {c}. "
             f"Divisors of {c} work, e.g. groups = 1"
         )
-    padding = _choice(padding, "padding", PADDINGS)
-    gate = _choice(gate, "gate", GATES)
+    padding = choice(padding, "padding", PADDINGS)
+    gate = choice(gate, "gate", GATES)
     bias_value, bias_shape, bias_dtype = _bias(bias)
     k = w.shape[-1]
     if k > MAX_KERNEL or x.shape[0] * c * k > MAX_WINDOWS:
@@ -352,11 +353,6 @@ def positive_int(value: Any, name: str, maximum: int | None = None) -> int:
         limit = f" and <= {maximum}" if maximum is not None else ""
         raise ParameterError(f"{name} must be an integer >= 1{limit}; got {describe(value)}")
     return int(value)
-
-
-def choice(value: Any, name: str, options: tuple[str, ...]) -> str:
-    """One of ``options``, or ParameterError naming ``name``."""
-    return _choice(value, name, options)
 
 
 def channel_axis_value(channel_axis: Any) -> int:

@@ -44,8 +44,8 @@ from typing import Mapping
 
 import numpy as np
 
-OUTPUTS = ("y", "m", "z", "a", "dx", "dweight", "dbias")
-INTERMEDIATES = ("m", "z", "a")  # stored in float64, judged with the case dtype's contract
+from .schema import INTERMEDIATES, OUTPUTS
+
 GATE_EVAL = 4  # roundings a gate evaluation may make (exp, add, divide, store)
 SAFETY = 1.0 + 2.0 ** -20
 

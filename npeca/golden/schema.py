@@ -22,6 +22,7 @@ FORMATS = ("npz", "safetensors", "json")
 DTYPES = ("float16", "float32", "float64")
 INPUTS = ("x", "weight", "bias", "grad_out")
 OUTPUTS = ("y", "m", "z", "a", "dx", "dweight", "dbias")
+INTERMEDIATES = ("m", "z", "a")  # stored in float64, judged with the case dtype's contract
 BOUND_PREFIX = "bound_"
 ARRAY_ORDER = INPUTS + OUTPUTS + tuple(BOUND_PREFIX + o for o in OUTPUTS)
 MAX_ELEMENTS = 2 ** 22  # per array: a suite's arrays are small; refuse absurd claims early
@@ -212,5 +213,6 @@ def digest(manifest: dict) -> str:
 
 
 __all__ = ["SATURATION", "SCHEMA", "SCHEMA_VERSION", "FORMATS", "DTYPES", "INPUTS", "OUTPUTS",
+           "INTERMEDIATES",
            "BOUND_PREFIX",
            "ARRAY_ORDER", "GoldenIntegrityError", "check_manifest", "check_case", "digest"]

@@ -23,9 +23,8 @@ from .adapters import Adapter, get_adapter
 from .bounds import checkable, error_bounds, nonfinite_reach
 from .io import Suite
 from .progress import Progress
-from .schema import INPUTS, OUTPUTS, SATURATION, GoldenIntegrityError
+from .schema import INPUTS, INTERMEDIATES, OUTPUTS, SATURATION, GoldenIntegrityError
 
-INTERMEDIATES = ("m", "z", "a")  # stored in float64; a backend may return them in its dtype
 _INT = {np.dtype(np.float16): np.int16, np.dtype(np.float32): np.int32,
         np.dtype(np.float64): np.int64}
 
