@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from ._npy import npy_header
 from ._validate import check_parameter_size
 from .errors import BackendUnavailableError, DTypeError, NpecaError, ParameterError, describe
 from .layer import BIAS_KEY, ECA, WEIGHT_KEY
@@ -194,13 +195,10 @@ def _read_npz(path: str) -> _Tensors:
                 if not info.filename.endswith(".npy"):
                     continue
                 with archive.open(info) as member:
-                    version = np.lib.format.read_magic(member)
-                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                            else np.lib.format.read_array_header_2_0)
-                    shape, _, dtype = read(member)
+                    shape, dtype = npy_header(member)
                 if dtype.hasobject:
                     raise failed(ValueError(f"{info.filename} holds pickled objects"))
-                shapes[info.filename[:-4]] = tuple(int(d) for d in shape)
+                shapes[info.filename[:-4]] = shape
     except CheckpointError:
         raise
     except Exception as exc:  # any failure reading a hostile archive: corrupt, encrypted...

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from .._npy import npy_header
 from ..errors import BackendUnavailableError, NpecaError, ParameterError
 from .schema import (ARRAY_ORDER, BOUND_PREFIX, FORMATS, SCHEMA, SCHEMA_VERSION,
                      GoldenIntegrityError, check_manifest, digest)
@@ -95,16 +96,6 @@ ENCODERS: dict[str, Callable[[Mapping[str, np.ndarray]], bytes]] = {
 
 # --- decoders: each checks names, shapes and dtypes against the manifest before allocating --
 
-def _npz_member_header(member: Any) -> tuple[tuple, np.dtype]:
-    version = np.lib.format.read_magic(member)
-    read = {(1, 0): np.lib.format.read_array_header_1_0,
-            (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-    if read is None:
-        raise GoldenIntegrityError(f"unsupported .npy version {version}")
-    shape, _fortran, dtype = read(member)
-    return shape, dtype
-
-
 def _from_npz(data: bytes, specs: Mapping[str, dict]) -> dict[str, np.ndarray]:
     out = {}
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
@@ -121,7 +112,10 @@ def _from_npz(data: bytes, specs: Mapping[str, dict]) -> dict[str, np.ndarray]:
             if info.file_size > math.prod(spec["shape"]) * dt.itemsize + 2 ** 16:
                 raise GoldenIntegrityError(f"{info.filename} is larger than its array")
             with zf.open(info) as member:
-                shape, dtype = _npz_member_header(member)
+                try:
+                    shape, dtype = npy_header(member)
+                except ValueError as exc:
+                    raise GoldenIntegrityError(f"{info.filename}: {exc}") from None
             if dtype.hasobject:
                 raise GoldenIntegrityError(f"{info.filename}: refusing a pickle-bearing "
                                            f"(object) array")
