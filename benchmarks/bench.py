@@ -28,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # peers.py, when run as a script
 
+import inference  # noqa: E402
 import peers  # noqa: E402
 
 STANDARD = [
@@ -88,6 +89,8 @@ def machine() -> dict:
         except ImportError:
             info[name] = None
     if info["numba"]:
+        from npeca.backends.numba_cpu._machine import caches
+        info["caches"] = caches().__dict__
         import numba
         info["numba_threads"] = numba.get_num_threads()
         try:
@@ -155,7 +158,7 @@ def ratio_text(value: float | None, floor: float | None) -> str:
     return f"{value * 1e3:.3g} ({value / floor:.2f}x)"
 
 
-def print_table(title: str, rows: list, columns: list[str]) -> None:
+def print_table(title: str, rows: list, columns: list[str], main: str = "numba") -> None:
     """Medians in ms with the ratio to the copy floor, then numba's speed-up over peers."""
     print(f"\n{title}: median ms (ratio to the copy floor)")
     head = ["shape"] + columns
@@ -167,13 +170,14 @@ def print_table(title: str, rows: list, columns: list[str]) -> None:
     widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
     for r in [head] + body:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
-    peers_ = [c for c in columns if c not in ("copy", "numba", "numba new y")]
-    print(f"numba speed-up over: " + ", ".join(peers_))
+    peers_ = [c for c in columns if c not in ("copy", "numba", "numba new y") and
+              not c.startswith("npeca")]
+    print(f"{main} speed-up over: " + ", ".join(peers_))
     for row in rows:
         med = _medians(row)
-        ups = [f"{med[p] / med['numba']:.2f}x" if p in med and "numba" in med else "n/a"
+        ups = [f"{med[p] / med[main]:.2f}x" if p in med and main in med else "n/a"
                for p in peers_]
-        print(f"  {row['case']:<24}" + "  ".join(f"{p}: {u}" for p, u in zip(peers_, ups)))
+        print(f"  {row['case']:<26}" + "  ".join(f"{p}: {u}" for p, u in zip(peers_, ups)))
     for row in rows:
         for name, v in row["times"].items():
             if "unavailable" in v:
@@ -206,54 +210,124 @@ def main(argv=None) -> int:
     """Run the benchmark; print the tables; optionally write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="fewer repeats and a smaller time budget (under a minute)")
+                        help="fewer repeats, a smaller time budget and no cold-start runs")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed rounds per column (default 21, quick 5)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--only", metavar="SHAPE", action="append",
                         help="run only rows whose label starts with SHAPE, e.g. 64x512x7x7")
+    parser.add_argument("--skip", choices=("standard", "inference", "cold", "calls"),
+                        action="append", default=[], help="leave out a part of the run")
     args = parser.parse_args(argv)
     repeats = args.repeats or (6 if args.quick else 21)
     budget = 1.0 if args.quick else 8.0  # seconds per slow column and row
     cycles, least = (2, 2) if args.quick else (3, 3)
-
-    table = [(s, d) for s, d in STANDARD
-             if not args.only or any(label(s, d).startswith(o) for o in args.only)]
-    results = {"forward": [], "train": []}
     started = time.perf_counter()
-    for shape, dtype in table:
-        case = peers.Case.make(shape, dtype)
-        for key, columns in (("forward", FORWARD), ("train", TRAIN)):
-            times = time_row(case, columns, repeats, budget, cycles, least)
-            results[key].append({"case": label(shape, dtype), "shape": list(shape),
-                                 "dtype": dtype, "times": times})
-        del case
+
+    import npeca.backends
+    t0 = time.perf_counter()
+    npeca.backends.warmup()  # every kernel compiled (or loaded): "auto" uses numba from here
+    warm_s = time.perf_counter() - t0
+
+    def wanted(text: str) -> bool:
+        return not args.only or any(text.startswith(o) for o in args.only)
+
+    results = {"forward": [], "train": [], "inference_forward": [], "inference_train": []}
+    if "standard" not in args.skip:
+        for shape, dtype in [(s, d) for s, d in STANDARD if wanted(label(s, d))]:
+            case = peers.Case.make(shape, dtype)
+            for key, columns in (("forward", FORWARD), ("train", TRAIN)):
+                times = time_row(case, columns, repeats, budget, cycles, least)
+                results[key].append({"case": label(shape, dtype), "shape": list(shape),
+                                     "dtype": dtype, "times": times})
+            del case
+    if "inference" not in args.skip:
+        for text, shape, channels_last in inference.cases():
+            if not wanted(text):
+                continue
+            case = peers.Case.make(shape, "float32", channels_last=channels_last)
+            for key, columns in (("inference_forward", inference.FORWARD),
+                                 ("inference_train", inference.TRAIN)):
+                times = time_row(case, columns, repeats, budget, cycles, least)
+                results[key].append({"case": text, "shape": list(shape), "dtype": "float32",
+                                     "channels_last": channels_last,
+                                     "bytes": case.x.nbytes, "times": times})
+            del case
+    results["calls_us"] = None if "calls" in args.skip else inference.per_call_cost()
+    results["cold"] = None if (args.quick or "cold" in args.skip) else inference.cold_start()
     results["machine"] = machine()
     results["settings"] = {"repeats": repeats, "budget_s": budget, "cycles": cycles,
-                           "least": least, "quick": args.quick,
+                           "least": least, "quick": args.quick, "warmup_s": warm_s,
                            "elapsed_s": time.perf_counter() - started}
     results["targets"] = check_targets(results)
-
-    m = results["machine"]
-    print(f"machine: {m['cpu']}, {m['cores']} cores; numba {m['numba']} "
-          f"({m.get('numba_threads')} threads, {m.get('numba_threading_layer')}), "
-          f"numpy {m['numpy']}, torch {m['torch']}, onnxruntime {m['onnxruntime']}")
-    print_table("forward", results["forward"], [n for n, _ in FORWARD])
-    print_table("forward+backward", results["train"], [n for n, _ in TRAIN])
-    print("\ntargets of issue 4:")
-    for t in results["targets"]:
-        status = "n/a" if t["met"] is None else ("met" if t["met"] else "NOT met")
-        ratio = "n/a" if t["ratio"] is None else f"{t['ratio']:.2f} (limit {t['limit']:.2f})"
-        print(f"  {status:<8} {t['target']}, {t['case']}: {ratio}")
-    first = [row["times"].get("numba first call", {}).get("median_s")
-             for row in results["forward"]]
-    print(f"\n{results['settings']['elapsed_s']:.0f} s in all; numba's first call per row "
-          f"(includes compiling or loading the cache on the first row): "
-          + ", ".join("n/a" if f is None else f"{f * 1e3:.0f} ms" for f in first))
+    results["inference_targets"] = inference.targets(
+        results["inference_forward"], results["inference_train"], _medians)
+    report(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
         print(f"wrote {args.json}")
     return 0
+
+
+def _verdict(met) -> str:
+    return "n/a" if met is None else ("met" if met else "NOT met")
+
+
+def report(results: dict) -> None:
+    """Print every table and target of a run."""
+    m = results["machine"]
+    print(f"machine: {m['cpu']}, {m['cores']} cores, caches {m.get('caches')}; numba "
+          f"{m['numba']} ({m.get('numba_threads')} threads, "
+          f"{m.get('numba_threading_layer')}), numpy {m['numpy']}, torch {m['torch']}, "
+          f"onnxruntime {m['onnxruntime']}")
+    print(f"warmup (npeca.backends.warmup(), before any timing): "
+          f"{results['settings']['warmup_s']:.1f} s")
+    if results["forward"]:
+        print_table("forward", results["forward"], [n for n, _ in FORWARD])
+        print_table("forward+backward", results["train"], [n for n, _ in TRAIN])
+        print("\ntargets of issue 4:")
+        for t in results["targets"]:
+            ratio = "n/a" if t["ratio"] is None else f"{t['ratio']:.2f} (limit {t['limit']:.2f})"
+            print(f"  {_verdict(t['met']):<8} {t['target']}, {t['case']}: {ratio}")
+    if results["inference_forward"]:
+        print("\nResNet-50 ECA layers, float32. 'npeca' is the call users write, "
+              "y = npeca.eca(x, w) (default backend, new y); 'npeca out=' writes into a "
+              "preallocated y.")
+        print_table("inference forward", results["inference_forward"],
+                    [n for n, _ in inference.FORWARD], main="npeca")
+        print_table("inference forward+backward (new arrays)", results["inference_train"],
+                    [n for n, _ in inference.TRAIN], main="npeca")
+        print("\ntargets of issue 13 (ratio = npeca time / reference time):")
+        for t in results["inference_targets"]:
+            ratio = "n/a" if t["ratio"] is None else f"{t['ratio']:.2f} (limit {t['limit']:.2f})"
+            print(f"  {_verdict(t['met']):<8} {t['target']}, {t['case']}: {ratio}")
+    calls = results.get("calls_us")
+    if calls:
+        print("\nper-call cost on a 1x64x1x1 float32 input (median microseconds): "
+              + ", ".join(f"{k} {v:.1f}" for k, v in calls.items()))
+        for name, limit in inference.CALL_LIMITS.items():
+            extra = calls[name] - calls["kernel"]
+            print(f"  {_verdict(extra <= limit):<8} {name} costs {extra:.1f} us above the "
+                  f"kernel (limit {limit:g} us)")
+    cold = results.get("cold")
+    if cold:
+        print("\ncold start (fresh processes; 'empty cache' = a new NUMBA_CACHE_DIR), "
+              "1x256x56x56 float32:")
+        for name, limit in inference.COLD_LIMITS.items():
+            got = cold.get(name, {})
+            if "first_call_s" not in got:
+                print(f"  n/a      {name}: {got.get('error', 'not run')}")
+                continue
+            print(f"  {_verdict(got['first_call_s'] <= limit):<8} first call, {name}: "
+                  f"{got['first_call_s']:.2f} s (limit {limit:g} s; import "
+                  f"{got['import_s']:.2f} s)")
+    elif cold is None:
+        print("\ncold start: not measured (--quick or --skip cold)")
+    first = [row["times"].get("numba first call", {}).get("median_s")
+             for row in results["forward"]]
+    print(f"\n{results['settings']['elapsed_s']:.0f} s in all; numba's first call per row "
+          f"of the standard table: "
+          + ", ".join("n/a" if f is None else f"{f * 1e3:.0f} ms" for f in first))
 
 
 if __name__ == "__main__":

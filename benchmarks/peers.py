@@ -26,25 +26,32 @@ class NotAvailable(Exception):
 class Case:
     """One row of the table: the arrays every implementation reads and writes."""
 
-    shape: tuple[int, ...]
+    shape: tuple[int, ...]  # (N, C, H, W) as the layer sees it, whatever the memory layout
     dtype: np.dtype
-    x: np.ndarray
+    x: np.ndarray  # (N, C, H, W), or (N, H, W, C) in memory when channels_last
     weight: np.ndarray  # (1, 1, k), as torch.nn.Conv1d(1, 1, k) stores it
     grad_out: np.ndarray
     out: np.ndarray  # preallocated y (and the copy floor's destination)
     dx: np.ndarray  # preallocated dL/dx
+    channels_last: bool = False
 
     @classmethod
-    def make(cls, shape, dtype, seed: int = 0) -> "Case":
+    def make(cls, shape, dtype, seed: int = 0, channels_last: bool = False) -> "Case":
         """Random x and upstream gradient, the paper's k for C, a small random kernel."""
         rng = np.random.default_rng(seed)
         dtype = np.dtype(dtype)
         k = npeca.kernel_size(shape[1])
-        x = rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
-        g = rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
+        stored = (shape[0],) + tuple(shape[2:]) + (shape[1],) if channels_last else shape
+        x = rng.standard_normal(stored, dtype=np.float32).astype(dtype, copy=False)
+        g = rng.standard_normal(stored, dtype=np.float32).astype(dtype, copy=False)
         w = (rng.standard_normal((1, 1, k)) / np.sqrt(k)).astype(dtype)
         out, dx = np.ones_like(x), np.ones_like(x)  # touched: no page faults in the timing
-        return cls(tuple(shape), dtype, x, w, g, out, dx)
+        return cls(tuple(shape), dtype, x, w, g, out, dx, channels_last)
+
+    @property
+    def axis(self) -> int:
+        """npeca's channel_axis for this case."""
+        return -1 if self.channels_last else 1
 
 
 # --- the floor and npeca ----------------------------------------------------------------------
@@ -59,10 +66,34 @@ def npeca_forward(backend: str, preallocated: bool = True):
     def setup(case: Case) -> Call:
         if backend == "numba" and _missing("numba"):
             return None
+        kw = dict(channel_axis=case.axis) if case.channels_last else {}
+        if backend != "auto":
+            kw["backend"] = backend
         if preallocated:
-            return lambda: npeca.eca(case.x, case.weight, backend=backend, out=case.out)
-        return lambda: npeca.eca(case.x, case.weight, backend=backend)
+            return lambda: npeca.eca(case.x, case.weight, out=case.out, **kw)
+        return lambda: npeca.eca(case.x, case.weight, **kw)
     return setup
+
+
+def npeca_default(case: Case) -> Call:
+    """The call users write: ``y = npeca.eca(x, w)`` (backend "auto", a new y)."""
+    return npeca_forward("auto", preallocated=False)(case)
+
+
+def npeca_default_out(case: Case) -> Call:
+    """``npeca.eca(x, w, out=y)`` with the default backend."""
+    return npeca_forward("auto", preallocated=True)(case)
+
+
+def npeca_default_train(case: Case) -> Call:
+    """``y = npeca.eca(x, w)`` then ``npeca.eca_backward(x, w, g)``: new arrays, default
+    backend, as a training step writes it."""
+    kw = dict(channel_axis=case.axis) if case.channels_last else {}
+
+    def step():
+        npeca.eca(case.x, case.weight, **kw)
+        return npeca.eca_backward(case.x, case.weight, case.grad_out, **kw)
+    return step
 
 
 def npeca_train_step(backend: str):
@@ -103,12 +134,19 @@ def _torch_eca(torch, x, weight):
     return x * a
 
 
+def _torch_input(torch, case: Case, array: np.ndarray):
+    """A torch view of a case array as (N, C, H, W): channels_last memory format for a
+    channels-last case (what ``x.to(memory_format=torch.channels_last)`` gives)."""
+    t = torch.from_numpy(array)
+    return t.permute(0, t.dim() - 1, *range(1, t.dim() - 1)) if case.channels_last else t
+
+
 def torch_forward(case: Case) -> Call:
     """PyTorch eager forward under no_grad (y freshly allocated, as eager code does)."""
     torch = _torch()
     if torch is None:
         return None
-    x, w = torch.from_numpy(case.x), torch.from_numpy(case.weight)
+    x, w = _torch_input(torch, case, case.x), torch.from_numpy(case.weight)
 
     def run():
         with torch.no_grad():
@@ -121,11 +159,11 @@ def torch_train_step(case: Case) -> Call:
     torch = _torch()
     if torch is None:
         return None
-    g = torch.from_numpy(case.grad_out)
+    g = _torch_input(torch, case, case.grad_out)
     w = torch.from_numpy(case.weight.copy()).requires_grad_(True)
 
     def step():
-        x = torch.from_numpy(case.x).requires_grad_(True)
+        x = _torch_input(torch, case, case.x).detach().requires_grad_(True)
         w.grad = None
         _torch_eca(torch, x, w).backward(g)
         return x.grad, w.grad
@@ -134,19 +172,28 @@ def torch_train_step(case: Case) -> Call:
 
 # --- onnxruntime ------------------------------------------------------------------------------
 
-def eca_onnx_model(shape, dtype, weight: np.ndarray):
-    """An ONNX graph of the same layer: GlobalAveragePool, Reshape, Conv, Sigmoid, Mul."""
+def eca_onnx_model(shape, dtype, weight: np.ndarray, channels_last: bool = False):
+    """An ONNX graph of the same layer: GlobalAveragePool (ReduceMean over the spatial axes
+    for channels-last), Reshape, Conv, Sigmoid, Mul; ``shape`` is (N, C, *spatial)."""
     from onnx import TensorProto, helper, numpy_helper
     n, c = shape[:2]
     k = weight.shape[-1]
     elem = {np.dtype(np.float32): TensorProto.FLOAT,
             np.dtype(np.float64): TensorProto.DOUBLE}[np.dtype(dtype)]
+    ones = [1] * (len(shape) - 2)
+    gate_shape = [n] + ones + [c] if channels_last else [n, c] + ones
     inits = [numpy_helper.from_array(weight.astype(dtype), "w"),
              numpy_helper.from_array(np.array([n, 1, c], np.int64), "pooled_shape"),
-             numpy_helper.from_array(np.array([n, c] + [1] * (len(shape) - 2), np.int64),
-                                     "gate_shape")]
+             numpy_helper.from_array(np.array(gate_shape, np.int64), "gate_shape")]
+    if channels_last:
+        shape = [n] + list(shape[2:]) + [c]
+        axes = list(range(1, len(shape) - 1))
+        inits.append(numpy_helper.from_array(np.array(axes, np.int64), "axes"))
+        pool = helper.make_node("ReduceMean", ["x", "axes"], ["m4"], keepdims=0)
+    else:
+        pool = helper.make_node("GlobalAveragePool", ["x"], ["m4"])
     nodes = [
-        helper.make_node("GlobalAveragePool", ["x"], ["m4"]),
+        pool,
         helper.make_node("Reshape", ["m4", "pooled_shape"], ["m"]),
         helper.make_node("Conv", ["m", "w"], ["z"], kernel_shape=[k],
                          pads=[(k - 1) // 2, (k - 1) // 2]),
@@ -156,7 +203,7 @@ def eca_onnx_model(shape, dtype, weight: np.ndarray):
     ]
     graph = helper.make_graph(nodes, "eca", [helper.make_tensor_value_info("x", elem, shape)],
                               [helper.make_tensor_value_info("y", elem, shape)], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
 def onnxruntime_forward(case: Case) -> Call:
@@ -166,7 +213,7 @@ def onnxruntime_forward(case: Case) -> Call:
     except ImportError:
         return None
     try:
-        model = eca_onnx_model(list(case.shape), case.dtype, case.weight)
+        model = eca_onnx_model(list(case.shape), case.dtype, case.weight, case.channels_last)
     except ImportError:  # onnxruntime without the onnx package
         return None
     options = ort.SessionOptions()
@@ -180,7 +227,7 @@ def onnxruntime_forward(case: Case) -> Call:
         raise NotAvailable(f"onnxruntime cannot run this graph: {str(exc)[:120]}") from None
     binding = session.io_binding()
     binding.bind_cpu_input("x", case.x)
-    binding.bind_output("y", "cpu", 0, case.dtype, list(case.shape), case.out.ctypes.data)
+    binding.bind_output("y", "cpu", 0, case.dtype, list(case.x.shape), case.out.ctypes.data)
     return lambda: session.run_with_iobinding(binding)
 
 

@@ -23,9 +23,16 @@ PADDINGS = ("zeros", "circular")
 GATES = ("sigmoid", "hard_sigmoid")
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class ECAProblem:
-    """A validated ECA call: the input array, the normalised weight and every keyword."""
+    """A validated ECA call: the input array, the normalised weight and every keyword.
+
+    Treat it as read-only: it is built once per call by :func:`eca_problem` (a plain, unfrozen
+    dataclass with slots because a frozen one costs microseconds per call to construct)."""
+
+    __slots__ = ("x", "channels_last", "n", "c", "spatial", "weight", "weight_shape",
+                 "weight_dtype", "per_channel", "k", "bias", "bias_shape", "bias_dtype",
+                 "padding", "groups", "gate")
 
     x: np.ndarray  # the input as given (any strides), dtype in FLOAT_DTYPES
     channels_last: bool  # True when the channel axis is the last axis
@@ -92,6 +99,8 @@ def float_array(value: Any, name: str) -> np.ndarray:
 
 def _channel_axis(channel_axis: Any, ndim: int) -> bool:
     """True for channels-last, False for channels-first; ParameterError otherwise."""
+    if type(channel_axis) is int and (channel_axis == 1 or channel_axis == -1):  # fast path
+        return channel_axis == -1 and ndim > 2
     if isinstance(channel_axis, bool) or not isinstance(channel_axis, numbers.Integral):
         raise ParameterError(
             f"channel_axis must be 1 (channels-first) or -1 (channels-last); "
@@ -203,7 +212,8 @@ def eca_problem(
     c = shape[-1] if channels_last else shape[1]
     spatial = shape[1:-1] if channels_last else shape[2:]
     w, per_channel = _weight(weight, c)
-    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
+    if type(groups) is not int and (isinstance(groups, bool)
+                                    or not isinstance(groups, numbers.Integral)) or groups < 1:
         raise ParameterError(f"groups must be an integer >= 1; got {describe(groups)}")
     groups = int(groups)
     if c % groups != 0:
@@ -286,6 +296,11 @@ def output_array(out: Any, problem: ECAProblem, name: str = "out", *,
     if out is None:
         return None
     x = problem.x
+    if type(out) is np.ndarray and type(x) is np.ndarray:  # the common case, fast
+        if out.shape == x.shape and out.dtype == x.dtype and out.flags.writeable and (
+                not in_place or all(out is other or not np.may_share_memory(out, other)
+                                    for _, other in in_place)):
+            return out
     if is_device_array(x) or is_device_array(out):
         return _device_output(out, x, name)
     _refuse_masked(out, name, output=True)

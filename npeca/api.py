@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -38,9 +37,10 @@ _KEYWORDS_DOC = """\
         Who computes: ``"numpy"``, the float64 reference; ``"numba"``, fused parallel CPU
         kernels (float64 accumulation, results within the documented error bound of the
         reference and bitwise reproducible for any thread count); ``"cuda"``, an NVIDIA
-        GPU. ``"auto"`` (the default): cuda for GPU arrays; for NumPy input numba when it
-        imports and x has at least ``npeca.backends.AUTO_MIN_SIZE`` elements (if numba is
-        missing, numpy with a one-time warning), numpy for smaller inputs."""
+        GPU. ``"auto"`` (the default): cuda for GPU arrays; for NumPy input numba once its
+        kernels for this kind of call are compiled in this process, the NumPy reference
+        while they compile in the background (see :mod:`npeca.backends`; if numba is
+        missing, numpy with a one-time warning)."""
 
 
 _OUT_Y_DOC = """\
@@ -91,9 +91,11 @@ def _forward(x, weight, bias, channel_axis, padding, groups, gate, backend, out)
     problem = eca_problem(x, weight, bias=bias, channel_axis=channel_axis,
                           padding=padding, groups=groups, gate=gate)
     out = output_array(out, problem, in_place=(("x", problem.x),))
-    module = select_backend(backend, problem.x.size, is_device_array(problem.x))
-    with _memory(problem):
+    module = select_backend(backend, problem, "forward", device=is_device_array(problem.x))
+    try:
         return module.forward(problem, out)
+    except MemoryError:
+        raise _out_of_memory(problem) from None
 
 
 def eca_backward(
@@ -113,21 +115,19 @@ def eca_backward(
                           padding=padding, groups=groups, gate=gate)
     g = grad_output(problem, grad_out)
     out = output_array(out, problem, in_place=(("x", problem.x), ("grad_out", g)))
-    module = select_backend(backend, problem.x.size, is_device_array(problem.x))
-    with _memory(problem):
-        return module.backward(problem, g, out)
-
-
-@contextlib.contextmanager
-def _memory(problem: Any) -> Iterator[None]:
-    """A MemoryError while computing becomes an npeca error that says how big x is."""
+    module = select_backend(backend, problem, "backward", g, device=is_device_array(problem.x))
     try:
-        yield
+        return module.backward(problem, g, out)
     except MemoryError:
-        raise OutOfMemoryError(
-            f"not enough memory for ECA on x of shape {tuple(problem.x.shape)} "
-            f"({problem.x.dtype}); the NumPy reference needs a few float64 copies of x. A "
-            f"broadcast or stride-0 x counts in full") from None
+        raise _out_of_memory(problem) from None
+
+
+def _out_of_memory(problem: Any) -> OutOfMemoryError:
+    """The npeca error for a MemoryError while computing: it says how big x is."""
+    return OutOfMemoryError(
+        f"not enough memory for ECA on x of shape {tuple(problem.x.shape)} "
+        f"({problem.x.dtype}); the NumPy reference needs a few float64 copies of x. A "
+        f"broadcast or stride-0 x counts in full")
 
 
 eca.__doc__ = f"""Efficient Channel Attention: rescale every channel of ``x`` by a learned gate.

@@ -62,6 +62,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _cmd_warmup(args: argparse.Namespace) -> int:
+    from .backends import warmup
+
+    def progress(what: str) -> None:
+        if not args.quiet:
+            print(f"  {what} ...", end="", flush=True)
+
+    if not args.quiet:
+        print("npeca warmup: compiling every numba kernel into numba's cache")
+    steps = warmup(progress=progress if not args.quiet else None,
+                   done=(lambda s: print(f" {s:.1f} s", flush=True)) if not args.quiet
+                   else None)
+    total = sum(s for _, s in steps)
+    print(f"npeca warmup: {len(steps)} kinds of call ready in {total:.1f} s; later processes "
+          f"load them from the cache")
+    return 0
+
+
 def _cmd_golden_generate(args: argparse.Namespace) -> int:
     from .golden import Suite, generate
 
@@ -149,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
                                       "and check the gradient by finite differences.")
     demo.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     demo.set_defaults(func=_cmd_demo)
+
+    warm = sub.add_parser("warmup", help="compile every numba kernel into the cache",
+                          description="Compile the numba backend's kernels (float32 and "
+                                      "float64, both layouts, forward and backward, serial and "
+                                      "parallel) into numba's on-disk cache, so that no later "
+                                      "process compiles: for container images and CI.")
+    warm.add_argument("--quiet", action="store_true", help="print only the summary")
+    warm.set_defaults(func=_cmd_warmup)
 
     golden = sub.add_parser("golden", help="generate or verify golden test vectors",
                             description="Golden test vectors for checking any ECA backend.")

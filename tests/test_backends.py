@@ -56,7 +56,7 @@ def test_cuda_without_a_gpu_is_unavailable_and_auto_stays_on_the_cpu():
     x, w, _ = _data()
     with pytest.raises(BackendUnavailableError, match="backend='cuda'"):
         npeca.eca(x, w, backend="cuda")
-    assert backends.select_backend("auto", 10 ** 9).__name__ != "npeca.backends.numba_cuda"
+    assert backends.select_backend("auto").__name__ != "npeca.backends.numba_cuda"
 
 
 def test_cpu_backends_refuse_gpu_arrays():
@@ -78,12 +78,27 @@ def test_get_backend_returns_modules_with_one_interface():
 
 
 @needs_numba
-def test_auto_picks_numba_for_large_inputs_and_numpy_for_small_ones():
-    assert backends.select_backend("auto", backends.AUTO_MIN_SIZE).__name__ == \
+def test_auto_answers_from_the_reference_until_the_kernels_are_compiled():
+    """The first auto call of a kind (here float64 channels-last backward, which no other
+    test runs before this one in a fresh process) starts a background compile and is answered
+    by the reference; once it is done, auto picks numba. Huge inputs never wait."""
+    from npeca._validate import eca_problem
+    numba_cpu = backends.get_backend("numba")
+    x = np.ones((1, 32, 32, backends.AUTO_MIN_SIZE // 1024), np.float64)
+    x.flags.writeable = False  # a read-only x: its own kind of call, fresh in every process
+    g = np.ones_like(x)
+    problem = eca_problem(x, np.ones(3), channel_axis=-1)
+    first = backends.select_backend("auto", problem, "backward", g)
+    assert first.__name__ == "npeca.backends.numpy_backend"
+    assert numba_cpu.wait_until_ready(timeout=600)
+    assert backends.select_backend("auto", problem, "backward", g).__name__ == \
         "npeca.backends.numba_cpu"
-    assert backends.select_backend("auto", backends.AUTO_MIN_SIZE - 1).__name__ == \
-        "npeca.backends.numpy_backend"
-    assert backends.select_backend("numba", 1).__name__ == "npeca.backends.numba_cpu"
+    assert backends.select_backend("numba", problem).__name__ == "npeca.backends.numba_cpu"
+    small = eca_problem(np.ones((1, 8, 4, 4)), np.ones(3))
+    assert backends.select_backend("auto", small).__name__ == "npeca.backends.numpy_backend"
+    huge = eca_problem(np.broadcast_to(np.float32(1), (1, 4, backends.AUTO_WAIT_SIZE // 4)),
+                       np.ones(3))
+    assert backends.select_backend("auto", huge).__name__ == "npeca.backends.numba_cpu"
 
 
 def test_import_and_small_or_numpy_calls_do_not_load_numba():
@@ -102,7 +117,7 @@ def test_import_and_small_or_numpy_calls_do_not_load_numba():
 # --- numba missing ----------------------------------------------------------------------------
 
 def test_auto_falls_back_to_numpy_with_one_warning_naming_the_reason(no_numba):
-    x = np.random.default_rng(0).standard_normal((1, 16, 64, 64))  # above AUTO_MIN_SIZE
+    x = np.random.default_rng(0).standard_normal((1, 16, 64, 64))
     w = np.full(3, 0.3)
     with pytest.warns(RuntimeWarning, match=r"numba could not be imported \(\w*Error: .*"
                                             r"pip install numba") as record:

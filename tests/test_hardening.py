@@ -26,7 +26,7 @@ W = np.array([0.3, -0.2, 0.5], dtype=np.float32)
 def test_kernels_compile_uncached_where_no_cache_is_writable(monkeypatch):
     """The decorator falls back to an uncached njit with one warning naming NUMBA_CACHE_DIR
     (.ci/readonly-install runs the real thing as an unprivileged user)."""
-    from npeca.backends import numba_cpu
+    from npeca.backends.numba_cpu import _compile
 
     calls = []
 
@@ -39,16 +39,16 @@ def test_kernels_compile_uncached_where_no_cache_is_writable(monkeypatch):
             return fn
         return deco
 
-    monkeypatch.setattr(numba_cpu, "njit", fake_njit)
-    monkeypatch.setattr(numba_cpu, "_cache_warned", False)
+    monkeypatch.setattr(_compile, "njit", fake_njit)
+    monkeypatch.setattr(_compile, "_cache_warned", False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        f = numba_cpu._jit()(lambda v: v + 1)
-        g = numba_cpu._jit(parallel=True)(lambda v: v + 2)
+        f = _compile.jit()(lambda v: v + 1)
+        g = _compile.jit(parallel=True)(lambda v: v + 2)
     assert f(1) == 2 and g(1) == 3
     assert [w for w in caught if "NUMBA_CACHE_DIR" in str(w.message)] == caught[:1]
     assert len(caught) == 1  # once per process
-    assert calls[-1] == {"parallel": True}
+    assert calls[-1] == {"parallel": True, "nogil": True}
 
 
 # --- masked arrays -------------------------------------------------------------------------

@@ -18,9 +18,16 @@ Names:
     NVIDIA GPUs through numba-cuda (:mod:`npeca.backends.numba_cuda`); raises
     :class:`~npeca.errors.BackendUnavailableError` at the call when there is no GPU.
 ``"auto"``
-    ``"cuda"`` for GPU arrays; for NumPy input ``"numba"`` when numba imports and the input
-    has at least :data:`AUTO_MIN_SIZE` elements, else ``"numpy"``. If numba does not
-    import, a warning says why, once. Never the GPU for NumPy input.
+    ``"cuda"`` for GPU arrays. For NumPy input ``"numba"`` once the kernels the call needs
+    are compiled in this process; until then the NumPy reference answers while they compile
+    (or load from numba's cache) in a background thread, so that no call stalls for seconds
+    on a fresh install. Inputs of :data:`AUTO_WAIT_SIZE` elements or more wait for the
+    kernels instead (the reference would take longer and needs float64 copies of x); inputs
+    under :data:`AUTO_MIN_SIZE` elements never start a compile (nor import numba) and use
+    numba only when its kernels are already compiled. If numba does not import, a warning
+    says why, once, and the reference answers. The answers of the two backends agree to the
+    documented error bound, not bit for bit: pass ``"numba"`` or ``"numpy"`` for bitwise
+    reproducibility across calls.
 """
 
 from __future__ import annotations
@@ -33,14 +40,20 @@ from types import ModuleType
 
 from ..errors import BackendUnavailableError, ParameterError, describe
 
-__all__ = ["BACKENDS", "AUTO_MIN_SIZE", "get_backend", "select_backend"]
+__all__ = ["BACKENDS", "AUTO_MIN_SIZE", "AUTO_WAIT_SIZE", "get_backend", "select_backend", "warmup"]
 
 BACKENDS = ("auto", "numpy", "numba", "cuda")
 
-#: Below this many elements of x, ``backend="auto"`` runs the NumPy reference: such a call
-#: takes well under a millisecond either way, and it never pays numba's import (~0.2 s) and
-#: first-use compilation (seconds; cached on disk afterwards).
+#: Below this many elements of x, ``backend="auto"`` uses numba only when its kernels for the
+#: call are already compiled in this process (after ``warmup()`` or a larger call); it never
+#: imports numba or starts a compile for such a call, which the reference answers in well
+#: under a millisecond.
 AUTO_MIN_SIZE = 1 << 16
+
+#: From this many elements of x on, ``backend="auto"`` waits for numba's kernels to compile
+#: rather than answering from the NumPy reference meanwhile (which would take longer than
+#: the compile and needs several float64 copies of x).
+AUTO_WAIT_SIZE = 1 << 25
 
 _MODULES = {"numpy": "npeca.backends.numpy_backend", "numba": "npeca.backends.numba_cpu",
             "cuda": "npeca.backends.numba_cuda"}
@@ -152,10 +165,12 @@ def get_backend(name: str = "auto") -> ModuleType:
     return _import("numpy")
 
 
-def select_backend(name, size: int, device: bool = False) -> ModuleType:
-    """The backend to run a problem of ``size`` elements with: ``get_backend`` with the rules
-    of ``"auto"`` applied (GPU input goes to CUDA; small problems stay on the NumPy
-    reference). ``device``: the input is a GPU array, which only "cuda" computes with."""
+def select_backend(name, problem=None, kind: str = "forward", grad_out=None,
+                   device: bool = False) -> ModuleType:
+    """The backend to run ``problem`` with: ``get_backend`` with the rules of ``"auto"``
+    applied (GPU input goes to CUDA; NumPy input to numba once its kernels for this kind of
+    call are compiled, see the module docstring). ``kind`` is "forward" or "backward";
+    ``device``: the input is a GPU array, which only "cuda" computes with."""
     name = _check_name(name)
     if device:
         if name not in ("auto", "cuda"):
@@ -163,6 +178,35 @@ def select_backend(name, size: int, device: bool = False) -> ModuleType:
                 f"x is a GPU array, but backend={describe(name)} computes on the CPU; use "
                 f"backend='cuda' (or 'auto'), or copy x to the host first")
         return get_backend("cuda")
-    if name == "auto" and size < AUTO_MIN_SIZE:
+    if name != "auto":
+        return get_backend(name)
+    if problem is not None and problem.x.size < AUTO_MIN_SIZE:
+        module = _loaded.get("numba")  # only if something else imported it already
+        if module is not None and module.ready(problem, kind, grad_out, start=False):
+            return module
         return _import("numpy")
-    return get_backend(name)
+    module = get_backend("auto")
+    if module.__name__ != _MODULES["numba"] or problem is None:
+        return module
+    if problem.x.size >= AUTO_WAIT_SIZE or module.ready(problem, kind, grad_out):
+        return module
+    return _import("numpy")
+
+
+def warmup(progress=None, done=None) -> list[tuple[str, float]]:
+    """Compile every kernel of the numba backend now (or load it from numba's cache): float32
+    and float64, channels-first and channels-last, forward and backward, serial and parallel.
+    Afterwards ``backend="auto"`` uses numba from the first call. ``progress(what)`` and
+    ``done(seconds)`` are called around each of the 8 steps.
+
+    Returns
+    -------
+    list of (str, float)
+        What was compiled and how many seconds it took.
+
+    Raises
+    ------
+    BackendUnavailableError
+        When numba cannot be imported.
+    """
+    return get_backend("numba").warmup(progress=progress, done=done)

@@ -1,0 +1,246 @@
+"""Compiling the kernels: cached on disk where a cache location is writable, serial and
+parallel twins from one source, and one line on stderr when a call has to compile.
+
+Numba compiles a kernel the first time it sees a combination of argument types (float32 or
+float64, channels-first or channels-last, ...) and stores the machine code in its cache, so
+later processes only load it (a fraction of a second). The first compile takes seconds; a
+parallel (``prange``) kernel several times longer than its serial twin. So that nobody
+wonders why a call hangs, the first compile in a process says on stderr what is compiled,
+why, and where the cache is; ``npeca warmup`` fills the cache ahead of time.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+import types
+import warnings
+from typing import NamedTuple
+
+from numba import njit
+from numba.core import event
+
+__all__ = ["jit", "twin", "Twin", "cache_location", "run_parallel_or_serial", "start_compile",
+           "wait_for_background", "quiet", "deferring"]
+
+_cache_warned = False
+
+
+def jit(parallel: bool = False):
+    """``njit(cache=True, nogil=True)``, or without the cache where numba finds no writable
+    cache location (a read-only install with no writable HOME): then kernels compile in every
+    process, and one warning per process says how to give them a cache."""
+    def decorate(fn):
+        global _cache_warned
+        try:
+            return njit(parallel=parallel, cache=True, nogil=True)(fn)
+        except RuntimeError as exc:
+            if "cannot cache" not in str(exc):
+                raise
+            if not _cache_warned:
+                _cache_warned = True
+                warnings.warn(
+                    "npeca: numba cannot cache compiled kernels here (no writable location "
+                    "beside the installed package nor in the user's cache directory); they "
+                    "compile again in every process. Set NUMBA_CACHE_DIR to a writable "
+                    "directory to cache them.", RuntimeWarning, stacklevel=2)
+            return njit(parallel=parallel, nogil=True)(fn)
+    return decorate
+
+
+class Twin(NamedTuple):
+    """One kernel compiled twice from the same Python source."""
+
+    parallel: object  # numba ``prange`` spreads the items over numba's threads
+    serial: object  # ``prange`` is ``range``: the calling thread does every item
+
+
+def twin(fn) -> Twin:
+    """The parallel and the serial dispatcher of ``fn``. The serial copy gets its own
+    qualified name, so the two never share an entry of numba's on-disk cache."""
+    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
+                              fn.__defaults__, fn.__closure__)
+    copy.__qualname__ = fn.__qualname__ + "_serial"
+    copy.__doc__, copy.__module__ = fn.__doc__, fn.__module__
+    return Twin(jit(parallel=True)(fn), jit()(copy))
+
+
+def cache_location(dispatcher) -> str:
+    """Where numba keeps ``dispatcher``'s compiled code, as best numba lets us know."""
+    path = getattr(getattr(dispatcher, "_cache", None), "_cache_path", None)
+    if path:
+        return str(path)
+    return os.environ.get("NUMBA_CACHE_DIR") or "numba's cache directory"
+
+
+# --- one line on stderr when a call compiles ---------------------------------------------------
+
+_told: set[str] = set()
+_told_lock = threading.Lock()
+_local = threading.local()
+
+
+def _is_ours(dispatcher) -> bool:
+    module = getattr(getattr(dispatcher, "py_func", None), "__module__", "") or ""
+    return module.startswith(__name__.rsplit(".", 1)[0])
+
+
+class _Notice(event.Listener):
+    """Announces the compile of a top-level npeca kernel (not of the helpers it calls)."""
+
+    def on_start(self, ev):
+        depth = getattr(_local, "depth", 0)
+        _local.depth = depth + 1
+        dispatcher = ev.data.get("dispatcher")
+        if depth or not _is_ours(dispatcher) or getattr(_local, "quiet", False):
+            return
+        name = dispatcher.py_func.__name__.lstrip("_")
+        args = ", ".join(str(a) for a in ev.data.get("args", ()))
+        key = f"{name}({args})"
+        with _told_lock:
+            if key in _told:
+                return
+            _told.add(key)
+        where = "in a background thread" if threading.current_thread() is not \
+            threading.main_thread() else "now"
+        sys.stderr.write(
+            f"npeca: compiling the numba kernel {name} {where} (first use of these argument "
+            f"types with this install; seconds, once); the machine code is cached in "
+            f"{cache_location(dispatcher)}. `npeca warmup` compiles every kernel ahead of "
+            f"time.\n")
+        sys.stderr.flush()
+
+    def on_end(self, ev):
+        _local.depth = max(0, getattr(_local, "depth", 1) - 1)
+
+
+event.register("numba:compile", _Notice())
+
+
+class quiet:
+    """Within this block the calling thread compiles without the stderr line (warmup, which
+    prints its own progress)."""
+
+    def __enter__(self):
+        _local.quiet = True
+
+    def __exit__(self, *exc):
+        _local.quiet = False
+
+
+# --- compiling in the background ----------------------------------------------------------------
+#
+# A kernel's parallel twin takes several times longer to compile than its serial one. The
+# first large call therefore runs the serial twin (same bits, one thread) while a background
+# thread compiles the parallel one for the same argument types; later calls use it. Keys are
+# the argument types as numba sees them (dtype, dimensions, contiguity, writeability).
+
+_ready: set = set()
+_pending: dict = {}
+_failed: dict = {}
+_jobs_lock = threading.Lock()
+
+
+def _key(dispatcher, args) -> tuple:
+    """What decides numba's compiled signature for ``args``, cheaply."""
+    return (id(dispatcher),) + tuple(
+        (a.dtype.char, a.ndim, a.flags.c_contiguous, a.flags.writeable)
+        if hasattr(a, "flags") else type(a) for a in args)
+
+
+def run_parallel_or_serial(kernel: Twin, args: tuple) -> None:
+    """Run the parallel twin when it is compiled for these argument types; else run the
+    serial twin (compiling it now if need be), then start compiling the parallel one in a
+    background thread (after the serial one: numba compiles one function at a time)."""
+    key = _key(kernel.parallel, args)
+    if key in _ready or key in _failed:  # failed: compile here, so that the error shows
+        kernel.parallel(*args)
+        return
+    kernel.serial(*args)
+    deferred = getattr(_local, "deferred", None)
+    if deferred is None:
+        start_compile(kernel.parallel, args, key)
+    else:
+        deferred.append((kernel.parallel, args, key))
+
+
+class deferring:
+    """Within this block, background compiles start only at its end: a call that runs several
+    kernels (backward: the gradients of x, then of the weight) compiles each serial one
+    without waiting for a parallel one that holds numba's compiler lock."""
+
+    def __enter__(self):
+        self.outer = getattr(_local, "deferred", None)
+        if self.outer is None:
+            _local.deferred = []
+        return self
+
+    def __exit__(self, *exc):
+        if self.outer is None:
+            jobs, _local.deferred = _local.deferred, None
+            for dispatcher, args, key in jobs:
+                start_compile(dispatcher, args, key)
+
+
+def mark_ready(dispatcher, args) -> None:
+    """Record that ``dispatcher`` has run with these argument types."""
+    _ready.add(_key(dispatcher, args))
+
+
+def start_compile(dispatcher, args, key=None) -> threading.Thread | None:
+    """Compile ``dispatcher`` for the types of ``args`` in a daemon thread (once per key)."""
+    from numba import typeof
+    key = _key(dispatcher, args) if key is None else key
+    with _jobs_lock:
+        if key in _ready or key in _pending:
+            return _pending.get(key)
+        signature = tuple(typeof(a) for a in args)
+        job = threading.Thread(target=_compile_job, args=(dispatcher, signature, key),
+                               name="npeca-compile", daemon=True)
+        _pending[key] = job
+    job.start()
+    return job
+
+
+def _compile_job(dispatcher, signature, key) -> None:
+    try:
+        with quiet():
+            dispatcher.compile(signature)
+        _ready.add(key)
+    except Exception as exc:  # the foreground call then compiles and raises it
+        _failed[key] = exc
+    finally:
+        with _jobs_lock:
+            _pending.pop(key, None)
+
+
+def wait_for_background(timeout: float | None = None) -> bool:
+    """Wait until no background compile runs; True when none is left."""
+    with _jobs_lock:
+        jobs = list(_pending.values())
+    for job in jobs:
+        job.join(timeout)
+    with _jobs_lock:
+        return not _pending
+
+
+def _finish_at_exit() -> None:
+    """Let a background compile finish before the interpreter shuts down (a compile cut off
+    in the middle of LLVM could crash the exit); it takes seconds once, on a fresh install,
+    and its result is cached for the next process."""
+    with _jobs_lock:
+        jobs = [job for job in _pending.values() if job.is_alive()]
+    jobs += [job for job in _exit_jobs if job.is_alive()]
+    if not jobs:
+        return
+    sys.stderr.write("npeca: finishing a background compile of numba kernels before exit "
+                     "(once per install; `npeca warmup` does it ahead of time)\n")
+    sys.stderr.flush()
+    for job in jobs:
+        job.join()
+
+
+_exit_jobs: list = []  # other background threads to finish at exit (the package's _prepare)
+atexit.register(_finish_at_exit)

@@ -1,0 +1,263 @@
+"""The work of one item: per-channel helpers (logit, gate, transposed correlation) and the
+pooling, scaling and gradient loops over a sample and a range of its channels or positions.
+
+Every function here is serial and trusts its arguments; :mod:`._kernels` hands out items,
+and the package's ``forward``/``backward`` choose the schedule. The arithmetic of each
+formula lives here once (docs/math.md names each formula; docs/design.md maps them here).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._compile import jit as _jit
+from ._simd import LANES
+from ._simd import lane_sum as _lane_sum
+from ._simd import lane_sum2 as _lane_sum2
+from ._simd import scale_add_row as _scale_add_row
+from ._simd import scale_row as _scale_row
+from ._simd import stream_fence as _stream_fence
+from ._simd import stream_scale as _stream_scale
+from ._simd import stream_scale_add as _stream_scale_add
+
+# --- small per-channel helpers --------------------------------------------------------------
+
+@_jit()
+def _logit(m_row, w, src, c, bias, has_bias):
+    """z = bias + sum_j w[c, j] * m~[c + j - p] for one channel of one sample; w is (C, k),
+    or (1, k) for a kernel shared by all channels."""
+    wc = c if w.shape[0] > 1 else 0
+    z = 0.0
+    for j in range(w.shape[1]):
+        sj = src[c, j]
+        if sj >= 0:
+            z += w[wc, j] * m_row[sj]
+        else:  # a zero pad: w * 0, which is NaN for an infinite or NaN tap, as the reference
+            z += w[wc, j] * 0.0
+    if has_bias:
+        z += bias
+    return z
+
+
+@_jit()
+def _dm(dz_row, w, rd, c):
+    """dm[c] = sum_j w[r, j] * dz[r] over the channels r = c - j + p that read c via tap j
+    (w[0, j] for a shared (1, k) kernel)."""
+    shared = w.shape[0] == 1
+    dm = 0.0
+    for j in range(w.shape[1]):
+        r = rd[c, j]
+        if r >= 0:
+            dm += w[0 if shared else r, j] * dz_row[r]
+    return dm
+
+
+@_jit()
+def _sigmoid(z):
+    """1 / (1 + exp(-z)) without overflow, with full relative accuracy for z << 0."""
+    e = np.exp(-abs(z))
+    # 1 / (1 + e) for z >= 0, else e / (1 + e) (also for NaN: NaN / NaN), written as a
+    # select of the numerator rather than a branch: random signs mispredict a branch
+    numerator = 1.0 if z >= 0 else e
+    return numerator / (1.0 + e)
+
+
+@_jit()
+def _gate(z, hard):
+    """sigmoid(z), or relu6(z + 3) / 6 when ``hard``; NaN stays NaN."""
+    if not hard:
+        return _sigmoid(z)
+    t = z + 3.0
+    if t < 0.0:
+        t = 0.0
+    elif t > 6.0:
+        t = 6.0
+    return t / 6.0
+
+
+@_jit()
+def _gate_grad(z, a, hard):
+    """gate'(z): a * sigmoid(-z), or 1/6 strictly inside (-3, 3) and 0 elsewhere."""
+    if not hard:
+        return a * _sigmoid(-z)  # 1 - a as sigmoid(-z) keeps its accuracy when a -> 1
+    if z > -3.0 and z < 3.0:
+        return 1.0 / 6.0
+    return 0.0
+
+
+# --- the work of one item: a sample and a range of its channels or positions ----------------
+
+@_jit()
+def _pool_cf(xf, n, c0, c1, c_, s_, m):
+    """m[n, c] = mean of row (n, c) of the flat (N, C, S) array xf, for c in [c0, c1)."""
+    for c in range(c0, c1):
+        m[n, c] = _lane_sum(xf, (n * c_ + c) * s_, s_) / s_
+
+
+@_jit()
+def _scale_cf(x, y, w, src, bias, has_bias, hard, stream, n, c0, c1, m_row, z, a):
+    """Logit, gate and y[n, c] = a * x[n, c] for the channels [c0, c1) of sample n, whose
+    pooled means (those channels and the ones they read) are in m_row."""
+    c_, s_ = x.shape[1], x.shape[2]
+    xf = x.reshape(x.size)
+    yf = y.reshape(y.size)
+    zn, an = z[n], a[n]
+    for c in range(c0, c1):  # logits, then gates, then rows: each loop simple and tight
+        zn[c] = _logit(m_row, w, src, c, bias, has_bias)
+    for c in range(c0, c1):
+        an[c] = _gate(zn[c], hard)
+    for c in range(c0, c1):
+        ac = an[c]
+        if stream:
+            _stream_scale(yf, xf, (n * c_ + c) * s_, s_, ac)
+        else:  # y = a * x in float64, rounded once to y's dtype
+            _scale_row(yf, xf, (n * c_ + c) * s_, s_, ac)
+    if stream:
+        _stream_fence()
+
+
+@_jit()
+def _forward_item_cf(x, xf, y, w, src, bias, has_bias, hard, stream, n, c0, c1, m, z, a):
+    """The whole forward of the channels [c0, c1) of sample n, with no other item to wait
+    for: the few channels outside the range that the convolution reads (its halo) are
+    pooled here again, by the same lane sum, so their means have the same bits."""
+    c_, s_ = x.shape[1], x.shape[2]
+    _pool_cf(xf, n, c0, c1, c_, s_, m)
+    if c0 == 0 and c1 == c_:
+        _scale_cf(x, y, w, src, bias, has_bias, hard, stream, n, c0, c1, m[n], z, a)
+        return
+    m_row = np.empty(c_)
+    have = np.zeros(c_, dtype=np.bool_)
+    for c in range(c0, c1):
+        m_row[c] = m[n, c]
+        have[c] = True
+    for c in range(c0, c1):
+        for j in range(src.shape[1]):
+            sj = src[c, j]
+            if sj >= 0 and not have[sj]:
+                m_row[sj] = _lane_sum(xf, (n * c_ + sj) * s_, s_) / s_
+                have[sj] = True
+    _scale_cf(x, y, w, src, bias, has_bias, hard, stream, n, c0, c1, m_row, z, a)
+
+
+@_jit()
+def _sums_cf(gf, xf, n, c0, c1, c_, s_, m, da):
+    """m[n, c] = mean x and da[n, c] = sum g * x over row (n, c), one read of both."""
+    for c in range(c0, c1):
+        sx, sgx = _lane_sum2(gf, xf, (n * c_ + c) * s_, s_)
+        m[n, c] = sx / s_
+        da[n, c] = sgx
+
+
+@_jit()
+def _dz(w, src, bias, has_bias, hard, n, c0, c1, m, da, a, dz):
+    """a = gate(z) and dz = da * gate'(z) for the channels [c0, c1) of sample n."""
+    for c in range(c0, c1):
+        zc = _logit(m[n], w, src, c, bias, has_bias)
+        ac = _gate(zc, hard)
+        a[n, c] = ac
+        dz[n, c] = da[n, c] * _gate_grad(zc, ac, hard)
+
+
+@_jit()
+def _dx_cf(g, dx, w, rd, stream, n, c0, c1, a, dz):
+    """dx[n, c] = g[n, c] * a + dm / S for the channels [c0, c1) of sample n."""
+    c_, s_ = g.shape[1], g.shape[2]
+    gf = g.reshape(g.size)
+    dxf = dx.reshape(dx.size)
+    for c in range(c0, c1):
+        ac = a[n, c]
+        t = _dm(dz[n], w, rd, c) / s_
+        if stream:
+            _stream_scale_add(dxf, gf, (n * c_ + c) * s_, s_, ac, t)
+        else:  # dx = g * a + t in float64, rounded once
+            _scale_add_row(dxf, gf, (n * c_ + c) * s_, s_, ac, t)
+    if stream:
+        _stream_fence()
+
+
+@_jit()
+def _pool_cl(x, n, c0, c1, m):
+    """m[n, c] for c in [c0, c1) of (N, S, C) x: position s into lane s mod LANES, then the
+    tree of _lane_sum, so that the bits equal the channels-first ones."""
+    acc = np.zeros((LANES, c1 - c0))
+    for s in range(x.shape[1]):
+        lane = acc[s % LANES]
+        xr = x[n, s]
+        for c in range(c0, c1):
+            lane[c - c0] += np.float64(xr[c])
+    _tree_columns(acc)
+    for c in range(c0, c1):
+        m[n, c] = acc[0, c - c0] / x.shape[1]
+
+
+@_jit()
+def _sums_cl(g, x, n, c0, c1, m, da):
+    """m[n, c] and da[n, c] for c in [c0, c1) of (N, S, C) arrays, by the lane rule."""
+    acc_x = np.zeros((LANES, c1 - c0))
+    acc_gx = np.zeros((LANES, c1 - c0))
+    for s in range(x.shape[1]):
+        lane_x = acc_x[s % LANES]
+        lane_gx = acc_gx[s % LANES]
+        xr = x[n, s]
+        gr = g[n, s]
+        for c in range(c0, c1):
+            xv = np.float64(xr[c])
+            lane_x[c - c0] += xv
+            lane_gx[c - c0] += np.float64(gr[c]) * xv
+    _tree_columns(acc_x)
+    _tree_columns(acc_gx)
+    for c in range(c0, c1):
+        m[n, c] = acc_x[0, c - c0] / x.shape[1]
+        da[n, c] = acc_gx[0, c - c0]
+
+
+@_jit()
+def _tree_columns(acc):
+    """Combine the lanes of every column by _lane_sum's tree; the sums end in acc[0]."""
+    width = LANES
+    while width > 1:
+        width //= 2
+        for lane in range(width):
+            for j in range(acc.shape[1]):
+                acc[lane, j] = acc[lane, j] + acc[lane + width, j]
+
+
+@_jit()
+def _gate_cl(w, src, bias, has_bias, hard, n, c0, c1, m, z, a):
+    """z and a = gate(z) for the channels [c0, c1) of sample n."""
+    for c in range(c0, c1):
+        zc = _logit(m[n], w, src, c, bias, has_bias)
+        z[n, c] = zc
+        a[n, c] = _gate(zc, hard)
+
+
+@_jit()
+def _scale_cl(x, y, n, s0, s1, a):
+    """y[n, s] = a[n] * x[n, s] for the positions [s0, s1) of (N, S, C) arrays."""
+    an = a[n]
+    for s in range(s0, s1):
+        xr = x[n, s]
+        yr = y[n, s]
+        for c in range(xr.shape[0]):
+            yr[c] = an[c] * np.float64(xr[c])
+
+
+@_jit()
+def _dm_cl(w, rd, n, c0, c1, s_, dz, t):
+    """t[n, c] = dm[n, c] / S for the channels [c0, c1) of sample n."""
+    for c in range(c0, c1):
+        t[n, c] = _dm(dz[n], w, rd, c) / s_
+
+
+@_jit()
+def _dx_cl(g, dx, n, s0, s1, a, t):
+    """dx[n, s] = g[n, s] * a[n] + t[n] for the positions [s0, s1) of (N, S, C) arrays."""
+    an = a[n]
+    tn = t[n]
+    for s in range(s0, s1):
+        gr = g[n, s]
+        dxr = dx[n, s]
+        for c in range(gr.shape[0]):
+            dxr[c] = np.float64(gr[c]) * an[c] + tn[c]
+

@@ -1,0 +1,261 @@
+"""The kernels: parallel loops over work items (see the package docstring for the layout).
+
+Each kernel exists twice, compiled from the same Python source: a parallel version (numba
+``prange``) and a serial one (``prange`` is ``range`` there), which runs small problems on
+the calling thread and compiles in a fraction of the time. Both do the same items in the
+same order per item, so they give the same bits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ._compile import jit as _jit
+from ._compile import twin
+from ._items import (_dm_cl, _dx_cf, _dx_cl, _dz, _forward_item_cf, _gate_cl, _pool_cf,
+                     _pool_cl, _scale_cf, _scale_cl, _sums_cf, _sums_cl)
+
+_SAMPLES, _PIPELINED_SAMPLES, _WAVES = 0, 1, 2  # how kernels hand out work (_Call.schedule)
+
+# --- the kernels ------------------------------------------------------------------------------
+#
+# _SAMPLES: one parallel loop over samples, each item a whole (small) sample from pooling to
+# scaling, so no thread waits for another. _WAVES: waves of `wave` samples, each wave one
+# parallel loop per phase whose items are a sample and a range of `chunk` channels (or `sb`
+# positions), so that a single sample also spreads over every thread while it stays in
+# cache between the phases. The channels-first forward needs neither (halo items, see
+# _forward_item_cf) except in place; the channels-first backward of large samples is
+# pipelined (_pipeline_cf), per sample (_PIPELINED_SAMPLES) or per segment of a sample
+# (_WAVES). Items never share a sum: neither the mode, nor the wave and item sizes, nor the
+# thread count change a single bit.
+
+@twin
+def _forward_cf(x, w, src, bias, has_bias, hard, chunk, wave, stream, y, m, z, a):
+    """Channels-first forward on x (N, C, S) into y (N, C, S) and m, z, a (N, C).
+
+    One parallel loop over items of `chunk` channels of a sample (a whole sample when chunk
+    is C), each pooled, convolved, gated and scaled while it is in cache. When y is x
+    (in place) and samples are split, an item must not scale channels that another item
+    still has to pool for its halo: then each wave of `wave` samples is pooled entirely
+    before it is scaled."""
+    n_, c_, s_ = x.shape
+    xf = x.reshape(x.size)
+    per = (c_ + chunk - 1) // chunk  # items per sample
+    if per == 1 or wave == 0:
+        for i in prange(n_ * per):
+            n = i // per
+            c0 = (i % per) * chunk
+            _forward_item_cf(x, xf, y, w, src, bias, has_bias, hard, stream, n, c0,
+                             min(c_, c0 + chunk), m, z, a)
+    else:
+        for n0 in range(0, n_, wave):
+            items = min(wave, n_ - n0) * per
+            for i in prange(items):
+                n = n0 + i // per
+                c0 = (i % per) * chunk
+                _pool_cf(xf, n, c0, min(c_, c0 + chunk), c_, s_, m)
+            for i in prange(items):
+                n = n0 + i // per
+                c0 = (i % per) * chunk
+                _scale_cf(x, y, w, src, bias, has_bias, hard, stream, n, c0,
+                          min(c_, c0 + chunk), m[n], z, a)
+
+
+@twin
+def _forward_cl(x, w, src, bias, has_bias, hard, mode, wave, chunk, sb, y, m, z, a):
+    """Channels-last forward on x (N, S, C): pooling items are `chunk` channels, scaling
+    items `sb` positions."""
+    n_, s_, c_ = x.shape
+    first = n_ - n_  # 0 as a run-time int64: a literal 0 would make numba compile a
+    # second copy of every helper it is passed to
+    if mode == _SAMPLES:
+        for n in prange(n_):
+            for c0 in range(0, c_, chunk):
+                _pool_cl(x, n, c0, min(c_, c0 + chunk), m)
+            _gate_cl(w, src, bias, has_bias, hard, n, first, c_, m, z, a)
+            _scale_cl(x, y, n, first, s_, a)
+    else:
+        per_c = (c_ + chunk - 1) // chunk
+        per_s = (s_ + sb - 1) // sb
+        for n0 in range(0, n_, wave):
+            wn = min(wave, n_ - n0)
+            for i in prange(wn * per_c):
+                n = n0 + i // per_c
+                c0 = (i % per_c) * chunk
+                _pool_cl(x, n, c0, min(c_, c0 + chunk), m)
+            for i in prange(wn * per_c):
+                n = n0 + i // per_c
+                c0 = (i % per_c) * chunk
+                _gate_cl(w, src, bias, has_bias, hard, n, c0, min(c_, c0 + chunk), m, z, a)
+            for i in prange(wn * per_s):
+                n = n0 + i // per_s
+                s0 = (i % per_s) * sb
+                _scale_cl(x, y, n, s0, min(s_, s0 + sb), a)
+
+
+@_jit()
+def _pipeline_cf(g, x, gf, xf, w, src, rd, span, bias, has_bias, hard, stream, n, s0, s1, m,
+                 da, a, dz, dx, zdone, xdone):
+    """Backward for the channels [s0, s1) of sample n in one sweep: channel after channel
+    sum x and g * x, and as soon as every channel a result needs is done, dz and then
+    dx = g * a + dm / S, while g is still in L1/L2. What needs a channel outside [s0, s1)
+    is left to _backward_cf's clean-up loops (zdone / xdone False)."""
+    c_, s_ = x.shape[1], x.shape[2]
+    zp = s0  # next channel whose dz is to be decided
+    xp = s0  # next channel whose dx is to be decided
+    for done in range(s0 + 1, s1 + 1):  # channels [s0, done) are summed
+        _sums_cf(gf, xf, n, done - 1, done, c_, s_, m, da)
+        while zp < s1:
+            if span[zp, 0] < s0 or span[zp, 1] >= s1:
+                zdone[n, zp] = False
+            elif span[zp, 1] < done:
+                _dz(w, src, bias, has_bias, hard, n, zp, zp + 1, m, da, a, dz)
+                zdone[n, zp] = True
+            else:
+                break
+            zp += 1
+        while xp < zp:
+            if span[xp, 2] < s0 or span[xp, 3] >= s1:
+                xdone[n, xp] = False
+            elif span[xp, 3] >= zp:
+                break
+            else:
+                ready = True
+                for j in range(rd.shape[1]):  # its own tap included: a[n, xp] is known
+                    if rd[xp, j] >= 0 and not zdone[n, rd[xp, j]]:
+                        ready = False
+                if ready:
+                    _dx_cf(g, dx, w, rd, stream, n, xp, xp + 1, a, dz)
+                xdone[n, xp] = ready
+            xp += 1
+
+
+@twin
+def _backward_cf(x, g, w, src, rd, span, bias, has_bias, hard, mode, wave, chunk, stream,
+                 dx, m, dz):
+    """Channels-first backward: dx (N, C, S) and the m, dz (N, C) the weight gradient needs."""
+    n_, c_, s_ = x.shape
+    first = n_ - n_  # 0 as a run-time int64: a literal 0 would make numba compile a
+    # second copy of every helper it is passed to
+    xf = x.reshape(x.size)
+    gf = g.reshape(g.size)
+    da = np.empty((n_, c_))
+    a = np.empty((n_, c_))
+    zdone = np.zeros((n_, c_), dtype=np.bool_)
+    xdone = np.zeros((n_, c_), dtype=np.bool_)
+    if mode == _SAMPLES:  # a sample fits in cache: sweep it twice
+        for n in prange(n_):
+            _sums_cf(gf, xf, n, first, c_, c_, s_, m, da)
+            _dz(w, src, bias, has_bias, hard, n, first, c_, m, da, a, dz)
+            _dx_cf(g, dx, w, rd, stream, n, first, c_, a, dz)
+    elif mode == _PIPELINED_SAMPLES:  # a whole sample per item; only circular wraps wait
+        for n in prange(n_):
+            _pipeline_cf(g, x, gf, xf, w, src, rd, span, bias, has_bias, hard, stream, n, first,
+                         c_, m, da, a, dz, dx, zdone, xdone)
+            for c in range(c_):
+                if not zdone[n, c]:
+                    _dz(w, src, bias, has_bias, hard, n, c, c + 1, m, da, a, dz)
+            for c in range(c_):
+                if not xdone[n, c]:
+                    _dx_cf(g, dx, w, rd, stream, n, c, c + 1, a, dz)
+    else:  # large samples: pipelined segments of `chunk` channels, then the segment edges
+        per = (c_ + chunk - 1) // chunk
+        for n0 in range(0, n_, wave):
+            items = min(wave, n_ - n0) * per
+            for i in prange(items):
+                n = n0 + i // per
+                c0 = (i % per) * chunk
+                _pipeline_cf(g, x, gf, xf, w, src, rd, span, bias, has_bias, hard, stream, n,
+                             c0, min(c_, c0 + chunk), m, da, a, dz, dx, zdone, xdone)
+            for i in prange(items):
+                n = n0 + i // per
+                for c in range((i % per) * chunk, min(c_, (i % per) * chunk + chunk)):
+                    if not zdone[n, c]:
+                        _dz(w, src, bias, has_bias, hard, n, c, c + 1, m, da, a, dz)
+            for i in prange(items):
+                n = n0 + i // per
+                for c in range((i % per) * chunk, min(c_, (i % per) * chunk + chunk)):
+                    if not xdone[n, c]:
+                        _dx_cf(g, dx, w, rd, stream, n, c, c + 1, a, dz)
+
+
+@twin
+def _backward_cl(x, g, w, src, rd, bias, has_bias, hard, mode, wave, chunk, sb, dx, m, dz):
+    """Channels-last backward on (N, S, C) arrays, items as in _forward_cl."""
+    n_, s_, c_ = x.shape
+    first = n_ - n_  # 0 as a run-time int64: a literal 0 would make numba compile a
+    # second copy of every helper it is passed to
+    da = np.empty((n_, c_))
+    a = np.empty((n_, c_))
+    t = np.empty((n_, c_))
+    if mode == _SAMPLES:
+        for n in prange(n_):
+            for c0 in range(0, c_, chunk):
+                _sums_cl(g, x, n, c0, min(c_, c0 + chunk), m, da)
+            _dz(w, src, bias, has_bias, hard, n, first, c_, m, da, a, dz)
+            _dm_cl(w, rd, n, first, c_, s_, dz, t)
+            _dx_cl(g, dx, n, first, s_, a, t)
+    else:
+        per_c = (c_ + chunk - 1) // chunk
+        per_s = (s_ + sb - 1) // sb
+        for n0 in range(0, n_, wave):
+            wn = min(wave, n_ - n0)
+            for i in prange(wn * per_c):
+                n = n0 + i // per_c
+                c0 = (i % per_c) * chunk
+                _sums_cl(g, x, n, c0, min(c_, c0 + chunk), m, da)
+            for i in prange(wn * per_c):
+                n = n0 + i // per_c
+                c0 = (i % per_c) * chunk
+                _dz(w, src, bias, has_bias, hard, n, c0, min(c_, c0 + chunk), m, da, a, dz)
+            for i in prange(wn * per_c):
+                n = n0 + i // per_c
+                c0 = (i % per_c) * chunk
+                _dm_cl(w, rd, n, c0, min(c_, c0 + chunk), s_, dz, t)
+            for i in prange(wn * per_s):
+                n = n0 + i // per_s
+                s0 = (i % per_s) * sb
+                _dx_cl(g, dx, n, s0, min(s_, s0 + sb), a, t)
+
+
+@twin
+def _parameter_grads(m, dz, w, src, per_channel, dw, db):
+    """dw = sum_n dz[n, c] * m~[n, c + j - p] over n (and c for a shared kernel); db = sum dz.
+
+    One channel per work item with n in order, then (shared kernel, bias) the per-channel
+    partial sums added in channel order: a fixed order whatever the thread count."""
+    n_, c_ = dz.shape
+    k = w.shape[1]
+    part = np.empty((c_, k))
+    db_c = np.empty(c_)
+    for c in prange(c_):  # each item owns its row of part and its db_c: no shared sum
+        for j in range(k):
+            sj = src[c, j]
+            tap = 0.0
+            if sj >= 0:
+                for n in range(n_):
+                    tap += dz[n, c] * m[n, sj]
+            else:  # a zero pad: dz * 0, NaN where dz is not finite, as in the reference
+                for n in range(n_):
+                    tap += dz[n, c] * 0.0
+            part[c, j] = tap
+        ones = 0.0
+        for n in range(n_):
+            ones += dz[n, c]
+        db_c[c] = ones
+    if per_channel:
+        for c in range(c_):  # element by element: a slice assignment would compile numba's
+            for j in range(k):  # shape-mismatch error path, seconds of compile for nothing
+                dw[c, j] = part[c, j]
+    else:
+        for j in range(k):
+            total = 0.0
+            for c in range(c_):
+                total += part[c, j]
+            dw[0, j] = total
+    bias_total = 0.0
+    for c in range(c_):
+        bias_total += db_c[c]
+    db[0] = bias_total
+

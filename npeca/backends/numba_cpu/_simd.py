@@ -1,0 +1,267 @@
+"""SIMD building blocks written in LLVM IR: the lane sum (a float64 sum in a fixed order,
+bit-identical on every CPU) and streaming (non-temporal) stores.
+
+Numba has no vector types; these intrinsics emit LLVM vector code directly, which LLVM then
+lowers to AVX2 or AVX-512 (or SSE2) for the CPU it compiles for. Nothing here chooses a
+schedule or touches Python objects: each intrinsic is inlined at its call site in a kernel.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+__all__ = ["LANES", "lane_sum", "lane_sum2", "stream_scale", "stream_scale_add",
+           "scale_row", "scale_add_row", "stream_fence"]
+
+LANES = 16  # float64 accumulators per sum: two AVX-512 or four AVX2 registers
+
+# --- the lane sum: an explicit SIMD reduction in a fixed order ------------------------------
+
+def _elem(dtype):
+    """The LLVM type of a float32 or float64 element."""
+    return ir.FloatType() if dtype == types.float32 else ir.DoubleType()
+
+
+def _widen(builder, vec, dtype):
+    """A vector of float32 or float64 as float64 (exact)."""
+    if dtype == types.float32:
+        return builder.fpext(vec, ir.VectorType(ir.DoubleType(), LANES))
+    return vec
+
+
+def _load_lanes(builder, ptr, dtype):
+    """LANES consecutive elements from ``ptr`` (unaligned) as a float64 vector."""
+    vec_ptr = builder.bitcast(ptr, ir.VectorType(_elem(dtype), LANES).as_pointer())
+    return _widen(builder, builder.load(vec_ptr, align=dtype.bitwidth // 8), dtype)
+
+
+def _tree(builder, vec):
+    """Lane 0 + ... + lane LANES-1 as ``lane[l] + lane[l + h]`` for h = LANES/2, ..., 1."""
+    width = LANES
+    while width > 1:
+        width //= 2
+        mask = ir.VectorType(ir.IntType(32), width)
+        lo = builder.shuffle_vector(vec, vec, ir.Constant(mask, list(range(width))))
+        hi = builder.shuffle_vector(vec, vec, ir.Constant(mask, list(range(width, 2 * width))))
+        vec = builder.fadd(lo, hi)  # no fast-math flags: IEEE, in exactly this order
+    return builder.extract_element(vec, ir.Constant(ir.IntType(32), 0))
+
+
+def _lane_codegen(context, builder, sig, args):
+    """Sum x[start:start+count] (and g * x over the same range when g is given) over LANES
+    float64 lanes: element start + i goes to lane i mod LANES."""
+    nacc = len(args) - 2  # 1: sum x; 2: sum x and sum g * x
+    arrays = [context.make_array(t)(context, builder, v)
+              for t, v in zip(sig.args[:nacc], args[:nacc])]
+    dtypes = [t.dtype for t in sig.args[:nacc]]
+    start, count = args[nacc], args[nacc + 1]
+    intp = count.type
+    total = builder.extract_value(arrays[-1].shape, 0)
+    f64x = ir.VectorType(ir.DoubleType(), LANES)
+    zero = ir.Constant(f64x, [0.0] * LANES)
+    accs = [cgutils.alloca_once_value(builder, zero) for _ in range(nacc)]
+    lanes = ir.Constant(intp, LANES)
+    blocks = builder.udiv(count, lanes)
+
+    def add(values):
+        x = values[-1]
+        builder.store(builder.fadd(builder.load(accs[0]), x), accs[0])
+        if nacc == 2:
+            builder.store(builder.fadd(builder.load(accs[1]), builder.fmul(values[0], x)),
+                          accs[1])
+
+    with cgutils.for_range(builder, blocks) as loop:
+        at = builder.add(start, builder.mul(loop.index, lanes))
+        add([_load_lanes(builder, builder.gep(a.data, [at]), d)
+             for a, d in zip(arrays, dtypes)])
+
+    # The tail, fewer than LANES elements, goes to lanes 0, 1, ... as one more vector add,
+    # the unused lanes adding +0.0 (no change: a lane starts at +0.0 and never holds -0.0).
+    done = builder.mul(blocks, lanes)
+    rest = builder.sub(count, done)
+    at = builder.add(start, done)
+    with builder.if_then(builder.icmp_unsigned(">", rest, ir.Constant(intp, 0))):
+        fits = builder.icmp_unsigned("<=", builder.add(at, lanes), total)
+        with builder.if_else(fits) as (inside, at_the_end):
+            with inside:  # a full vector load stays inside the array: mask the extra lanes
+                ids = ir.Constant(ir.VectorType(intp, LANES), list(range(LANES)))
+                splat = builder.shuffle_vector(
+                    builder.insert_element(ir.Constant(ir.VectorType(intp, LANES), None),
+                                           rest, ir.Constant(ir.IntType(32), 0)),
+                    ir.Constant(ir.VectorType(intp, LANES), None),
+                    ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+                keep = builder.icmp_unsigned("<", ids, splat)
+                add([builder.select(keep, _load_lanes(builder, builder.gep(a.data, [at]), d),
+                                    zero) for a, d in zip(arrays, dtypes)])
+            with at_the_end:  # the last row of the array: copy the tail to a zeroed buffer
+                vals = []
+                for a, d in zip(arrays, dtypes):
+                    buf_ty = ir.ArrayType(_elem(d), LANES)
+                    buf = cgutils.alloca_once(builder, buf_ty)
+                    builder.store(ir.Constant(buf_ty, [0.0] * LANES), buf)
+                    with cgutils.for_range(builder, rest) as loop:
+                        slot = builder.gep(buf, [ir.Constant(intp, 0), loop.index])
+                        src = builder.gep(a.data, [builder.add(at, loop.index)])
+                        builder.store(builder.load(src), slot)
+                    vals.append(_load_lanes(builder, buf, d))
+                add(vals)
+    sums = [_tree(builder, builder.load(acc)) for acc in accs]
+    if nacc == 1:
+        return sums[0]
+    return context.make_tuple(builder, sig.return_type, sums)
+
+
+def _is_flat(t) -> bool:
+    """True for a 1-D C-contiguous float32/float64 array type."""
+    return (isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C"
+            and t.dtype in (types.float32, types.float64))
+
+
+@intrinsic
+def lane_sum(typingctx, x, start, count):
+    """sum(x[start:start + count]) of a flat array, in float64 over LANES lanes and a fixed
+    tree (the caller guarantees the range is inside x)."""
+    if _is_flat(x) and isinstance(start, types.Integer) and isinstance(count, types.Integer):
+        return types.float64(x, types.intp, types.intp), _lane_codegen
+    return None
+
+
+@intrinsic
+def lane_sum2(typingctx, g, x, start, count):
+    """(sum(x[r]), sum(g[r] * x[r])) for r = start:start + count, as _lane_sum."""
+    if (_is_flat(g) and _is_flat(x) and g.dtype == x.dtype
+            and isinstance(start, types.Integer) and isinstance(count, types.Integer)):
+        return types.UniTuple(types.float64, 2)(g, x, types.intp, types.intp), _lane_codegen
+    return None
+
+
+# --- streaming stores: results that would not stay in cache go around it -------------------
+
+def _splat(builder, value):
+    """A LANES-vector of one float64."""
+    vec = ir.VectorType(ir.DoubleType(), LANES)
+    one = builder.insert_element(ir.Constant(vec, None), value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, ir.Constant(vec, None),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+
+
+def _stream_codegen(context, builder, sig, args):
+    """dst[r] = a * src[r] (+ t) with streaming stores: _scale_codegen(nontemporal=True)."""
+    return _scale_codegen(context, builder, sig, args, nontemporal=True)
+
+
+def _row_codegen(context, builder, sig, args):
+    """dst[r] = a * src[r] (+ t) with ordinary stores: _scale_codegen(nontemporal=False)."""
+    return _scale_codegen(context, builder, sig, args, nontemporal=False)
+
+
+def _scale_codegen(context, builder, sig, args, nontemporal):
+    """dst[r] = a * src[r] (+ t) for r = start:start + count, each element computed in
+    float64 and rounded once to dst's dtype, exactly as a plain loop does, LANES elements
+    per vector and the last count mod LANES one at a time. ``nontemporal``: whole vectors of
+    dst that start on a 64-byte boundary are written with non-temporal stores (they bypass
+    the caches: no read-for-ownership of dst), the first few elements one at a time until
+    that boundary. Otherwise a short row (a 7x7 map: 49 elements) costs three vectors and
+    one element, where a compiler's loop would check aliasing and unroll past it."""
+    dst_ty, src_ty = sig.args[0], sig.args[1]
+    dst = context.make_array(dst_ty)(context, builder, args[0])
+    src = context.make_array(src_ty)(context, builder, args[1])
+    start, count, a = args[2], args[3], args[4]
+    t = args[5] if len(args) == 6 else None
+    intp = count.type
+    d_elem, s_elem = _elem(dst_ty.dtype), _elem(src_ty.dtype)
+    d_size = dst_ty.dtype.bitwidth // 8
+    f64 = ir.DoubleType()
+
+    def value(x, a_, t_):
+        x = builder.fpext(x, x.type.__class__(f64, LANES) if isinstance(x.type, ir.VectorType)
+                          else f64) if src_ty.dtype == types.float32 else x
+        y = builder.fmul(x, a_)  # the plain loops' order: (x * a) + t, no fused multiply-add
+        if t_ is not None:
+            y = builder.fadd(y, t_)
+        if dst_ty.dtype == types.float32:
+            y = builder.fptrunc(y, ir.VectorType(d_elem, LANES)
+                                if isinstance(y.type, ir.VectorType) else d_elem)
+        return y
+
+    d0 = builder.gep(dst.data, [start])
+    s0 = builder.gep(src.data, [start])
+
+    def scalar(i):
+        builder.store(value(builder.load(builder.gep(s0, [i])), a, t), builder.gep(d0, [i]))
+
+    peel = ir.Constant(intp, 0)
+    if nontemporal:
+        misaligned = builder.and_(builder.ptrtoint(d0, intp), ir.Constant(intp, 63))
+        peel = builder.udiv(builder.and_(builder.sub(ir.Constant(intp, 64), misaligned),
+                                         ir.Constant(intp, 63)), ir.Constant(intp, d_size))
+        peel = builder.select(builder.icmp_unsigned("<", count, peel), count, peel)
+        with cgutils.for_range(builder, peel) as loop:
+            scalar(loop.index)
+    lanes = ir.Constant(intp, LANES)
+    blocks = builder.udiv(builder.sub(count, peel), lanes)
+    a_vec = _splat(builder, a)
+    t_vec = None if t is None else _splat(builder, t)
+    hint = builder.module.add_metadata([ir.IntType(32)(1)])
+    with cgutils.for_range(builder, blocks) as loop:
+        i = builder.add(peel, builder.mul(loop.index, lanes))
+        x = builder.load(builder.bitcast(builder.gep(s0, [i]),
+                                         ir.VectorType(s_elem, LANES).as_pointer()),
+                         align=src_ty.dtype.bitwidth // 8)
+        store = builder.store(value(x, a_vec, t_vec),
+                              builder.bitcast(builder.gep(d0, [i]),
+                                              ir.VectorType(d_elem, LANES).as_pointer()),
+                              align=64 if nontemporal else d_size)
+        if nontemporal:
+            store.set_metadata("nontemporal", hint)
+    with cgutils.for_range(builder, count, start=builder.add(peel, builder.mul(blocks, lanes))
+                           ) as loop:
+        scalar(loop.index)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def stream_scale(typingctx, dst, src, start, count, a):
+    """dst[start:start + count] = a * src[...] with streaming stores (see _stream_codegen)."""
+    if _is_flat(dst) and _is_flat(src):
+        return types.void(dst, src, types.intp, types.intp, types.float64), _stream_codegen
+    return None
+
+
+@intrinsic
+def stream_scale_add(typingctx, dst, src, start, count, a, t):
+    """dst[start:start + count] = a * src[...] + t with streaming stores."""
+    if _is_flat(dst) and _is_flat(src):
+        return (types.void(dst, src, types.intp, types.intp, types.float64, types.float64),
+                _stream_codegen)
+    return None
+
+
+@intrinsic
+def scale_row(typingctx, dst, src, start, count, a):
+    """dst[start:start + count] = a * src[...] (see _scale_codegen)."""
+    if _is_flat(dst) and _is_flat(src):
+        return types.void(dst, src, types.intp, types.intp, types.float64), _row_codegen
+    return None
+
+
+@intrinsic
+def scale_add_row(typingctx, dst, src, start, count, a, t):
+    """dst[start:start + count] = a * src[...] + t (see _scale_codegen)."""
+    if _is_flat(dst) and _is_flat(src):
+        return (types.void(dst, src, types.intp, types.intp, types.float64, types.float64),
+                _row_codegen)
+    return None
+
+
+@intrinsic
+def stream_fence(typingctx):
+    """Order the streaming stores before everything after (they are weakly ordered)."""
+    def codegen(context, builder, sig, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+    return types.void(), codegen
+
