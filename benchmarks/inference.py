@@ -75,22 +75,11 @@ def targets(forward_rows: list, train_rows: list, medians) -> list[dict]:
 
 # --- the cost of one call on a tiny input --------------------------------------------------------
 
-def _median_us(call, seconds: float = 0.5, least: int = 2000) -> float:
-    """Median microseconds of call() over at least ``least`` calls and about ``seconds``."""
-    for _ in range(200):
-        call()
-    samples = []
-    stop = time.perf_counter() + seconds
-    while len(samples) < least or time.perf_counter() < stop:
-        t0 = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - t0)
-    return float(np.median(samples)) * 1e6
-
-
-def per_call_cost() -> dict:
-    """Medians on a 1x64x1x1 float32 input: the numba kernel alone, ``eca`` with out=,
-    ``eca`` returning a new y, and the ECA layer; the differences are the per-call cost."""
+def per_call_cost(rounds: int = 20000) -> dict:
+    """Medians (microseconds) on a 1x64x1x1 float32 input: the numba kernel alone, ``eca``
+    with out=, ``eca`` returning a new y, and the ECA layer, timed one call each in turn
+    (round-robin, so that a disturbance hits all four alike); the differences are the cost
+    of the call path above the kernel."""
     from npeca.backends import numba_cpu
     from npeca._validate import eca_problem
     x = np.linspace(-1, 1, 64, dtype=np.float32).reshape(1, 64, 1, 1)
@@ -98,21 +87,24 @@ def per_call_cost() -> dict:
     out = np.empty_like(x)
     layer = npeca.ECA(64, kernel_size=3, dtype=np.float32)
     layer.weight[...] = w.reshape(layer.weight.shape)
-    npeca.eca(x, w, out=out)
     # the kernel call the forward makes, with its arguments, recorded once (benchmark only)
     numba_cpu._recording.calls = []
     numba_cpu.forward(eca_problem(x, w), out)
     (kernel, args), = numba_cpu._recording.calls
     numba_cpu._recording.calls = None
-    results = {}
-    for _ in range(3):  # interleaved rounds; the minimum of the per-round medians
-        for name, call in (("kernel", lambda: kernel.serial(*args)),
-                           ("eca out=", lambda: npeca.eca(x, w, out=out)),
-                           ("eca", lambda: npeca.eca(x, w)),
-                           ("ECA layer", lambda: layer(x))):
-            value = _median_us(call)
-            results[name] = min(results.get(name, value), value)
-    return results
+    calls = {"kernel": lambda: kernel.serial(*args),
+             "eca out=": lambda: npeca.eca(x, w, out=out),
+             "eca": lambda: npeca.eca(x, w),
+             "ECA layer": lambda: layer(x)}
+    samples = {name: [] for name in calls}
+    clock = time.perf_counter
+    for i in range(rounds + 500):
+        for name, call in calls.items():
+            t0 = clock()
+            call()
+            if i >= 500:  # the first rounds warm up
+                samples[name].append(clock() - t0)
+    return {name: float(np.median(v)) * 1e6 for name, v in samples.items()}
 
 
 # --- cold start: fresh processes with an empty numba cache ---------------------------------------

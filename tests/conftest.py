@@ -22,6 +22,13 @@ settings.register_profile("stress", deadline=None, max_examples=2000,
                           suppress_health_check=[HealthCheck.too_slow])  # hunting, by hand
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+# Compile numba kernels in the calling thread (npeca.backends.numba_cpu._compile.BACKGROUND):
+# every call then runs the kernel its schedule names (the parallel twin on large inputs, not
+# the serial one while the parallel one compiles), and backend="auto" is deterministic. Set
+# before npeca is imported; inherited by the subprocesses tests start. The tests of the
+# background compile switch it on for themselves.
+os.environ.setdefault("NPECA_BACKGROUND_COMPILE", "0")
+
 # The CUDA tests need NUMBA_ENABLE_CUDASIM=1 before numba is imported, or a GPU: they run in
 # their own process (tests/test_cuda_simulator.py), or directly with `pytest tests/cuda_sim`.
 if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1" and os.environ.get("NPECA_CUDA_TESTS") != "1":

@@ -78,12 +78,13 @@ def test_get_backend_returns_modules_with_one_interface():
 
 
 @needs_numba
-def test_auto_answers_from_the_reference_until_the_kernels_are_compiled():
+def test_auto_answers_from_the_reference_until_the_kernels_are_compiled(monkeypatch):
     """The first auto call of a kind (here float64 channels-last backward, which no other
     test runs before this one in a fresh process) starts a background compile and is answered
     by the reference; once it is done, auto picks numba. Huge inputs never wait."""
     from npeca._validate import eca_problem
     numba_cpu = backends.get_backend("numba")
+    monkeypatch.setattr(numba_cpu._compile, "BACKGROUND", True)  # the tests' default is off
     x = np.ones((1, 32, 32, backends.AUTO_MIN_SIZE // 1024), np.float64)
     x.flags.writeable = False  # a read-only x: its own kind of call, fresh in every process
     g = np.ones_like(x)

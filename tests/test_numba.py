@@ -272,13 +272,14 @@ def test_schedule_does_not_change_a_bit(monkeypatch, channel_axis, dtype, n):
     """Per-sample items or waves of channel ranges, pipelined or not, big or small, with
     streaming stores or without: the split of the work is a schedule, not arithmetic."""
     rng = np.random.default_rng(11)
-    x = rng.standard_normal((n, 12, 7, 9)).astype(dtype)
+    c = 12 if channel_axis == 1 else 40  # channels-last blocks are 16 channels at least
+    x = rng.standard_normal((n, c, 7, 9)).astype(dtype)
     if channel_axis == -1:
         x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
     g = rng.standard_normal(x.shape).astype(dtype)
     kw = dict(channel_axis=channel_axis, backend="numba")
     for w, extra in ((rng.standard_normal(5), dict(bias=0.25)),
-                     (rng.standard_normal((12, 9)), dict(padding="circular", groups=2))):
+                     (rng.standard_normal((c, 9)), dict(padding="circular", groups=2))):
         base = (npeca.eca_forward(x, w, **kw, **extra),
                 npeca.eca_backward(x, w, g, **kw, **extra))
         for per_sample, wave_bytes, items, stream in ((0, 1, 1, False), (0, 1, 64, True),
@@ -291,6 +292,10 @@ def test_schedule_does_not_change_a_bit(monkeypatch, channel_axis, dtype, n):
             # 63 elements at every alignment: the ordinary head and tail and the vector body
             monkeypatch.setattr(numba_cpu, "_WAVE_BYTES_PER_THREAD", wave_bytes)
             monkeypatch.setattr(numba_cpu, "_ITEMS_PER_THREAD", items)
+            # every thread, however small x is (else one thread and whole samples), and
+            # forward items of 1 to 1 << 30 bytes: one channel (16 channels-last) to all
+            monkeypatch.setattr(numba_cpu, "_SERIAL_BYTES", -1)
+            monkeypatch.setattr(numba_cpu, "_CHUNK_BYTES", wave_bytes)
             again = (npeca.eca_forward(x, w, **kw, **extra),
                      npeca.eca_backward(x, w, g, **kw, **extra))
             for u, v in zip(base[0] + base[1], again[0] + again[1]):

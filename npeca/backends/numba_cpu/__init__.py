@@ -48,6 +48,7 @@ from ._kernels import (_PIPELINED_SAMPLES, _SAMPLES, _WAVES, _backward_cf, _back
                        _forward_cf, _forward_cl, _parameter_grads)
 from ._compile import (Twin, _exit_jobs, deferring, mark_ready, quiet, run_parallel_or_serial,
                        wait_for_background)
+from . import _compile
 from ._machine import caches
 from ._simd import LANES
 
@@ -63,6 +64,7 @@ _PER_SAMPLE_BYTES = _CACHES.l2 // 4  # samples up to this size are one work item
 _CHUNK_BYTES = 3 * _CACHES.l2 // 4  # channels-first forward of large samples: x per item
 _SEGMENTS_PER_THREAD = 1  # channels-first backward of large samples: pipelined segments
 _MAX_BLOCK = 256  # channels-last: most channels per pooling item (16 lanes x 256 x 8 B)
+_MIN_BLOCK = 16  # channels-last: fewest channels per pooling item
 _STAGE_BYTES = 4 << 20  # bytes of x staged at a time on the slow path
 # Outputs larger than the last-level cache (at most 32 MiB of it: an L3 is shared with the
 # other cores and processes) bypass the caches with streaming stores ...
@@ -120,8 +122,11 @@ class _Call:
         self.s = x.size // (self.n * self.c)
         self.channels_last = problem.channels_last
         # (C, k) per-channel kernels, or (1, k) shared
-        # (a new array: the kernels always see a writeable one, one compiled signature)
-        self.w = np.array(problem.weight, dtype=np.float64).reshape(-1, problem.k)
+        # float64, writeable (one compiled signature), (C, k) or (1, k)
+        w = problem.weight
+        if w.dtype != np.float64 or not w.flags.writeable or not w.flags.c_contiguous:
+            w = np.array(w, dtype=np.float64)
+        self.w = w.reshape(-1, problem.k)
         self.src, self.rd, self.span = _taps(self.c, problem.k, self.c // problem.groups,
                                              problem.padding == "circular")
         self.bias = 0.0 if problem.bias is None else float(problem.bias)
@@ -180,7 +185,8 @@ class _Call:
             mode = _WAVES
         if self.channels_last:  # channel blocks of whole cache lines, 16 lanes x chunk x 8 B
             chunk = _ceil(_ceil(wave * c, target), 16) * 16
-            chunk = min(c, _MAX_BLOCK if mode == _SAMPLES else max(16, min(_MAX_BLOCK, chunk)))
+            chunk = min(c, _MAX_BLOCK if mode == _SAMPLES else
+                        max(_MIN_BLOCK, min(_MAX_BLOCK, chunk)))
         elif pipelined:
             chunk = _ceil(c, _SEGMENTS_PER_THREAD * threads)
         else:
@@ -188,7 +194,7 @@ class _Call:
         return mode, wave, chunk, min(s, _ceil(wave * s, target))
 
     def forward_chunk(self, n: int, itemsize: int) -> int:
-        """Channels per item of the channels-first forward: whole samples when they are
+        """Channels per item of the forward (either layout): whole samples when they are
         small and numerous enough to keep every thread busy; else every sample split into
         a multiple of the thread count of items of at most about _CHUNK_BYTES (so an item
         is still in L2 when it is scaled) with as few halo channels as that allows."""
@@ -197,15 +203,23 @@ class _Call:
         if sample <= _PER_SAMPLE_BYTES and (n % threads == 0 or n >= 4 * threads):
             return self.c
         per = threads * _ceil(sample, threads * _CHUNK_BYTES)
-        return _ceil(self.c, min(per, self.c))
+        chunk = _ceil(self.c, min(per, self.c))
+        if self.channels_last:  # blocks of whole 64-byte lines of a position's channels
+            chunk = min(self.c, _ceil(chunk, 16) * 16)
+        return chunk
 
     def forward(self, x, y, m, z, a) -> None:
         """The forward kernel on C-contiguous x and y of one dtype."""
         common = (self.w, self.src, self.bias, self.has_bias, self.hard)
         if self.channels_last:
-            mode, wave, chunk, sb = self.schedule(x.shape[0], x.dtype.itemsize)
-            self.launch(_forward_cl, self.view3(x), *common, mode, wave, chunk, sb,
-                        self.view3(y), m, z, a)
+            n, size = x.shape[0], x.dtype.itemsize
+            mode, wave, chunk, sb = _SAMPLES, 0, self.forward_chunk(n, size), 0
+            if chunk < self.c and np.may_share_memory(x, y):  # in place: pool, then scale
+                mode, wave, chunk, sb = self.schedule(n, size)
+                mode = _WAVES
+            self.launch(_forward_cl, self.view3(x), self.w, self.src, self.span, self.bias,
+                        self.has_bias, self.hard, mode, wave, chunk, sb, self.view3(y), m,
+                        z, a)
         else:
             # in place (out is x): wave > 0 asks for pooling before scaling (see the kernel)
             wave = self.schedule(x.shape[0], x.dtype.itemsize)[1] if \
@@ -247,11 +261,15 @@ class _Call:
         return _Stager(self, f32 if all(d == f32 for d in dtypes) else np.dtype(np.float64))
 
 
-def _fast(*arrays: np.ndarray) -> bool:
+def _fast(x: np.ndarray, *others: np.ndarray) -> bool:
     """True when every array is C-contiguous float32/float64 of one dtype: no staging."""
-    dtype = arrays[0].dtype
-    return dtype in _FAST_DTYPES and all(a.flags.c_contiguous and a.dtype == dtype
-                                         for a in arrays)
+    dtype = x.dtype
+    if not (x.flags.c_contiguous and dtype in _FAST_DTYPES):
+        return False
+    for a in others:
+        if not (a.dtype == dtype and a.flags.c_contiguous):
+            return False
+    return True
 
 
 class _Stager:
@@ -310,8 +328,11 @@ def forward(problem: ECAProblem, out: np.ndarray | None = None) -> ECAForward:
     ECAForward
         ``y`` is ``out`` when given, else a new C-contiguous array.
     """
+    call = _Call(problem)
+    if call.threads == 1:  # serial kernels only: nothing to compile in the background
+        return _forward(call, out)
     with deferring():
-        return _forward(problem, out)
+        return _forward(call, out)
 
 
 def backward(problem: ECAProblem, grad_out: np.ndarray,
@@ -333,18 +354,19 @@ def backward(problem: ECAProblem, grad_out: np.ndarray,
         ``x`` is ``out`` when given; the weight and bias gradients in their own shapes and
         dtypes.
     """
-    with deferring():
-        return _backward(problem, grad_out, out)
-
-
-def _forward(problem: ECAProblem, out: np.ndarray | None = None) -> ECAForward:
-    """forward, inside a ``deferring`` block."""
     call = _Call(problem)
-    x = problem.x
+    if call.threads == 1:
+        return _backward(call, grad_out, out)
+    with deferring():
+        return _backward(call, grad_out, out)
+
+
+def _forward(call: _Call, out: np.ndarray | None) -> ECAForward:
+    """forward, for its _Call."""
+    x = call.problem.x
     y = np.empty(x.shape, dtype=x.dtype) if out is None else out
-    m = np.empty((call.n, call.c))
-    z = np.empty_like(m)
-    a = np.empty_like(m)
+    mza = np.empty((3, call.n, call.c))  # one allocation, three C-contiguous views
+    m, z, a = mza[0], mza[1], mza[2]
     if _fast(x, y):
         call.forward(x, y, m, z, a)
     else:  # a few samples at a time through contiguous buffers: bounded extra memory
@@ -357,14 +379,13 @@ def _forward(problem: ECAProblem, out: np.ndarray | None = None) -> ECAForward:
     return ECAForward(y, m, z, a)
 
 
-def _backward(problem: ECAProblem, grad_out: np.ndarray,
-              out: np.ndarray | None = None) -> ECAGrads:
-    """backward, inside a ``deferring`` block."""
-    call = _Call(problem)
+def _backward(call: _Call, grad_out: np.ndarray, out: np.ndarray | None) -> ECAGrads:
+    """backward, for its _Call."""
+    problem = call.problem
     x, g = problem.x, grad_out
     dx = np.empty(x.shape, dtype=x.dtype) if out is None else out
-    m = np.empty((call.n, call.c))
-    dz = np.empty_like(m)
+    mdz = np.empty((2, call.n, call.c))
+    m, dz = mdz[0], mdz[1]
     if _fast(x, g, dx):
         call.backward(x, g, dx, m, dz)
     else:
@@ -399,6 +420,11 @@ _recording = threading.local()
 def _auto_key(problem: ECAProblem, kind: str, grad_out=None) -> tuple:
     """What decides which compiled kernels a call needs: forward or backward, the layout,
     the dtype the kernels compute in, and whether they read x (and g) read-only."""
+    x = problem.x
+    if grad_out is None:  # the common case first, cheaply
+        flags = x.flags
+        if flags.c_contiguous and x.dtype in _FAST_DTYPES:
+            return (kind, problem.channels_last, x.dtype.char, (flags.writeable,))
     arrays = (problem.x,) if grad_out is None else (problem.x, grad_out)
     direct = all(a.dtype in _FAST_DTYPES and a.flags.c_contiguous and a.dtype == arrays[0].dtype
                  for a in arrays)
@@ -414,6 +440,8 @@ def ready(problem: ECAProblem, kind: str, grad_out=None, start: bool = True) -> 
     """True when the kernels a ``kind`` ("forward" or "backward") call on this problem needs
     are compiled in this process; else False, and (with ``start``) they start compiling in a
     background thread (once per kind of call), after which this says True."""
+    if not _compile.BACKGROUND:  # compile in the foreground, when the call runs
+        return True
     key = _auto_key(problem, kind, grad_out)
     if key in _prepared:
         return True

@@ -12,11 +12,13 @@ why, and where the cache is; ``npeca warmup`` fills the cache ahead of time.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
 import sys
 import threading
 import types
 import warnings
+from pathlib import Path
 from typing import NamedTuple
 
 from numba import njit
@@ -28,6 +30,34 @@ __all__ = ["jit", "twin", "Twin", "cache_location", "run_parallel_or_serial", "s
 _cache_warned = False
 
 
+def _fingerprint() -> str:
+    """SHA-256 of every source file of this package: part of each cache key (see _keyed)."""
+    digest = hashlib.sha256()
+    try:
+        for path in sorted(Path(__file__).parent.glob("*.py")):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    except OSError:  # sources not readable: numba's own key (and this module's) decide
+        digest.update(b"unreadable sources")
+    return digest.hexdigest()
+
+
+_FINGERPRINT = _fingerprint()
+
+
+def _keyed(dispatcher):
+    """Make ``dispatcher``'s on-disk cache entries depend on every file of this package.
+
+    numba keys a cached function by its own source file only, but a kernel here inlines code
+    from the package's other files (helpers, SIMD intrinsics): a changed helper with an
+    unchanged kernel file would load stale machine code. The package fingerprint joins the
+    key, so any change to any file compiles afresh (and old entries are never loaded)."""
+    cache = getattr(dispatcher, "_cache", None)
+    index_key = getattr(cache, "_index_key", None)
+    if index_key is not None:
+        cache._index_key = lambda sig, codegen: (index_key(sig, codegen), _FINGERPRINT)
+    return dispatcher
+
+
 def jit(parallel: bool = False):
     """``njit(cache=True, nogil=True)``, or without the cache where numba finds no writable
     cache location (a read-only install with no writable HOME): then kernels compile in every
@@ -35,7 +65,7 @@ def jit(parallel: bool = False):
     def decorate(fn):
         global _cache_warned
         try:
-            return njit(parallel=parallel, cache=True, nogil=True)(fn)
+            return _keyed(njit(parallel=parallel, cache=True, nogil=True)(fn))
         except RuntimeError as exc:
             if "cannot cache" not in str(exc):
                 raise
@@ -137,6 +167,11 @@ class quiet:
 # thread compiles the parallel one for the same argument types; later calls use it. Keys are
 # the argument types as numba sees them (dtype, dimensions, contiguity, writeability).
 
+#: False (environment NPECA_BACKGROUND_COMPILE=0): every compile happens in the calling thread,
+#: the parallel twins included, and backend="auto" never answers from the reference while
+#: kernels compile. The tests run this way, so that every schedule runs the kernel it names.
+BACKGROUND = os.environ.get("NPECA_BACKGROUND_COMPILE", "1").strip() != "0"
+
 _ready: set = set()
 _pending: dict = {}
 _failed: dict = {}
@@ -154,6 +189,9 @@ def run_parallel_or_serial(kernel: Twin, args: tuple) -> None:
     """Run the parallel twin when it is compiled for these argument types; else run the
     serial twin (compiling it now if need be), then start compiling the parallel one in a
     background thread (after the serial one: numba compiles one function at a time)."""
+    if not BACKGROUND:
+        kernel.parallel(*args)
+        return
     key = _key(kernel.parallel, args)
     if key in _ready or key in _failed:  # failed: compile here, so that the error shows
         kernel.parallel(*args)

@@ -177,34 +177,76 @@ def _dx_cf(g, dx, w, rd, stream, n, c0, c1, a, dz):
 
 
 @_jit()
-def _pool_cl(x, n, c0, c1, m):
-    """m[n, c] for c in [c0, c1) of (N, S, C) x: position s into lane s mod LANES, then the
-    tree of _lane_sum, so that the bits equal the channels-first ones."""
-    acc = np.zeros((LANES, c1 - c0))
+def _pool_cl(x, n, c0, c1, m_row):
+    """m_row[c] = mean of column c of sample n of (N, S, C) x, for c in [c0, c1): position s
+    into lane s mod LANES, then the tree of _lane_sum, so that the bits equal the
+    channels-first ones (and do not depend on the range a column is pooled with)."""
+    width = c1 - c0
+    acc = np.zeros((LANES, width))
     for s in range(x.shape[1]):
         lane = acc[s % LANES]
-        xr = x[n, s]
-        for c in range(c0, c1):
-            lane[c - c0] += np.float64(xr[c])
+        xr = x[n, s, c0:c1]  # a view and a loop from 0: numba then knows the index is not
+        for j in range(width):  # negative, drops the wrap-around test, and LLVM vectorizes
+            lane[j] += np.float64(xr[j])
     _tree_columns(acc)
     for c in range(c0, c1):
-        m[n, c] = acc[0, c - c0] / x.shape[1]
+        m_row[c] = acc[0, c - c0] / x.shape[1]
+
+
+@_jit()
+def _forward_item_cl(x, y, w, src, span, bias, has_bias, hard, n, c0, c1, m, z, a):
+    """The whole forward of the channels [c0, c1) of sample n of (N, S, C) arrays, with no
+    other item to wait for (the channels-last twin of _forward_item_cf): pool the block and
+    the few neighbouring columns its convolution reads (adjacent in memory, so nearly free),
+    gate the block, then scale it while it is still in cache."""
+    c_, s_ = x.shape[2], x.shape[1]
+    if c0 == 0 and c1 == c_:
+        m_row = m[n]
+        _pool_cl(x, n, c0, c1, m_row)
+    else:
+        m_row = np.empty(c_)
+        lo, hi = c0, c1  # the columns the block reads: [lo, hi)
+        for c in range(c0, c1):
+            lo = min(lo, span[c, 0])
+            hi = max(hi, span[c, 1] + 1)
+        if hi - lo <= c1 - c0 + 2 * src.shape[1]:  # a contiguous halo
+            _pool_cl(x, n, lo, hi, m_row)
+        else:  # circular padding wraps around a group edge: the far columns one by one
+            _pool_cl(x, n, c0, c1, m_row)
+            have = np.zeros(c_, dtype=np.bool_)
+            for c in range(c0, c1):
+                for j in range(src.shape[1]):
+                    sj = src[c, j]
+                    if sj >= 0 and (sj < c0 or sj >= c1) and not have[sj]:
+                        _pool_cl(x, n, sj, sj + 1, m_row)
+                        have[sj] = True
+        for c in range(c0, c1):
+            m[n, c] = m_row[c]
+    _gate_cl(w, src, bias, has_bias, hard, n, c0, c1, m_row, z, a)
+    ab = a[n, c0:c1]
+    width = c1 - c0
+    for s in range(s_):
+        xr = x[n, s, c0:c1]  # views and loops from 0, as in _pool_cl
+        yr = y[n, s, c0:c1]
+        for j in range(width):
+            yr[j] = ab[j] * np.float64(xr[j])  # rounded once to y's dtype
 
 
 @_jit()
 def _sums_cl(g, x, n, c0, c1, m, da):
     """m[n, c] and da[n, c] for c in [c0, c1) of (N, S, C) arrays, by the lane rule."""
-    acc_x = np.zeros((LANES, c1 - c0))
-    acc_gx = np.zeros((LANES, c1 - c0))
+    width = c1 - c0
+    acc_x = np.zeros((LANES, width))
+    acc_gx = np.zeros((LANES, width))
     for s in range(x.shape[1]):
         lane_x = acc_x[s % LANES]
         lane_gx = acc_gx[s % LANES]
-        xr = x[n, s]
-        gr = g[n, s]
-        for c in range(c0, c1):
-            xv = np.float64(xr[c])
-            lane_x[c - c0] += xv
-            lane_gx[c - c0] += np.float64(gr[c]) * xv
+        xr = x[n, s, c0:c1]  # views and loops from 0, as in _pool_cl
+        gr = g[n, s, c0:c1]
+        for j in range(width):
+            xv = np.float64(xr[j])
+            lane_x[j] += xv
+            lane_gx[j] += np.float64(gr[j]) * xv
     _tree_columns(acc_x)
     _tree_columns(acc_gx)
     for c in range(c0, c1):
@@ -224,12 +266,14 @@ def _tree_columns(acc):
 
 
 @_jit()
-def _gate_cl(w, src, bias, has_bias, hard, n, c0, c1, m, z, a):
-    """z and a = gate(z) for the channels [c0, c1) of sample n."""
+def _gate_cl(w, src, bias, has_bias, hard, n, c0, c1, m_row, z, a):
+    """z and a = gate(z) for the channels [c0, c1) of sample n, whose pooled means (and
+    those of the channels they read) are in m_row."""
+    zn, an = z[n], a[n]
     for c in range(c0, c1):
-        zc = _logit(m[n], w, src, c, bias, has_bias)
-        z[n, c] = zc
-        a[n, c] = _gate(zc, hard)
+        zn[c] = _logit(m_row, w, src, c, bias, has_bias)
+    for c in range(c0, c1):
+        an[c] = _gate(zn[c], hard)
 
 
 @_jit()

@@ -13,7 +13,8 @@ from numba import prange
 
 from ._compile import jit as _jit
 from ._compile import twin
-from ._items import (_dm_cl, _dx_cf, _dx_cl, _dz, _forward_item_cf, _gate_cl, _pool_cf,
+from ._items import (_dm_cl, _dx_cf, _dx_cl, _dz, _forward_item_cf, _forward_item_cl,
+                     _gate_cl, _pool_cf,
                      _pool_cl, _scale_cf, _scale_cl, _sums_cf, _sums_cl)
 
 _SAMPLES, _PIPELINED_SAMPLES, _WAVES = 0, 1, 2  # how kernels hand out work (_Call.schedule)
@@ -63,31 +64,35 @@ def _forward_cf(x, w, src, bias, has_bias, hard, chunk, wave, stream, y, m, z, a
 
 
 @twin
-def _forward_cl(x, w, src, bias, has_bias, hard, mode, wave, chunk, sb, y, m, z, a):
-    """Channels-last forward on x (N, S, C): pooling items are `chunk` channels, scaling
-    items `sb` positions."""
+def _forward_cl(x, w, src, span, bias, has_bias, hard, mode, wave, chunk, sb, y, m, z, a):
+    """Channels-last forward on x (N, S, C) into y.
+
+    _SAMPLES: one parallel loop over items of `chunk` channels of a sample (a whole sample
+    when chunk is C), each pooled (with its halo), gated and scaled while it is in cache.
+    _WAVES (in place, y is x, with samples split): an item must not scale columns another
+    item still pools for its halo, so each wave of samples is pooled (items of `chunk`
+    channels), gated, then scaled (items of `sb` positions)."""
     n_, s_, c_ = x.shape
-    first = n_ - n_  # 0 as a run-time int64: a literal 0 would make numba compile a
-    # second copy of every helper it is passed to
+    per_c = (c_ + chunk - 1) // chunk
     if mode == _SAMPLES:
-        for n in prange(n_):
-            for c0 in range(0, c_, chunk):
-                _pool_cl(x, n, c0, min(c_, c0 + chunk), m)
-            _gate_cl(w, src, bias, has_bias, hard, n, first, c_, m, z, a)
-            _scale_cl(x, y, n, first, s_, a)
+        for i in prange(n_ * per_c):
+            n = i // per_c
+            c0 = (i % per_c) * chunk
+            _forward_item_cl(x, y, w, src, span, bias, has_bias, hard, n, c0,
+                             min(c_, c0 + chunk), m, z, a)
     else:
-        per_c = (c_ + chunk - 1) // chunk
         per_s = (s_ + sb - 1) // sb
         for n0 in range(0, n_, wave):
             wn = min(wave, n_ - n0)
             for i in prange(wn * per_c):
                 n = n0 + i // per_c
                 c0 = (i % per_c) * chunk
-                _pool_cl(x, n, c0, min(c_, c0 + chunk), m)
+                _pool_cl(x, n, c0, min(c_, c0 + chunk), m[n])
             for i in prange(wn * per_c):
                 n = n0 + i // per_c
                 c0 = (i % per_c) * chunk
-                _gate_cl(w, src, bias, has_bias, hard, n, c0, min(c_, c0 + chunk), m, z, a)
+                _gate_cl(w, src, bias, has_bias, hard, n, c0, min(c_, c0 + chunk), m[n], z,
+                         a)
             for i in prange(wn * per_s):
                 n = n0 + i // per_s
                 s0 = (i % per_s) * sb

@@ -1,0 +1,180 @@
+"""Compiling the numba kernels: serial/parallel twins, the background compile, the stderr
+notice, the cache key, `npeca warmup`, and the machine-derived schedule sizes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba", reason="numba is not installed")
+
+import npeca  # noqa: E402
+from npeca.backends.numba_cpu import _compile, _machine  # noqa: E402
+
+
+class _FakeDispatcher:
+    """Stands in for a numba dispatcher: records calls and compiles."""
+
+    def __init__(self, name: str, gate: threading.Event | None = None):
+        self.name, self.calls, self.compiled, self.gate = name, [], [], gate
+
+    def __call__(self, *args):
+        self.calls.append(args)
+
+    def compile(self, signature):
+        if self.gate is not None:
+            assert self.gate.wait(30)
+        self.compiled.append(signature)
+
+
+def test_large_calls_run_serial_until_the_parallel_twin_is_compiled(monkeypatch):
+    monkeypatch.setattr(_compile, "BACKGROUND", True)
+    gate = threading.Event()
+    twin = _compile.Twin(_FakeDispatcher("parallel", gate), _FakeDispatcher("serial"))
+    args = (np.zeros((2, 3), np.float32), 1.5, True)
+    _compile.run_parallel_or_serial(twin, args)  # not compiled: serial, compile started
+    _compile.run_parallel_or_serial(twin, args)  # still compiling: serial again
+    assert len(twin.serial.calls) == 2 and not twin.parallel.calls
+    gate.set()
+    assert _compile.wait_for_background(timeout=30)
+    assert len(twin.parallel.compiled) == 1  # once, however many calls asked meanwhile
+    _compile.run_parallel_or_serial(twin, args)
+    assert len(twin.parallel.calls) == 1 and len(twin.serial.calls) == 2
+    # other argument types (float64, read-only) are another signature: serial again
+    other = np.zeros((2, 3))
+    other.flags.writeable = False
+    _compile.run_parallel_or_serial(twin, (other, 1.5, True))
+    assert len(twin.serial.calls) == 3
+    assert _compile.wait_for_background(timeout=30)
+
+
+def test_without_background_compiles_the_parallel_twin_runs_at_once(monkeypatch):
+    monkeypatch.setattr(_compile, "BACKGROUND", False)
+    twin = _compile.Twin(_FakeDispatcher("parallel"), _FakeDispatcher("serial"))
+    _compile.run_parallel_or_serial(twin, (np.zeros(3, np.float32),))
+    assert len(twin.parallel.calls) == 1 and not twin.serial.calls
+
+
+def test_deferring_starts_background_compiles_only_at_the_end(monkeypatch):
+    monkeypatch.setattr(_compile, "BACKGROUND", True)
+    started = []
+    monkeypatch.setattr(_compile, "start_compile",
+                        lambda dispatcher, args, key=None: started.append(dispatcher.name))
+    first = _compile.Twin(_FakeDispatcher("p1"), _FakeDispatcher("s1"))
+    second = _compile.Twin(_FakeDispatcher("p2"), _FakeDispatcher("s2"))
+    with _compile.deferring():
+        _compile.run_parallel_or_serial(first, (np.ones(2, np.float32),))
+        _compile.run_parallel_or_serial(second, (np.ones(2, np.float32),))
+        assert started == []  # a second serial kernel must not wait behind a compile
+    assert started == ["p1", "p2"]
+
+
+def test_a_failed_background_compile_shows_its_error_in_the_foreground(monkeypatch):
+    monkeypatch.setattr(_compile, "BACKGROUND", True)
+
+    class Broken(_FakeDispatcher):
+        def compile(self, signature):
+            raise TypeError("cannot compile this")
+
+        def __call__(self, *args):
+            raise TypeError("cannot compile this")
+
+    twin = _compile.Twin(Broken("parallel"), _FakeDispatcher("serial"))
+    args = (np.zeros(5, np.float16),)
+    _compile.run_parallel_or_serial(twin, args)  # serial answers; the compile fails quietly
+    assert _compile.wait_for_background(timeout=30)
+    with pytest.raises(TypeError, match="cannot compile this"):
+        _compile.run_parallel_or_serial(twin, args)
+
+
+def test_the_cache_key_holds_the_fingerprint_of_every_file_of_the_package():
+    """A kernel inlines code of the package's other files: a change to any of them must
+    change every kernel's cache key (numba alone keys by the kernel's own file)."""
+    package = Path(_compile.__file__).parent
+    assert _compile._FINGERPRINT == _compile._fingerprint()
+    assert len(list(package.glob("*.py"))) >= 5
+    from npeca.backends.numba_cpu import _kernels
+    cache = _kernels._forward_cf.parallel._cache
+    key = cache._index_key(None, _kernels._forward_cf.parallel.targetctx.codegen())
+    assert key[-1] == _compile._FINGERPRINT
+
+
+def test_machine_caches_come_from_sysfs_or_sane_defaults(tmp_path, monkeypatch):
+    found = _machine.caches()
+    assert 4 << 10 <= found.l1d <= 4 << 20 and 64 << 10 <= found.l2 <= 64 << 20
+    assert found.l3 >= found.l2 and found.source in ("sysfs", "sysconf", "default")
+    root = tmp_path / "cache"
+    for i, (level, kind, size) in enumerate([(1, "Data", "32K"), (1, "Instruction", "32K"),
+                                             (2, "Unified", "512K"), (3, "Unified", "32M")]):
+        d = root / f"index{i}"
+        d.mkdir(parents=True)
+        (d / "level").write_text(f"{level}\n")
+        (d / "type").write_text(f"{kind}\n")
+        (d / "size").write_text(f"{size}\n")
+    assert _machine._from_sysfs(root) == {1: 32 << 10, 2: 512 << 10, 3: 32 << 20}
+    assert _machine._size("1048576") == 1 << 20
+
+
+def _run(code: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=900, env=dict(os.environ, **env))
+
+
+def test_a_foreground_compile_says_so_once_on_stderr_and_a_cached_one_is_silent(tmp_path):
+    code = ("import numpy as np, npeca\n"
+            "x = np.ones((1, 8, 5), np.float32)\n"
+            "for _ in range(3):\n"
+            "    npeca.eca(x, np.ones(3), backend='numba')\n")
+    env = {"NUMBA_CACHE_DIR": str(tmp_path)}
+    first = _run(code, env)
+    assert first.returncode == 0, first.stderr
+    lines = [line for line in first.stderr.splitlines() if line.startswith("npeca: compiling")]
+    assert len(lines) == 1, first.stderr
+    assert "forward_cf_serial" in lines[0] and str(tmp_path) in lines[0]
+    assert "npeca warmup" in lines[0]
+    second = _run(code, env)
+    assert second.returncode == 0 and "compiling" not in second.stderr, second.stderr
+
+
+def test_warmup_prepares_every_kind_of_call_and_auto_uses_numba_at_once(tmp_path):
+    """After warmup, backend="auto" runs numba from the first call, small inputs included
+    (the background compile switched on, as for users)."""
+    code = ("import numpy as np, npeca, npeca.backends as b\n"
+            "steps = b.warmup()\n"
+            "assert len(steps) == 8, steps\n"
+            "from npeca._validate import eca_problem\n"
+            "for shape, axis in (((1, 8, 5), 1), ((2, 300, 300, 2), -1)):\n"
+            "    for dtype in (np.float32, np.float64):\n"
+            "        p = eca_problem(np.ones(shape, dtype), np.ones(3), channel_axis=axis)\n"
+            "        assert b.select_backend('auto', p).__name__.endswith('numba_cpu')\n"
+            "        g = np.ones(shape, dtype)\n"
+            "        assert b.select_backend('auto', p, 'backward', g).__name__.endswith("
+            "'numba_cpu')\n"
+            "print('ok')\n")
+    done = _run(code, {"NPECA_BACKGROUND_COMPILE": "1"})
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    cli = subprocess.run([sys.executable, "-m", "npeca", "warmup"], capture_output=True,
+                         text=True, timeout=900)
+    assert cli.returncode == 0, cli.stderr
+    assert "8 kinds of call ready" in cli.stdout and "backward channels-last float64" in \
+        cli.stdout
+
+
+def test_results_do_not_depend_on_the_background_switch(monkeypatch):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 64, 40, 40)).astype(np.float32)
+    w = rng.standard_normal(5)
+    monkeypatch.setattr(_compile, "BACKGROUND", False)
+    want = npeca.eca_forward(x, w, backend="numba")
+    monkeypatch.setattr(_compile, "BACKGROUND", True)
+    for _ in range(3):
+        got = npeca.eca_forward(x, w, backend="numba")
+        for u, v in zip(want, got):
+            np.testing.assert_array_equal(u, v)
+    assert _compile.wait_for_background(timeout=600)
