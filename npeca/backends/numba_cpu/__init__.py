@@ -231,9 +231,13 @@ class _Call:
     def backward(self, x, g, dx, m, dz) -> None:
         """The backward kernel on C-contiguous x, g and dx of one dtype."""
         if self.channels_last:
-            mode, wave, chunk, sb = self.schedule(x.shape[0], x.dtype.itemsize)
+            n, size = x.shape[0], 2 * x.dtype.itemsize  # x and g per element
+            mode, wave, chunk, sb = _SAMPLES, 0, self.forward_chunk(n, size), 0
+            if chunk < self.c and (np.may_share_memory(dx, x) or np.may_share_memory(dx, g)):
+                mode, wave, chunk, sb = self.schedule(n, x.dtype.itemsize)
+                mode = _WAVES  # in place: every sum of a wave before any dx
             self.launch(_backward_cl, self.view3(x), self.view3(g), self.w, self.src, self.rd,
-                        self.bias, self.has_bias, self.hard, mode, wave, chunk, sb,
+                        self.span, self.bias, self.has_bias, self.hard, mode, wave, chunk, sb,
                         self.view3(dx), m, dz)
         else:
             mode, wave, chunk, _ = self.schedule(x.shape[0], x.dtype.itemsize, pipelined=True)

@@ -233,8 +233,9 @@ def _forward_item_cl(x, y, w, src, span, bias, has_bias, hard, n, c0, c1, m, z, 
 
 
 @_jit()
-def _sums_cl(g, x, n, c0, c1, m, da):
-    """m[n, c] and da[n, c] for c in [c0, c1) of (N, S, C) arrays, by the lane rule."""
+def _sums_cl(g, x, n, c0, c1, m_row, da_row):
+    """m_row[c] = mean of x and da_row[c] = sum of g * x over column c of sample n of
+    (N, S, C) arrays, for c in [c0, c1), by the lane rule of _pool_cl."""
     width = c1 - c0
     acc_x = np.zeros((LANES, width))
     acc_gx = np.zeros((LANES, width))
@@ -250,8 +251,70 @@ def _sums_cl(g, x, n, c0, c1, m, da):
     _tree_columns(acc_x)
     _tree_columns(acc_gx)
     for c in range(c0, c1):
-        m[n, c] = acc_x[0, c - c0] / x.shape[1]
-        da[n, c] = acc_gx[0, c - c0]
+        m_row[c] = acc_x[0, c - c0] / x.shape[1]
+        da_row[c] = acc_gx[0, c - c0]
+
+
+@_jit()
+def _backward_item_cl(x, g, dx, w, src, rd, span, bias, has_bias, hard, n, c0, c1, m, dz):
+    """The whole backward of the channels [c0, c1) of sample n of (N, S, C) arrays, with no
+    other item to wait for: dm of the block needs dz of the channels that read it (rd), and
+    their logits the means of the channels they read (src), so the item sums x and g * x
+    over the block and that two-sided halo (adjacent columns), then computes dz over the
+    block and its first halo, dm and dx = g * a + dm / S over the block while it is in
+    cache. Only m and dz of the block are written to m and dz (the weight gradient's)."""
+    c_, s_ = x.shape[2], x.shape[1]
+    m_row = np.empty(c_)
+    da_row = np.empty(c_)
+    a_row = np.empty(c_)
+    dz_row = np.empty(c_)
+    zlo, zhi = c0, c1  # channels whose dz the block needs: [zlo, zhi)
+    for c in range(c0, c1):
+        zlo = min(zlo, span[c, 2])
+        zhi = max(zhi, span[c, 3] + 1)
+    mlo, mhi = zlo, zhi  # channels whose means those logits need: [mlo, mhi)
+    for r in range(zlo, zhi):
+        mlo = min(mlo, span[r, 0])
+        mhi = max(mhi, span[r, 1] + 1)
+    k = src.shape[1]
+    if mhi - mlo <= c1 - c0 + 4 * k:  # contiguous halos
+        _sums_cl(g, x, n, mlo, mhi, m_row, da_row)
+        zs = np.arange(zlo, zhi)
+    else:  # circular padding wraps around a group edge: the channels needed, one by one
+        need_z = np.zeros(c_, dtype=np.bool_)
+        for c in range(c0, c1):
+            need_z[c] = True
+            for j in range(k):
+                if rd[c, j] >= 0:
+                    need_z[rd[c, j]] = True
+        need_m = np.zeros(c_, dtype=np.bool_)
+        for r in range(c_):
+            if need_z[r]:
+                for j in range(k):
+                    if src[r, j] >= 0:
+                        need_m[src[r, j]] = True
+        _sums_cl(g, x, n, c0, c1, m_row, da_row)
+        for r in range(c_):
+            if need_m[r] and (r < c0 or r >= c1):
+                _sums_cl(g, x, n, r, r + 1, m_row, da_row)
+        zs = np.nonzero(need_z)[0]
+    for r in zs:
+        zr = _logit(m_row, w, src, r, bias, has_bias)
+        ar = _gate(zr, hard)
+        a_row[r] = ar
+        dz_row[r] = da_row[r] * _gate_grad(zr, ar, hard)
+    width = c1 - c0
+    t = np.empty(width)
+    for c in range(c0, c1):
+        m[n, c] = m_row[c]
+        dz[n, c] = dz_row[c]
+        t[c - c0] = _dm(dz_row, w, rd, c) / s_
+    ab = a_row[c0:c1]
+    for s in range(s_):
+        gr = g[n, s, c0:c1]  # views and loops from 0, as in _pool_cl
+        dxr = dx[n, s, c0:c1]
+        for j in range(width):
+            dxr[j] = np.float64(gr[j]) * ab[j] + t[j]
 
 
 @_jit()

@@ -13,8 +13,8 @@ from numba import prange
 
 from ._compile import jit as _jit
 from ._compile import twin
-from ._items import (_dm_cl, _dx_cf, _dx_cl, _dz, _forward_item_cf, _forward_item_cl,
-                     _gate_cl, _pool_cf,
+from ._items import (_backward_item_cl, _dm_cl, _dx_cf, _dx_cl, _dz, _forward_item_cf,
+                     _forward_item_cl, _gate_cl, _pool_cf,
                      _pool_cl, _scale_cf, _scale_cl, _sums_cf, _sums_cl)
 
 _SAMPLES, _PIPELINED_SAMPLES, _WAVES = 0, 1, 2  # how kernels hand out work (_Call.schedule)
@@ -186,30 +186,33 @@ def _backward_cf(x, g, w, src, rd, span, bias, has_bias, hard, mode, wave, chunk
 
 
 @twin
-def _backward_cl(x, g, w, src, rd, bias, has_bias, hard, mode, wave, chunk, sb, dx, m, dz):
-    """Channels-last backward on (N, S, C) arrays, items as in _forward_cl."""
+def _backward_cl(x, g, w, src, rd, span, bias, has_bias, hard, mode, wave, chunk, sb, dx, m,
+                 dz):
+    """Channels-last backward on (N, S, C) arrays.
+
+    _SAMPLES: one parallel loop over items of `chunk` channels of a sample (a whole sample
+    when chunk is C), each done by _backward_item_cl with its halo. _WAVES (in place, dx is
+    x or g, with samples split): waves of samples, each summed, then dz, dm, then dx (items
+    of `sb` positions)."""
     n_, s_, c_ = x.shape
-    first = n_ - n_  # 0 as a run-time int64: a literal 0 would make numba compile a
-    # second copy of every helper it is passed to
-    da = np.empty((n_, c_))
-    a = np.empty((n_, c_))
-    t = np.empty((n_, c_))
+    per_c = (c_ + chunk - 1) // chunk
     if mode == _SAMPLES:
-        for n in prange(n_):
-            for c0 in range(0, c_, chunk):
-                _sums_cl(g, x, n, c0, min(c_, c0 + chunk), m, da)
-            _dz(w, src, bias, has_bias, hard, n, first, c_, m, da, a, dz)
-            _dm_cl(w, rd, n, first, c_, s_, dz, t)
-            _dx_cl(g, dx, n, first, s_, a, t)
+        for i in prange(n_ * per_c):
+            n = i // per_c
+            c0 = (i % per_c) * chunk
+            _backward_item_cl(x, g, dx, w, src, rd, span, bias, has_bias, hard, n, c0,
+                              min(c_, c0 + chunk), m, dz)
     else:
-        per_c = (c_ + chunk - 1) // chunk
+        da = np.empty((n_, c_))
+        a = np.empty((n_, c_))
+        t = np.empty((n_, c_))
         per_s = (s_ + sb - 1) // sb
         for n0 in range(0, n_, wave):
             wn = min(wave, n_ - n0)
             for i in prange(wn * per_c):
                 n = n0 + i // per_c
                 c0 = (i % per_c) * chunk
-                _sums_cl(g, x, n, c0, min(c_, c0 + chunk), m, da)
+                _sums_cl(g, x, n, c0, min(c_, c0 + chunk), m[n], da[n])
             for i in prange(wn * per_c):
                 n = n0 + i // per_c
                 c0 = (i % per_c) * chunk
