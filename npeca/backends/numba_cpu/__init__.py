@@ -22,8 +22,15 @@ version):
 * Channels-first backward: per item, channel after channel, sum x and g * x, and as soon as
   the neighbours are known, dz and dx = g * a + dm / S, while g is still in cache
   (:func:`_pipeline_cf`); x and g are read from memory once, dx written once.
-* Channels-last: waves of samples small enough for L2, in parallel phases over blocks of
+* Channels-last: the same halo items over blocks of whole cache lines of channels
+  (:func:`_items._forward_item_cl`, :func:`_items._backward_item_cl`): a block and the few
+  neighbouring columns its convolution reads are adjacent in memory, so the halo is nearly
+  free. In place with split blocks: waves of samples in parallel phases over blocks of
   channels (pooling) and of positions (scaling).
+* Every kernel exists as a serial and a parallel twin (:mod:`._compile`): small inputs run
+  the serial one on the calling thread; a large call whose parallel twin is not compiled yet
+  runs the serial one while the parallel one compiles in the background. Item and wave sizes
+  come from this machine's caches (:mod:`._machine`).
 * Outputs of 32 MiB and more are written with streaming (non-temporal) stores, which skip
   reading the destination into cache first.
 * Every sum over positions is accumulated in float64 over ``LANES`` interleaved lanes

@@ -30,12 +30,17 @@ __all__ = ["jit", "twin", "Twin", "cache_location", "run_parallel_or_serial", "s
 _cache_warned = False
 
 
+#: The files whose code the kernels compile (the others only call them).
+CODE_FILES = ("_simd.py", "_items.py", "_kernels.py")
+
+
 def _fingerprint() -> str:
-    """SHA-256 of every source file of this package: part of each cache key (see _keyed)."""
+    """SHA-256 of the package's files of compiled code: part of each cache key (_keyed)."""
     digest = hashlib.sha256()
     try:
-        for path in sorted(Path(__file__).parent.glob("*.py")):
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        for name in CODE_FILES:
+            path = Path(__file__).parent / name
+            digest.update(name.encode() + b"\0" + path.read_bytes())
     except OSError:  # sources not readable: numba's own key (and this module's) decide
         digest.update(b"unreadable sources")
     return digest.hexdigest()
@@ -49,8 +54,8 @@ def _keyed(dispatcher):
 
     numba keys a cached function by its own source file only, but a kernel here inlines code
     from the package's other files (helpers, SIMD intrinsics): a changed helper with an
-    unchanged kernel file would load stale machine code. The package fingerprint joins the
-    key, so any change to any file compiles afresh (and old entries are never loaded)."""
+    unchanged kernel file would load stale machine code. The fingerprint of CODE_FILES joins
+    the key, so any change to any of them compiles afresh (old entries are never loaded)."""
     cache = getattr(dispatcher, "_cache", None)
     index_key = getattr(cache, "_index_key", None)
     if index_key is not None:
