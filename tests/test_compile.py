@@ -138,7 +138,8 @@ def test_a_foreground_compile_says_so_once_on_stderr_and_a_cached_one_is_silent(
     assert first.returncode == 0, first.stderr
     lines = [line for line in first.stderr.splitlines() if line.startswith("npeca: compiling")]
     assert len(lines) == 1, first.stderr
-    assert "forward_cf_serial" in lines[0] and str(tmp_path) in lines[0]
+    assert "channels-first forward (one thread) for float32" in lines[0]
+    assert str(tmp_path) in lines[0]
     assert "npeca warmup" in lines[0]
     second = _run(code, env)
     assert second.returncode == 0 and "compiling" not in second.stderr, second.stderr
@@ -180,3 +181,78 @@ def test_results_do_not_depend_on_the_background_switch(monkeypatch):
         for u, v in zip(want, got):
             np.testing.assert_array_equal(u, v)
     assert _compile.wait_for_background(timeout=600)
+
+
+def test_no_stderr_does_not_break_a_compiling_call(tmp_path):
+    """Under pythonw or with 2>&- sys.stderr is None: the notice is skipped, not an error."""
+    code = ("import sys; sys.stderr = None\n"
+            "import numpy as np, npeca\n"
+            "x = np.linspace(-1, 1, 40, dtype=np.float32).reshape(1, 8, 5)\n"
+            "y = npeca.eca(x, np.ones(3), backend='numba')\n"
+            "ref = npeca.eca(x, np.ones(3), backend='numpy')\n"
+            "print(np.allclose(y, ref, rtol=1e-6, atol=0))\n")
+    done = _run(code, {"NUMBA_CACHE_DIR": str(tmp_path)})
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stdout + done.stderr
+
+
+_UNALIGNED = r"""
+import numpy as np, npeca
+from npeca.backends import numba_cpu
+numba_cpu._STREAM_BYTES, numba_cpu._STREAM_MIN_ROW = 0, 1  # streaming stores on every row
+rng = np.random.default_rng(5)
+shape = (2, 8, 33, 7)
+nbytes = int(np.prod(shape)) * 4
+
+
+def unaligned(offset):
+    raw = np.zeros(nbytes + 64, np.uint8)
+    arr = raw[offset:offset + nbytes].view(np.float32).reshape(shape)
+    assert arr.flags.c_contiguous and arr.flags.aligned == (offset % 4 == 0)
+    return arr
+
+
+x = rng.standard_normal(shape).astype(np.float32)
+w = rng.standard_normal(3)
+want = npeca.eca_forward(x, w, backend="numba")
+gwant = npeca.eca_backward(x, w, x, backend="numba")
+for offset in (1, 2, 6):
+    out = unaligned(offset)
+    assert np.array_equal(npeca.eca(x, w, out=out, backend="numba"), want.y)
+    xi = unaligned(offset)
+    xi[...] = x
+    assert np.array_equal(npeca.eca(xi, w, out=xi, backend="numba"), want.y)
+    xi[...] = x
+    got = npeca.eca_backward(xi, w, x, out=unaligned(offset), backend="numba").x
+    assert np.array_equal(got, gwant.x)
+print("ok")
+"""
+
+
+def test_unaligned_arrays_are_staged_not_crashed_on():
+    """A C-contiguous array at an odd byte offset (a memmap at an odd offset) is not aligned
+    to its element size; the kernels' vector loads and streaming stores assume alignment (an
+    unaligned out= used to crash the process), so such arrays go through the staging
+    buffers. In a subprocess, so that a crash is a failure, not the end of the run."""
+    done = _run(_UNALIGNED, {})
+    assert done.returncode == 0 and done.stdout.strip() == "ok", \
+        f"exit {done.returncode}: {done.stdout}{done.stderr[-2000:]}"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_fork_during_a_background_compile_waits_and_the_child_works(tmp_path):
+    """fork() waits for a running background compile (a child would inherit numba's compiler
+    lock held by a thread it does not have); the child computes and exits normally."""
+    code = ("import os, sys, numpy as np, npeca\n"
+            "x = np.ones((2, 64, 40, 40), np.float32)\n"
+            "npeca.eca(x, np.ones(3), backend='numba')  # serial; parallel compiles behind\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    y = npeca.eca_backward(np.ones((1, 8, 5)), np.ones(3), np.ones((1, 8, 5)),\n"
+            "                           backend='numba')\n"
+            "    os._exit(0 if y.x.shape == (1, 8, 5) else 3)\n"
+            "_, status = os.waitpid(pid, 0)\n"
+            "print(os.waitstatus_to_exitcode(status))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=900, env=dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path),
+                                                NPECA_BACKGROUND_COMPILE="1"))
+    assert done.returncode == 0 and done.stdout.strip() == "0", done.stdout + done.stderr

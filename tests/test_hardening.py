@@ -41,6 +41,7 @@ def test_kernels_compile_uncached_where_no_cache_is_writable(monkeypatch):
 
     monkeypatch.setattr(_compile, "njit", fake_njit)
     monkeypatch.setattr(_compile, "_cache_warned", False)
+    monkeypatch.setattr(_compile, "BACKGROUND", True)  # restored after: the fallback turns it off
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         f = _compile.jit()(lambda v: v + 1)
@@ -49,6 +50,7 @@ def test_kernels_compile_uncached_where_no_cache_is_writable(monkeypatch):
     assert [w for w in caught if "NUMBA_CACHE_DIR" in str(w.message)] == caught[:1]
     assert len(caught) == 1  # once per process
     assert calls[-1] == {"parallel": True, "nogil": True}
+    assert _compile.BACKGROUND is False  # without a cache a background compile is wasted
 
 
 # --- masked arrays -------------------------------------------------------------------------

@@ -53,7 +53,7 @@ from ..._validate import ECAProblem
 from ...results import ECAForward, ECAGrads
 from ._kernels import (_PIPELINED_SAMPLES, _SAMPLES, _WAVES, _backward_cf, _backward_cl,
                        _forward_cf, _forward_cl, _parameter_grads)
-from ._compile import (Twin, _exit_jobs, deferring, mark_ready, quiet, run_parallel_or_serial,
+from ._compile import (Twin, _background_jobs, deferring, mark_ready, quiet, run_parallel_or_serial,
                        wait_for_background)
 from . import _compile
 from ._machine import caches
@@ -272,13 +272,21 @@ class _Call:
         return _Stager(self, f32 if all(d == f32 for d in dtypes) else np.dtype(np.float64))
 
 
+def _direct(a: np.ndarray, dtype: np.dtype) -> bool:
+    """True when the kernels can use ``a`` as it is: C-contiguous, of ``dtype``, and aligned
+    to its element size (vector loads and streaming stores assume it; a memmap at an odd
+    offset is not)."""
+    flags = a.flags
+    return flags.c_contiguous and flags.aligned and a.dtype == dtype
+
+
 def _fast(x: np.ndarray, *others: np.ndarray) -> bool:
-    """True when every array is C-contiguous float32/float64 of one dtype: no staging."""
+    """True when every array can go to the kernels without staging (_direct, one dtype)."""
     dtype = x.dtype
-    if not (x.flags.c_contiguous and dtype in _FAST_DTYPES):
+    if dtype not in _FAST_DTYPES or not _direct(x, dtype):
         return False
     for a in others:
-        if not (a.dtype == dtype and a.flags.c_contiguous):
+        if not _direct(a, dtype):
             return False
     return True
 
@@ -302,7 +310,7 @@ class _Stager:
     def load(self, name: str, arr: np.ndarray, n0: int, n1: int) -> np.ndarray:
         """arr[n0:n1] as a C-contiguous array of the compute dtype (a view when it is one)."""
         part = arr[n0:n1]
-        if part.flags.c_contiguous and part.dtype == self.dtype:
+        if _direct(part, self.dtype):
             return part
         buf = self._buffer(name, self.dtype)[:n1 - n0]
         np.copyto(buf, part)  # float16 -> float32 and float32 -> float64 are exact
@@ -313,7 +321,7 @@ class _Stager:
         compute dtype (float64 whenever out's dtype differs, so out is rounded once); and
         whether the buffer must be copied to out afterwards."""
         part = out[n0:n1]
-        if part.flags.c_contiguous and part.dtype == self.dtype:
+        if _direct(part, self.dtype):
             return part, False
         return self._buffer("out", self.dtype)[:n1 - n0], True
 
@@ -444,16 +452,18 @@ def _auto_key(problem: ECAProblem, kind: str, grad_out=None) -> tuple:
                 tuple(a.flags.writeable for a in arrays))
     f32 = np.dtype(np.float32)
     dtype = f32 if all(a.dtype == f32 for a in arrays) else np.dtype(np.float64)
-    return (kind, problem.channels_last, dtype.char, (True,) * len(arrays))
+    # the stager passes an array of the compute dtype through as it is (read-only or not)
+    return (kind, problem.channels_last, dtype.char,
+            tuple(a.flags.writeable or not _direct(a, dtype) for a in arrays))
 
 
 def ready(problem: ECAProblem, kind: str, grad_out=None, start: bool = True) -> bool:
     """True when the kernels a ``kind`` ("forward" or "backward") call on this problem needs
     are compiled in this process; else False, and (with ``start``) they start compiling in a
     background thread (once per kind of call), after which this says True."""
-    if not _compile.BACKGROUND:  # compile in the foreground, when the call runs
-        return True
     key = _auto_key(problem, kind, grad_out)
+    if not _compile.BACKGROUND:  # compile in the foreground, when the call runs
+        return start or key in _prepared
     if key in _prepared:
         return True
     if not start:
@@ -463,7 +473,7 @@ def ready(problem: ECAProblem, kind: str, grad_out=None, start: bool = True) -> 
             job = threading.Thread(target=_prepare, args=(key,), name="npeca-compile",
                                    daemon=True)
             _preparing[key] = job
-            _exit_jobs.append(job)
+            _background_jobs.append(job)
             job.start()
     return False
 
@@ -489,6 +499,14 @@ def _prepare(key: tuple) -> None:
     finally:
         with _prepare_lock:
             _preparing.pop(key, None)
+
+
+def _forget_jobs_in_child() -> None:
+    """After fork(): the parent's compile threads do not exist in the child."""
+    _preparing.clear()
+
+
+_compile.at_fork_child.append(_forget_jobs_in_child)
 
 
 def _compile_all(kind: str, channels_last: bool, dtype: np.dtype, writeable: tuple) -> None:

@@ -74,6 +74,8 @@ def jit(parallel: bool = False):
         except RuntimeError as exc:
             if "cannot cache" not in str(exc):
                 raise
+            global BACKGROUND
+            BACKGROUND = False  # without a cache a background compile would be thrown away
             if not _cache_warned:
                 _cache_warned = True
                 warnings.warn(
@@ -122,6 +124,29 @@ def _is_ours(dispatcher) -> bool:
     return module.startswith(__name__.rsplit(".", 1)[0])
 
 
+def _say(text: str) -> None:
+    """One line on stderr, if there is a stderr (None under pythonw or with 2>&-)."""
+    stream = sys.stderr
+    if stream is None:
+        return
+    try:
+        stream.write(text + "\n")
+        stream.flush()
+    except (OSError, ValueError):  # closed or broken: the message is not worth an error
+        pass
+
+
+def _what(dispatcher) -> str:
+    """'channels-first forward, one thread' for _forward_cf_serial, and so on."""
+    name = dispatcher.py_func.__name__.strip("_")
+    serial = name.endswith("_serial")
+    name = name.removesuffix("_serial")
+    words = {"forward_cf": "channels-first forward", "forward_cl": "channels-last forward",
+             "backward_cf": "channels-first backward", "backward_cl": "channels-last backward",
+             "parameter_grads": "weight gradient"}.get(name, name.replace("_", " "))
+    return f"{words} ({'one thread' if serial else 'parallel'})"
+
+
 class _Notice(event.Listener):
     """Announces the compile of a top-level npeca kernel (not of the helpers it calls)."""
 
@@ -131,21 +156,24 @@ class _Notice(event.Listener):
         dispatcher = ev.data.get("dispatcher")
         if depth or not _is_ours(dispatcher) or getattr(_local, "quiet", False):
             return
-        name = dispatcher.py_func.__name__.lstrip("_")
-        args = ", ".join(str(a) for a in ev.data.get("args", ()))
-        key = f"{name}({args})"
+        dtypes = sorted({str(a.dtype) for a in ev.data.get("args", ())
+                         if hasattr(a, "dtype") and str(a.dtype).startswith("float")})
+        key = f"{_what(dispatcher)} {dtypes}"
         with _told_lock:
             if key in _told:
                 return
             _told.add(key)
-        where = "in a background thread" if threading.current_thread() is not \
-            threading.main_thread() else "now"
-        sys.stderr.write(
-            f"npeca: compiling the numba kernel {name} {where} (first use of these argument "
-            f"types with this install; seconds, once); the machine code is cached in "
-            f"{cache_location(dispatcher)}. `npeca warmup` compiles every kernel ahead of "
-            f"time.\n")
-        sys.stderr.flush()
+        what = f"{_what(dispatcher)} for {'/'.join(dtypes) or 'these types'}"
+        if getattr(dispatcher, "_cache", None) is None or not getattr(
+                dispatcher, "_can_compile", True) or _cache_warned:
+            _say(f"npeca: compiling the numba kernel {what} (first use in this process; "
+                 f"seconds). numba cannot cache it here: set NUMBA_CACHE_DIR to a writable "
+                 f"directory so that later processes load it instead")
+            return
+        _say(f"npeca: compiling the numba kernel {what} (first use of these argument types "
+             f"with this install; seconds, once): later processes load it from "
+             f"{cache_location(dispatcher)}. `npeca warmup` compiles every kernel ahead of "
+             f"time")
 
     def on_end(self, ev):
         _local.depth = max(0, getattr(_local, "depth", 1) - 1)
@@ -201,6 +229,10 @@ def run_parallel_or_serial(kernel: Twin, args: tuple) -> None:
     if key in _ready or key in _failed:  # failed: compile here, so that the error shows
         kernel.parallel(*args)
         return
+    if _in_disk_cache(kernel.parallel, args):  # loading takes milliseconds: load it now
+        kernel.parallel(*args)
+        _ready.add(key)
+        return
     kernel.serial(*args)
     deferred = getattr(_local, "deferred", None)
     if deferred is None:
@@ -225,6 +257,19 @@ class deferring:
             jobs, _local.deferred = _local.deferred, None
             for dispatcher, args, key in jobs:
                 start_compile(dispatcher, args, key)
+
+
+def _in_disk_cache(dispatcher, args) -> bool:
+    """True when numba's on-disk cache holds ``dispatcher`` for the types of ``args`` (numba
+    has no public API for this; any surprise counts as "no")."""
+    try:
+        from numba import typeof
+        cache = dispatcher._cache
+        signature = tuple(typeof(a) for a in args)
+        key = cache._index_key(signature, dispatcher.targetctx.codegen())
+        return key in cache._cache_file._load_index()
+    except Exception:
+        return False
 
 
 def mark_ready(dispatcher, args) -> None:
@@ -269,21 +314,61 @@ def wait_for_background(timeout: float | None = None) -> bool:
         return not _pending
 
 
-def _finish_at_exit() -> None:
-    """Let a background compile finish before the interpreter shuts down (a compile cut off
-    in the middle of LLVM could crash the exit); it takes seconds once, on a fresh install,
-    and its result is cached for the next process."""
+def _alive_jobs() -> list:
     with _jobs_lock:
         jobs = [job for job in _pending.values() if job.is_alive()]
-    jobs += [job for job in _exit_jobs if job.is_alive()]
+    return jobs + [job for job in _background_jobs if job.is_alive()]
+
+
+def _finish_at_exit() -> None:
+    """Let a background compile finish before the interpreter shuts down (a compile cut off
+    in the middle of LLVM could crash the exit). It is quick when the kernels are cached; on
+    an empty cache it can take seconds, and then says so. Ctrl-C ends the wait: the process
+    then leaves at once (os._exit, after flushing), without the shutdown that could crash."""
+    jobs = _alive_jobs()
+    for job in jobs:
+        job.join(0.5)
+    jobs = [job for job in jobs if job.is_alive()]
     if not jobs:
         return
-    sys.stderr.write("npeca: finishing a background compile of numba kernels before exit "
-                     "(once per install; `npeca warmup` does it ahead of time)\n")
-    sys.stderr.flush()
-    for job in jobs:
+    _say("npeca: waiting for a background compile of numba kernels to finish before exit "
+         "(`npeca warmup` compiles them ahead of time)")
+    try:
+        for job in jobs:
+            while job.is_alive():
+                job.join(0.2)
+    except KeyboardInterrupt:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(130)
+
+
+def _before_fork() -> None:
+    """Wait for background compiles before fork(): a child would inherit numba's compiler
+    lock held by a thread that does not exist there, and hang on its first compile."""
+    for job in _alive_jobs():
         job.join()
 
 
-_exit_jobs: list = []  # other background threads to finish at exit (the package's _prepare)
+at_fork_child: list = []  # callbacks of the package (its own job lists)
+
+
+def _after_fork_child() -> None:
+    """In a forked child: no background compiles (the parent's threads are gone, and a child
+    is often short-lived); forget the parent's jobs."""
+    global BACKGROUND
+    BACKGROUND = False
+    _pending.clear()
+    _background_jobs.clear()
+    for callback in at_fork_child:
+        callback()
+
+
+_background_jobs: list = []  # other background threads (the package's _prepare)
 atexit.register(_finish_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_child)
