@@ -2,16 +2,26 @@
 
 Run from a clone of the repository (after ``pip install -e .``)::
 
-    python benchmarks/bench.py            # the standard table, about 3 minutes on 2 cores
-    python benchmarks/bench.py --quick    # fewer repeats, under a minute
+    python benchmarks/bench.py            # every table, about 4 minutes on 2 cores
+    python benchmarks/bench.py --quick    # fewer repeats, no cold-start runs: about a minute
     python benchmarks/bench.py --json results.json
+    python benchmarks/bench.py --skip standard --skip cold   # only the inference table
 
-For every shape of the standard table the script times, interleaved round by round so that
-a disturbance hits every column alike: the copy floor ``np.copyto(out, x)`` (one read and one
-write of the tensor, docs/performance.md), npeca's numba backend (into a preallocated ``out``,
-and returning a new array), the NumPy reference, PyTorch eager and onnxruntime (each only if
-installed; "n/a" otherwise). It prints medians in milliseconds, every median as a ratio to the
-copy floor, numba's speed-up over each peer, and whether the targets of issue 4 are met.
+It compiles every kernel first (``npeca.backends.warmup()``), then times, interleaved round by
+round so that a disturbance hits every column alike:
+
+* the standard table (issue 4): the copy floor ``np.copyto(out, x)`` (one read and one write
+  of the tensor, docs/performance.md), npeca's numba backend (into a preallocated ``out`` and
+  returning a new array), the NumPy reference, PyTorch eager and onnxruntime (each only if
+  installed; "n/a" otherwise);
+* the inference table (issue 13, benchmarks/inference.py): ResNet-50's ECA layer shapes at
+  batch 1 and 32, channels-first and channels-last, with the call users write,
+  ``y = npeca.eca(x, w)``, as the primary column, ``out=`` beside it and the peers;
+* the cost of one call on a tiny input, and the first call of fresh processes with an empty
+  numba cache (skipped by --quick).
+
+It prints medians in milliseconds, every median as a ratio to the copy floor, npeca's
+speed-up over each peer, and a verdict per target. Timings are printed, never asserted.
 """
 
 from __future__ import annotations
