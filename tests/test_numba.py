@@ -296,6 +296,7 @@ def test_schedule_does_not_change_a_bit(monkeypatch, channel_axis, dtype, n):
             # forward items of 1 to 1 << 30 bytes: one channel (16 channels-last) to all
             monkeypatch.setattr(numba_cpu, "_SERIAL_BYTES", -1)
             monkeypatch.setattr(numba_cpu, "_CHUNK_BYTES", wave_bytes)
+            monkeypatch.setattr(numba_cpu, "_CL_CHUNK_BYTES", wave_bytes)
             again = (npeca.eca_forward(x, w, **kw, **extra),
                      npeca.eca_backward(x, w, g, **kw, **extra))
             for u, v in zip(base[0] + base[1], again[0] + again[1]):

@@ -40,21 +40,9 @@ def npeca_adapter(backend: str) -> Adapter:
 
     def run(inputs: dict, params: dict) -> dict:
         kw = _eca_kwargs(inputs, params)
-        try:
-            fwd = npeca.eca_forward(inputs["x"], inputs["weight"], backend=backend, **kw)
-            grads = npeca.eca_backward(inputs["x"], inputs["weight"], inputs["grad_out"],
-                                       backend=backend, **kw)
-        except TypeError as exc:
-            if "backend" in str(exc):
-                if backend == "numpy":  # an npeca without backend selection: the reference
-                    fwd = npeca.eca_forward(inputs["x"], inputs["weight"], **kw)
-                    grads = npeca.eca_backward(inputs["x"], inputs["weight"],
-                                               inputs["grad_out"], **kw)
-                else:
-                    raise BackendUnavailableError(
-                        f"this npeca has no backend {backend!r}") from None
-            else:
-                raise
+        fwd = npeca.eca_forward(inputs["x"], inputs["weight"], backend=backend, **kw)
+        grads = npeca.eca_backward(inputs["x"], inputs["weight"], inputs["grad_out"],
+                                   backend=backend, **kw)
         out = {"y": fwd.y, "m": fwd.m, "z": fwd.z, "a": fwd.a, "dx": grads.x,
                "dweight": grads.weight}
         if grads.bias is not None:

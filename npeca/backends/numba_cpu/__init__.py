@@ -69,6 +69,8 @@ _WAVE_BYTES_PER_THREAD = _CACHES.l2 // 2  # bytes of x per thread in a wave: hal
 _ITEMS_PER_THREAD = 8  # work items per thread in a wave, for load balance
 _PER_SAMPLE_BYTES = _CACHES.l2 // 4  # samples up to this size are one work item each
 _CHUNK_BYTES = 3 * _CACHES.l2 // 4  # channels-first forward of large samples: x per item
+_CL_CHUNK_BYTES = _CACHES.l2  # channels-last items: a block fits one core's L2 (wider blocks,
+# fewer halo columns; measured best between 0.5 and 4 L2 on the benchmark machine)
 _SEGMENTS_PER_THREAD = 1  # channels-first backward of large samples: pipelined segments
 _MAX_BLOCK = 256  # channels-last: most channels per pooling item (16 lanes x 256 x 8 B)
 _MIN_BLOCK = 16  # channels-last: fewest channels per pooling item
@@ -209,7 +211,8 @@ class _Call:
         sample = self.c * self.s * itemsize
         if sample <= _PER_SAMPLE_BYTES and (n % threads == 0 or n >= 4 * threads):
             return self.c
-        per = threads * _ceil(sample, threads * _CHUNK_BYTES)
+        item = _CL_CHUNK_BYTES if self.channels_last else _CHUNK_BYTES
+        per = threads * _ceil(sample, threads * item)
         chunk = _ceil(self.c, min(per, self.c))
         if self.channels_last:  # blocks of whole 64-byte lines of a position's channels
             chunk = min(self.c, _ceil(chunk, 16) * 16)
