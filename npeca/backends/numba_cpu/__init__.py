@@ -130,10 +130,12 @@ class _Call:
         self.n, self.c = problem.n, problem.c
         self.s = x.size // (self.n * self.c)
         self.channels_last = problem.channels_last
-        # (C, k) per-channel kernels, or (1, k) shared
-        # float64, writeable (one compiled signature), (C, k) or (1, k)
+        # the kernel(s) as float64, (C, k) per channel or (1, k) shared; always writeable,
+        # C-contiguous and aligned, so that every weight gives numba the same signature
         w = problem.weight
-        if w.dtype != np.float64 or not w.flags.writeable or not w.flags.c_contiguous:
+        flags = w.flags
+        if w.dtype != np.float64 or not (flags.writeable and flags.c_contiguous
+                                         and flags.aligned):
             w = np.array(w, dtype=np.float64)
         self.w = w.reshape(-1, problem.k)
         self.src, self.rd, self.span = _taps(self.c, problem.k, self.c // problem.groups,
