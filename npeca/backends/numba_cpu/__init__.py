@@ -521,7 +521,7 @@ def _compile_all(kind: str, channels_last: bool, dtype: np.dtype, writeable: tup
         with quiet():
             _run_dummy(kind, channels_last, dtype, writeable, record=True)
             for kernel, args in _recording.calls:
-                kernel.parallel.compile(tuple(numba.typeof(a) for a in args))
+                kernel.parallel.compile(_compile.signature(args))
                 mark_ready(kernel.parallel, args)
     finally:
         _recording.calls = None

@@ -229,7 +229,7 @@ def run_parallel_or_serial(kernel: Twin, args: tuple) -> None:
     if key in _ready or key in _failed:  # failed: compile here, so that the error shows
         kernel.parallel(*args)
         return
-    if _in_disk_cache(kernel.parallel, args):  # loading takes milliseconds: load it now
+    if key not in _pending and _in_disk_cache(kernel.parallel, args):  # milliseconds: now
         kernel.parallel(*args)
         _ready.add(key)
         return
@@ -259,14 +259,18 @@ class deferring:
                 start_compile(dispatcher, args, key)
 
 
+def signature(args) -> tuple:
+    """The argument types numba compiles ``args`` for."""
+    from numba import typeof
+    return tuple(typeof(a) for a in args)
+
+
 def _in_disk_cache(dispatcher, args) -> bool:
     """True when numba's on-disk cache holds ``dispatcher`` for the types of ``args`` (numba
     has no public API for this; any surprise counts as "no")."""
     try:
-        from numba import typeof
         cache = dispatcher._cache
-        signature = tuple(typeof(a) for a in args)
-        key = cache._index_key(signature, dispatcher.targetctx.codegen())
+        key = cache._index_key(signature(args), dispatcher.targetctx.codegen())
         return key in cache._cache_file._load_index()
     except Exception:
         return False
@@ -279,13 +283,11 @@ def mark_ready(dispatcher, args) -> None:
 
 def start_compile(dispatcher, args, key=None) -> threading.Thread | None:
     """Compile ``dispatcher`` for the types of ``args`` in a daemon thread (once per key)."""
-    from numba import typeof
     key = _key(dispatcher, args) if key is None else key
     with _jobs_lock:
         if key in _ready or key in _pending:
             return _pending.get(key)
-        signature = tuple(typeof(a) for a in args)
-        job = threading.Thread(target=_compile_job, args=(dispatcher, signature, key),
+        job = threading.Thread(target=_compile_job, args=(dispatcher, signature(args), key),
                                name="npeca-compile", daemon=True)
         _pending[key] = job
     job.start()
