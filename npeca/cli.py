@@ -121,6 +121,16 @@ def _cmd_golden_verify(args: argparse.Namespace) -> int:
     return 1 if any(r.status in ("FAIL", "ERROR") for r in results) else 0
 
 
+def _cmd_golden_export(args: argparse.Namespace) -> int:
+    from .golden.export import export
+
+    report = export(args.dir, args.format, args.out, force=args.force)
+    print(f"wrote {len(report.written)} cases of {args.dir} as {args.format} to {report.path}")
+    for name, reason in report.skipped:
+        print(f"  skipped {name}: {reason}")
+    return 0
+
+
 def _cmd_golden_mutants(args: argparse.Namespace) -> int:
     from .golden import Suite
     from .golden.mutants import format_kill_table, kill_table
@@ -216,6 +226,19 @@ def build_parser() -> argparse.ArgumentParser:
                                       "verify --expect-digest.")
     dig.add_argument("dir", metavar="DIR", help="a golden suite")
     dig.set_defaults(func=_cmd_golden_digest)
+    exp = gsub.add_parser("export", help="write a suite for C or ONNX test runners",
+                          description="Write a golden suite's cases as C99 sources (--format "
+                                      "c: arrays as hex-float literals, bounds, a header that "
+                                      "describes the cases) or in ONNX's backend-test layout "
+                                      "(--format onnx: test_<case>/model.onnx and "
+                                      "test_data_set_0/*.pb). Cases a format cannot express "
+                                      "are listed as skipped, with the reason.")
+    exp.add_argument("dir", metavar="DIR", help="a golden suite")
+    exp.add_argument("out", metavar="OUT", help="directory to create")
+    exp.add_argument("--format", choices=("c", "onnx"), required=True)
+    exp.add_argument("--force", action="store_true",
+                     help="replace OUT if it is an earlier export")
+    exp.set_defaults(func=_cmd_golden_export)
     mut = gsub.add_parser("mutants", help="prove the suite's verdicts can fail",
                           description="Run correct contract implementations (every summation "
                                       "order) and a catalogue of ECA bugs against a suite: "

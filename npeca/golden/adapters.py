@@ -95,95 +95,45 @@ def torch_adapter(inputs: dict, params: dict) -> dict:
 
 
 def onnxruntime_adapter(inputs: dict, params: dict) -> dict:
-    """Forward only: an ONNX graph built with onnx.helper (ReduceMean, Gather/Pad, Conv or
-    Mul + ReduceSum, Sigmoid or HardSigmoid, Mul), run by onnxruntime on the CPU."""
+    """Forward only: the ONNX graph of :func:`npeca.golden.export_onnx.eca_model` (opset 18:
+    ReduceMean, Pad or Gather, Conv or Gather + Mul + ReduceSum, Sigmoid or Add/Clip/Div,
+    Mul; float16 summed in float32), run by onnxruntime on the CPU in the case's dtype."""
     try:
         import onnx
         import onnxruntime as ort
-        from onnx import TensorProto, helper, numpy_helper
     except ImportError:
         raise BackendUnavailableError(
             "the onnxruntime adapter needs onnx and onnxruntime: pip install onnx onnxruntime") \
             from None
+    from .export_onnx import eca_model
+
     x = inputs["x"]
-    if x.dtype != np.float32:
-        raise NotImplementedError(f"onnxruntime's CPU kernels used here are float32 only; "
-                                  f"case dtype is {x.dtype}")
-    cl = params["channel_axis"] == -1
-    xc_shape = (x.shape[0], x.shape[-1]) + x.shape[1:-1] if cl else x.shape
-    n, c = xc_shape[:2]
-    k, groups = params["k"], params["groups"]
-    cg, p = c // groups, (k - 1) // 2
-    nodes, inits = [], []
-
-    def const(name: str, value: np.ndarray) -> str:
-        inits.append(numpy_helper.from_array(np.asarray(value), name))
-        return name
-
-    xin = "X"
-    if cl:
-        perm = [0, x.ndim - 1] + list(range(1, x.ndim - 1))
-        nodes.append(helper.make_node("Transpose", ["X"], ["Xc"], perm=perm))
-        xin = "Xc"
-    spatial_axes = list(range(2, len(xc_shape)))
-    nodes.append(helper.make_node("ReduceMean", [xin], ["M"], axes=spatial_axes, keepdims=0))
-    nodes.append(helper.make_node("Reshape", ["M", const("shape_g", np.array([n, groups, cg]))],
-                                  ["Mg"]))
-    if params["padding"] == "circular":
-        wrap = np.arange(-p, cg + p) % cg
-        nodes.append(helper.make_node("Gather", ["Mg", const("wrap", wrap.astype(np.int64))],
-                                      ["Mp"], axis=2))
-    else:
-        pads = np.array([0, 0, p, 0, 0, p], dtype=np.int64)
-        nodes.append(helper.make_node("Pad", ["Mg", const("pads", pads)], ["Mp"],
-                                      mode="constant"))
-    w = inputs["weight"]
-    if params["weight_form"] in ("Ck", "C1k"):
-        taps = (np.arange(cg)[:, None] + np.arange(k)[None, :]).astype(np.int64)
-        nodes.append(helper.make_node("Gather", ["Mp", const("taps", taps)], ["Win"], axis=2))
-        nodes.append(helper.make_node("Mul", ["Win", const("W", w.reshape(groups, cg, k))],
-                                      ["Prod"]))
-        nodes.append(helper.make_node("ReduceSum", ["Prod", const("last", np.array([-1]))],
-                                      ["Zg"], keepdims=0))
-    else:
-        nodes.append(helper.make_node("Reshape", ["Mp", const("rows", np.array(
-            [n * groups, 1, cg + 2 * p]))], ["Rows"]))
-        nodes.append(helper.make_node("Conv", ["Rows", const("W", w.reshape(1, 1, k))],
-                                      ["Zg"], kernel_shape=[k]))
-    nodes.append(helper.make_node("Reshape", ["Zg", const("shape_nc", np.array([n, c]))],
-                                  ["Z0"]))
-    zname = "Z0"
-    if "bias" in inputs:
-        nodes.append(helper.make_node("Add", ["Z0", const("B", inputs["bias"])], ["Z"]))
-        zname = "Z"
-    if params["gate"] == "sigmoid":
-        nodes.append(helper.make_node("Sigmoid", [zname], ["A"]))
-    else:
-        nodes.append(helper.make_node("HardSigmoid", [zname], ["A"], alpha=1.0 / 6.0, beta=0.5))
-    bshape = [n] + [1] * (x.ndim - 2) + [c] if cl else [n, c] + [1] * (x.ndim - 2)
-    nodes.append(helper.make_node("Reshape", ["A", const("shape_a", np.array(bshape))], ["Ab"]))
-    nodes.append(helper.make_node("Mul", ["X", "Ab"], ["Y"]))
-    graph = helper.make_graph(
-        nodes, "eca", [helper.make_tensor_value_info("X", TensorProto.FLOAT, list(x.shape))],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, list(x.shape)),
-         helper.make_tensor_value_info("M", TensorProto.FLOAT, [n, c]),
-         helper.make_tensor_value_info(zname, TensorProto.FLOAT, [n, c]),
-         helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, c])],
-        initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = eca_model(x.shape, inputs["weight"].shape, x.dtype, params, intermediates=True)
     onnx.checker.check_model(model)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), opts,
-                                   providers=["CPUExecutionProvider"])
-    y, m, z, a = session.run(["Y", "M", zname, "A"], {"X": np.ascontiguousarray(x)})
+    opts.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), opts,
+                                       providers=["CPUExecutionProvider"])
+    except Exception as exc:  # a kernel this build of onnxruntime lacks (NOT_IMPLEMENTED)
+        if "NOT_IMPLEMENTED" in str(exc):
+            raise NotImplementedError(f"onnxruntime has no CPU kernel for this graph in "
+                                      f"{x.dtype}: {str(exc).strip()[:200]}") from None
+        raise
+    feeds = {vi.name: np.ascontiguousarray(inputs[vi.name]) for vi in model.graph.input}
+    y, m, z, a = session.run(["y", "m", "z", "a"], feeds)
     return {"y": y, "m": m, "z": z, "a": a}
 
 
 def get_adapter(name: str) -> Adapter:
-    """The adapter for a backend name or a ``module:function`` path."""
+    """The adapter for a backend name or a ``module:function`` path; a callable is
+    returned as it is."""
+    if callable(name):
+        return name
     if not isinstance(name, str):
-        raise ParameterError(f"backend must be a string; got {type(name).__name__}")
+        raise ParameterError(f"backend must be a callable fn(inputs, params), a backend name "
+                             f"or module:function; got {type(name).__name__}")
     if name in ("numpy", "numba", "cuda", "auto"):
         return npeca_adapter(name)
     if name == "torch":
@@ -191,17 +141,7 @@ def get_adapter(name: str) -> Adapter:
     if name == "onnxruntime":
         return onnxruntime_adapter
     if ":" in name:
-        module, _, attr = name.partition(":")
-        if os.getcwd() not in sys.path and "" not in sys.path:
-            sys.path.append(os.getcwd())  # as `python -m` would: modules beside the caller
-        try:
-            fn = getattr(importlib.import_module(module), attr)
-        except Exception as exc:  # a missing module, or one that fails while importing
-            raise ParameterError(f"backend {name!r}: cannot import {attr} from {module} "
-                                 f"({type(exc).__name__}: {exc})") from None
-        if not callable(fn):
-            raise ParameterError(f"backend {name!r} is not callable")
-        return fn
+        return _import_function(name)
     raise ParameterError(f"backend must be numpy, numba, cuda, torch, onnxruntime or "
                          f"module:function; got {name!r}")
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import DTypeError, GradcheckError, ParameterError, ShapeError, describe
+from ..errors import DTypeError, GradcheckError, ParameterError, ShapeError, describe
 
 __all__ = ["DEFAULT_TOLERANCES", "assert_close", "gradcheck", "check_vjp"]
 
@@ -34,7 +34,7 @@ def _array(value: Any, label: str) -> np.ndarray:
         raise DTypeError(f"{label} is a masked array (numpy.ma); its mask would be ignored: "
                          f"pass value.filled(...) or np.ma.getdata(value)")
     try:
-        from .autograd import Tensor
+        from ..autograd import Tensor
 
         return np.asarray(value.data if isinstance(value, Tensor) else value)
     except Exception as exc:  # ragged nested lists and the like
@@ -182,7 +182,7 @@ def _outputs(fn: Callable[..., Any], arrays: Sequence[np.ndarray]) -> list[np.nd
 
 def _autograd_vjp(fn: Callable[..., Any]) -> Callable[..., tuple[np.ndarray, ...]]:
     """A VJP for ``fn`` computed by npeca.autograd (fn must accept and return Tensors)."""
-    from . import autograd
+    from .. import autograd
 
     def vjp(cotangents: Sequence[np.ndarray], *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         leaves = [autograd.Tensor(a, requires_grad=True) for a in arrays]
