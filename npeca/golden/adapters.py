@@ -95,7 +95,7 @@ def torch_adapter(inputs: dict, params: dict) -> dict:
 
 
 def onnxruntime_adapter(inputs: dict, params: dict) -> dict:
-    """Forward only: the ONNX graph of :func:`npeca.golden.export_onnx.eca_model` (opset 18:
+    """Forward only: the ONNX graph of :func:`npeca.golden.onnx_graph.eca_model` (opset 18:
     ReduceMean, Pad or Gather, Conv or Gather + Mul + ReduceSum, Sigmoid or Add/Clip/Div,
     Mul; float16 summed in float32), run by onnxruntime on the CPU in the case's dtype."""
     try:
@@ -105,7 +105,7 @@ def onnxruntime_adapter(inputs: dict, params: dict) -> dict:
         raise BackendUnavailableError(
             "the onnxruntime adapter needs onnx and onnxruntime: pip install onnx onnxruntime") \
             from None
-    from .export_onnx import eca_model
+    from .onnx_graph import eca_model
 
     x = inputs["x"]
     model = eca_model(x.shape, inputs["weight"].shape, x.dtype, params, intermediates=True)
@@ -124,6 +124,40 @@ def onnxruntime_adapter(inputs: dict, params: dict) -> dict:
     feeds = {vi.name: np.ascontiguousarray(inputs[vi.name]) for vi in model.graph.input}
     y, m, z, a = session.run(["y", "m", "z", "a"], feeds)
     return {"y": y, "m": m, "z": z, "a": a}
+
+
+def _import_function(spec: str) -> Adapter:
+    """``package.module:function`` imported from sys.path, then the current directory."""
+    module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise ParameterError(f"backend {spec!r}: expected package.module:function")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)  # as `python -m` would: modules beside the caller
+    try:
+        obj = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module == exc.name or module.startswith(exc.name + ".")):
+            where = [p or cwd for p in sys.path]
+            raise ParameterError(
+                f"backend {spec!r}: no module named {exc.name!r}; looked in the current "
+                f"directory ({cwd}) and sys.path: {', '.join(where)}") from None
+        raise ParameterError(f"backend {spec!r}: importing {module} failed "
+                             f"(ModuleNotFoundError: {exc})") from None
+    except Exception as exc:  # a module that fails while importing
+        raise ParameterError(f"backend {spec!r}: importing {module} failed "
+                             f"({type(exc).__name__}: {exc})") from None
+    fn = obj
+    for part in attr.split("."):
+        try:
+            fn = getattr(fn, part)
+        except AttributeError:
+            raise ParameterError(f"backend {spec!r}: {module} (from "
+                                 f"{getattr(obj, '__file__', None) or module}) has no "
+                                 f"attribute {attr!r}") from None
+    if not callable(fn):
+        raise ParameterError(f"backend {spec!r} is a {type(fn).__name__}, not callable")
+    return fn
 
 
 def get_adapter(name: str) -> Adapter:

@@ -19,8 +19,9 @@ from typing import Callable
 
 from ..errors import ParameterError
 from .io import Suite, _identity, _signals_held, _signals_unwind
+from .schema import EXPORT_MARKER
 
-MARKER = "NPECA_EXPORT"
+MARKER = EXPORT_MARKER
 EXPORT_FORMATS = ("c", "onnx")
 
 

@@ -22,6 +22,7 @@ FORMATS = ("npz", "safetensors", "json")
 DTYPES = ("float16", "float32", "float64")
 INPUTS = ("x", "weight", "bias", "grad_out")
 OUTPUTS = ("y", "m", "z", "a", "dx", "dweight", "dbias")
+EXPORT_MARKER = "NPECA_EXPORT"  # the file at the top of every export (npeca golden export)
 INTERMEDIATES = ("m", "z", "a")  # stored in float64, judged with the case dtype's contract
 BOUND_PREFIX = "bound_"
 ARRAY_ORDER = INPUTS + OUTPUTS + tuple(BOUND_PREFIX + o for o in OUTPUTS)
@@ -213,6 +214,6 @@ def digest(manifest: dict) -> str:
 
 
 __all__ = ["SATURATION", "SCHEMA", "SCHEMA_VERSION", "FORMATS", "DTYPES", "INPUTS", "OUTPUTS",
-           "INTERMEDIATES",
+           "INTERMEDIATES", "EXPORT_MARKER",
            "BOUND_PREFIX",
            "ARRAY_ORDER", "GoldenIntegrityError", "check_manifest", "check_case", "digest"]
