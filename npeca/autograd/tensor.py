@@ -17,8 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import (AutogradError, DTypeError, OutOfMemoryError, OutOfRangeError,
-                      ParameterError, ShapeError, describe)
+from ..errors import (AutogradError, DTypeError, OutOfMemoryError, ShapeError, describe)
 
 _state = threading.local()
 
@@ -194,54 +193,8 @@ class Tensor:
         """Forget the accumulated gradient."""
         self.grad = None
 
-    # -- operators (the primitives are in ops.py) -------------------------------------------
-    def __add__(self, other): return _ops.add(self, other)
-    def __radd__(self, other): return _ops.add(other, self)
-    def __sub__(self, other): return _ops.sub(self, other)
-    def __rsub__(self, other): return _ops.sub(other, self)
-    def __mul__(self, other): return _ops.mul(self, other)
-    def __rmul__(self, other): return _ops.mul(other, self)
-    def __truediv__(self, other): return _ops.div(self, other)
-    def __rtruediv__(self, other): return _ops.div(other, self)
-    def __matmul__(self, other): return _ops.matmul(self, other)
-    def __rmatmul__(self, other): return _ops.matmul(other, self)
-    def __neg__(self): return _ops.neg(self)
-    def __pow__(self, exponent):
-        if isinstance(exponent, Tensor) and exponent.size == 1 and not exponent.requires_grad:
-            exponent = exponent.item()
-        if isinstance(exponent, bool) or not isinstance(exponent, numbers.Real):
-            raise DTypeError(f"the exponent of ** must be a real number (a constant); got "
-                             f"{type(exponent).__name__}")
-        try:
-            exponent = float(exponent)
-        except OverflowError:
-            raise ParameterError(f"the exponent of ** must fit in a float64; got "
-                                 f"{describe(exponent)}") from None
-        return _ops.power(self, exponent=exponent)
-
-    def __getitem__(self, index):
-        try:
-            self.data[index]  # NumPy decides what is a valid index (a view: no copy)
-        except (IndexError, OverflowError) as exc:
-            raise OutOfRangeError(f"Tensor index out of range: {exc}") from None
-        except (TypeError, ValueError) as exc:
-            raise DTypeError(f"invalid Tensor index {describe(index)}: {exc}") from None
-        return _ops.getitem(self, index=index)
-
-    def sum(self, axis=None, keepdims=False): return _ops.sum(self, axis=axis, keepdims=keepdims)
-    def mean(self, axis=None, keepdims=False): return _ops.mean(self, axis=axis, keepdims=keepdims)
-    def reshape(self, *shape):
-        return _ops.reshape(self, shape=shape[0] if len(shape) == 1 else shape)
-
-    def transpose(self, *axes):
-        return _ops.transpose(self, axes=axes[0] if len(axes) == 1 else (axes or None))
-
-    def exp(self): return _ops.exp(self)
-    def log(self): return _ops.log(self)
-    def sigmoid(self): return _ops.sigmoid(self)
-    def relu(self): return _ops.relu(self)
-
-    T = property(lambda self: _ops.transpose(self), doc="The transpose (axes reversed).")
+    # The operators (+, *, @, x[i], x.sum(), ...) are attached by ops.py, which defines the
+    # primitives they call: tensor.py imports nothing of ops.py.
 
 
 def as_tensor(value: Any) -> Tensor:
@@ -385,5 +338,3 @@ def backprop(root: Tensor, grad: Any, *, retain_graph: bool, create_graph: bool,
                 t._node.freed, t._node.vjps = True, [None] * len(t._node.vjps)
     return results
 
-
-from . import ops as _ops  # noqa: E402  (the operators above need the primitives)
