@@ -261,3 +261,27 @@ def test_eca_validation_errors_reach_autograd_users():
         ag.eca_composed(np.ones((1, 4, 3)), np.ones(2))
     with pytest.raises(npeca.ParameterError, match="groups must divide"):
         ag.eca(np.ones((1, 4, 3)), np.ones(3), groups=3)
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda: ag.Tensor([[1.0], [1.0, 2.0]]), DTypeError),
+    (lambda: ag.eca([[[1.0], [1.0, 2.0]]], np.ones(3)), DTypeError),
+    (lambda: ag.Tensor(np.ones(3)) + ag.Tensor(np.ones(4)), ShapeError),
+    (lambda: ag.grad(lambda x: 1.0)(np.ones(3)), AutogradError),
+    (lambda: ag.gradients(ag.sum(ag.Tensor(np.ones(2), requires_grad=True) * 2), [[1.0]]),
+     DTypeError),
+    (lambda: ag.grad(lambda x: ag.sum(x), argnums=3)(np.ones(2)), npeca.ParameterError),
+    (lambda: ag.pad(np.ones(3), -1), npeca.ParameterError),
+    (lambda: ag.correlate1d(np.ones(6), np.ones(3), groups=0), npeca.ParameterError),
+    (lambda: ag.moveaxis(ag.Tensor(1.0), 0, 0), ShapeError),
+    (lambda: ag.Tensor(np.ones(2)) ** "2", DTypeError),
+])
+def test_argument_errors(call, error):
+    with pytest.raises(error):
+        call()
+
+
+def test_constant_tensor_exponent():
+    x = ag.Tensor(np.array([2.0]), requires_grad=True)
+    (g,) = ag.gradients(ag.sum(x ** ag.Tensor(3.0)), [x])
+    assert g.data.tolist() == [12.0]

@@ -18,7 +18,6 @@ import pytest
 from conftest import require
 from npeca.checkpoint import CheckpointError, load_eca_layers
 from npeca.errors import BackendUnavailableError, DTypeError, ParameterError, ShapeError
-from npeca.layer import ECA
 from test_layer import F32, run_torch, torch_modules
 
 REPO = Path(__file__).resolve().parents[1]
@@ -456,3 +455,16 @@ def test_unnamed_1x1xk_conv_inside_a_bigger_module_is_not_taken():
 for _name, _test in list(globals().items()):
     if _name.startswith("test_") and "torch" in inspect.signature(_test).parameters:
         globals()[_name] = pytest.mark.torch(_test)
+
+
+def test_argument_and_content_errors(tmp_path):
+    np.save(tmp_path / "w.npy", np.ones((1, 1, 3)))
+    (tmp_path / "w.npy").rename(tmp_path / "w.npz")
+    with pytest.raises(CheckpointError, match="single .npy array"):
+        load_eca_layers(tmp_path / "w.npz")
+    with pytest.raises(CheckpointError, match="not a rectangular array"):
+        load_eca_layers({"a.eca.conv.weight": [[1.0, 2.0], [3.0]]})
+    sd = {"a.eca.conv.weight": np.ones((1, 1, 3))}
+    for kw in ({"modules": 5}, {"names": 5}, {"key": [1]}):
+        with pytest.raises(ParameterError):
+            load_eca_layers(sd, **kw)

@@ -65,3 +65,10 @@ def test_public_functions_have_numpy_docstrings():
         doc = getattr(npeca, name).__doc__
         for section in ("Parameters", "Returns", "Notes", "Examples"):
             assert f"\n    {section}\n    ---" in doc, (name, section)
+
+
+def test_demo_rejects_negative_seed(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--seed", "-1"])
+    assert exc.value.code == 2
+    assert "must be an integer >= 0" in capsys.readouterr().err

@@ -137,3 +137,10 @@ def test_arbitrary_shapes_raise_only_npeca_errors(x_shape, w_shape, g_shape, gro
         assert grads.x.shape == x_shape and grads.weight.shape == w_shape
     except NpecaError:
         pass
+
+
+def test_huge_integer_bias_and_big_endian_input():
+    with pytest.raises(ParameterError, match="bias must fit in a float64"):
+        npeca.eca(np.ones((1, 2, 2)), [1.0], bias=10**400)
+    x = np.random.default_rng(0).standard_normal((1, 3, 4))
+    np.testing.assert_array_equal(npeca.eca(x.astype(">f8"), [0.5]), npeca.eca(x, [0.5]))

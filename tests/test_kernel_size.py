@@ -93,3 +93,9 @@ def test_bad_b(b):
 def test_bad_min_size(min_size):
     with pytest.raises(ValueError, match="min_size"):
         kernel_size(64, min_size=min_size)
+
+
+def test_numpy_float_and_huge_constants():
+    assert kernel_size(100, gamma=np.float32(2), b=np.float16(1)) == kernel_size(100)
+    assert kernel_size(3, 10**400) == 1  # t = floor(small / huge) = 0 -> 1
+    assert kernel_size(3, 1, 2**200) - 2**200 == 1  # floor(log2 3 + 2**200) = 2**200 + 1

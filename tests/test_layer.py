@@ -561,3 +561,9 @@ def test_from_state_dict_infers_everything_from_the_weights():
 for _name, _test in list(globals().items()):
     if _name.startswith("test_") and "torch" in inspect.signature(_test).parameters:
         globals()[_name] = pytest.mark.torch(_test)
+
+
+@pytest.mark.parametrize("seed", [-1, "a"])
+def test_seed_must_be_a_nonnegative_integer(seed):
+    with pytest.raises(ParameterError):
+        ECA(4, seed=seed)

@@ -21,8 +21,6 @@ from hypothesis import assume, given, strategies as st
 
 import npeca
 from fd import directional
-from npeca import reference
-from npeca._validate import eca_problem
 from strategies import Case, eca_cases, relayout
 from tolerance import ulp_distance
 

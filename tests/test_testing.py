@@ -129,3 +129,26 @@ def test_assert_close_tolerance_table_and_messages():
     assert_close(np.array([1.0]), np.array([1.5]), rtol=0.5, atol=0)
     # float16 results judged against a float64 expectation use the float16 row
     assert_close(np.float16([0.1]), np.array([0.1]))
+
+
+@pytest.mark.parametrize("a, e", [(np.array([1 + 1j]), np.array([1 + 0j])),
+                                  (np.array(["a"]), np.array(["b"]))])
+def test_assert_close_refuses_non_real_input(a, e):
+    with pytest.raises(npeca.DTypeError, match="real numbers"):
+        assert_close(a, e)
+
+
+def test_assert_close_reads_tensors_and_checks_dtype():
+    with pytest.raises(GradcheckError):
+        assert_close(ag.Tensor([1.0]), ag.Tensor([2.0]))
+    with pytest.raises(ParameterError, match="dtype"):
+        assert_close(np.ones(2), np.ones(2), dtype="bogus")
+
+
+def test_gradcheck_argument_errors():
+    with pytest.raises(ParameterError, match="eps"):
+        gradcheck(lambda x: x * 2.0, [np.ones(2)], eps=0)
+    with pytest.raises(ParameterError, match="n_projections"):
+        gradcheck(lambda x: x * 2.0, [np.ones(2)], mode="fast", n_projections="3")
+    with pytest.raises(npeca.DTypeError, match="not an array of real numbers"):
+        check_vjp(lambda x: x, lambda cot, x: ("a",), [np.ones(2)])
