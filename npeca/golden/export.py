@@ -20,6 +20,7 @@ from typing import Callable
 from ..errors import ParameterError
 from .io import Suite, _identity, _signals_held, _signals_unwind
 from .schema import EXPORT_MARKER
+from .verify import check_case
 
 MARKER = EXPORT_MARKER
 EXPORT_FORMATS = ("c", "onnx")
@@ -71,6 +72,8 @@ def export(suite_dir: str | os.PathLike, fmt: str, out_dir: str | os.PathLike, *
     """
     write = _writer(str(fmt))
     suite = Suite(suite_dir)
+    for name, case in suite.cases.items():  # an edited suite is refused, as verify refuses it
+        check_case(case, suite.arrays(name))
     out = Path(out_dir).absolute()
     previous = _identity(out)
     if previous is not None:

@@ -1,0 +1,13 @@
+/* fp16.h: rounding a double to IEEE 754 binary16 ("half", float16) in plain C99, which has
+ * no half type. The runner stores the results of float16 cases this way. */
+#ifndef FP16_H
+#define FP16_H
+
+/* v rounded to the nearest binary16 number, ties to even, and widened back to double
+ * (exactly): subnormal halves below 2^-14, +-INFINITY from 65520 up (the midpoint between
+ * the largest half, 65504, and 2^16), NaN and the signs of zero and infinity kept. v is
+ * rounded once, directly, never through float first (which could round twice). Assumes
+ * the default rounding mode, round to nearest. */
+double fp16_round(double v);
+
+#endif /* FP16_H */
