@@ -78,7 +78,8 @@ def _entry(values: Sequence[Any], argnums: Sequence[int]) -> tuple[list, list[Te
     args, wrt = list(values), []
     for i in argnums:
         v = as_tensor(args[i])
-        t = v * 1.0 if v.requires_grad and is_grad_enabled() else Tensor(v.data, requires_grad=True)
+        t = (v * 1.0 if v.requires_grad and is_grad_enabled()
+             else Tensor(v.data, requires_grad=True))
         args[i] = t
         wrt.append(t)
     return args, wrt

@@ -6,14 +6,13 @@ names the primitive's arguments, all Tensors; parameters arrive as keywords.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 
 from .. import reference
-from ..errors import DTypeError, OutOfRangeError, ParameterError, ShapeError, describe
-from .tensor import Tensor, as_tensor, defvjp, primitive
+from ..errors import ParameterError, ShapeError, describe
+from .tensor import _OPS, Tensor, as_tensor, defvjp, primitive
 
 # --- primitives: NumPy in, NumPy out -----------------------------------------------------
 
@@ -296,60 +295,10 @@ def matmul(a: Any, b: Any) -> Tensor:
     return out
 
 
-# --- Tensor's operators and methods, attached here (tensor.py does not import this module) --
-
-def _pow(self: Tensor, exponent: Any) -> Tensor:
-    if isinstance(exponent, Tensor) and exponent.size == 1 and not exponent.requires_grad:
-        exponent = exponent.item()
-    if isinstance(exponent, bool) or not isinstance(exponent, numbers.Real):
-        raise DTypeError(f"the exponent of ** must be a real number (a constant); got "
-                         f"{type(exponent).__name__}")
-    try:
-        exponent = float(exponent)
-    except OverflowError:
-        raise ParameterError(f"the exponent of ** must fit in a float64; got "
-                             f"{describe(exponent)}") from None
-    return power(self, exponent=exponent)
-
-
-def _getitem(self: Tensor, index: Any) -> Tensor:
-    try:
-        self.data[index]  # NumPy decides what is a valid index (a view: no copy)
-    except (IndexError, OverflowError) as exc:
-        raise OutOfRangeError(f"Tensor index out of range: {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise DTypeError(f"invalid Tensor index {describe(index)}: {exc}") from None
-    return getitem(self, index=index)
-
-
-def _attach_operators() -> None:
-    def binary(fn, reflected=False):
-        if reflected:
-            return lambda self, other: fn(other, self)
-        return lambda self, other: fn(self, other)
-
-    for name, fn in (("add", add), ("sub", sub), ("mul", mul), ("truediv", div),
-                     ("matmul", matmul)):
-        setattr(Tensor, f"__{name}__", binary(fn))
-        setattr(Tensor, f"__r{name}__", binary(fn, reflected=True))
-    Tensor.__neg__ = lambda self: neg(self)
-    Tensor.__pow__ = _pow
-    Tensor.__getitem__ = _getitem
-    Tensor.sum = lambda self, axis=None, keepdims=False: sum(self, axis=axis, keepdims=keepdims)
-    Tensor.mean = lambda self, axis=None, keepdims=False: mean(self, axis=axis,
-                                                              keepdims=keepdims)
-    Tensor.reshape = lambda self, *shape: reshape(
-        self, shape=shape[0] if len(shape) == 1 else shape)
-    Tensor.transpose = lambda self, *axes: transpose(
-        self, axes=axes[0] if len(axes) == 1 else (axes or None))
-    Tensor.exp = lambda self: exp(self)
-    Tensor.log = lambda self: log(self)
-    Tensor.sigmoid = lambda self: sigmoid(self)
-    Tensor.relu = lambda self: relu(self)
-    Tensor.T = property(lambda self: transpose(self), doc="The transpose (axes reversed).")
-
-
-_attach_operators()
+# Tensor's operators and methods call these primitives through tensor.py's table.
+_OPS.update(add=add, sub=sub, mul=mul, div=div, matmul=matmul, neg=neg, power=power,
+            getitem=getitem, sum=sum, mean=mean, reshape=reshape, transpose=transpose,
+            exp=exp, log=log, sigmoid=sigmoid, relu=relu)
 
 __all__ = [
     "add", "sub", "mul", "div", "neg", "exp", "log", "power", "sigmoid", "hard_sigmoid",

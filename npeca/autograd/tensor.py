@@ -17,9 +17,14 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import (AutogradError, DTypeError, OutOfMemoryError, ShapeError, describe)
+from ..errors import (AutogradError, DTypeError, OutOfMemoryError, OutOfRangeError,
+                      ParameterError, ShapeError, describe)
 
 _state = threading.local()
+
+#: The primitives behind Tensor's operators and methods, by name; filled by ops.py when the
+#: package is imported (tensor.py defines the Tensor that ops.py builds on).
+_OPS: dict[str, Callable[..., "Tensor"]] = {}
 
 
 def is_grad_enabled() -> bool:
@@ -193,8 +198,63 @@ class Tensor:
         """Forget the accumulated gradient."""
         self.grad = None
 
-    # The operators (+, *, @, x[i], x.sum(), ...) are attached by ops.py, which defines the
-    # primitives they call: tensor.py imports nothing of ops.py.
+    # -- operators: the primitives of ops.py, looked up in the table ops.py fills (so that
+    #    this module imports nothing of ops.py) ------------------------------------------
+    def __add__(self, other: Any) -> Tensor: return _OPS["add"](self, other)
+    def __radd__(self, other: Any) -> Tensor: return _OPS["add"](other, self)
+    def __sub__(self, other: Any) -> Tensor: return _OPS["sub"](self, other)
+    def __rsub__(self, other: Any) -> Tensor: return _OPS["sub"](other, self)
+    def __mul__(self, other: Any) -> Tensor: return _OPS["mul"](self, other)
+    def __rmul__(self, other: Any) -> Tensor: return _OPS["mul"](other, self)
+    def __truediv__(self, other: Any) -> Tensor: return _OPS["div"](self, other)
+    def __rtruediv__(self, other: Any) -> Tensor: return _OPS["div"](other, self)
+    def __matmul__(self, other: Any) -> Tensor: return _OPS["matmul"](self, other)
+    def __rmatmul__(self, other: Any) -> Tensor: return _OPS["matmul"](other, self)
+    def __neg__(self) -> Tensor: return _OPS["neg"](self)
+    def __pow__(self, exponent: Any) -> Tensor:
+        if isinstance(exponent, Tensor) and exponent.size == 1 and not exponent.requires_grad:
+            exponent = exponent.item()
+        if isinstance(exponent, bool) or not isinstance(exponent, numbers.Real):
+            raise DTypeError(f"the exponent of ** must be a real number (a constant); got "
+                             f"{type(exponent).__name__}")
+        try:
+            exponent = float(exponent)
+        except OverflowError:
+            raise ParameterError(f"the exponent of ** must fit in a float64; got "
+                                 f"{describe(exponent)}") from None
+        return _OPS["power"](self, exponent=exponent)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        try:
+            self.data[index]  # NumPy decides what is a valid index (a view: no copy)
+        except (IndexError, OverflowError) as exc:
+            raise OutOfRangeError(f"Tensor index out of range: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise DTypeError(f"invalid Tensor index {describe(index)}: {exc}") from None
+        return _OPS["getitem"](self, index=index)
+
+    def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return _OPS["sum"](self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return _OPS["mean"](self, axis=axis, keepdims=keepdims)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        return _OPS["reshape"](self, shape=shape[0] if len(shape) == 1 else shape)
+
+    def transpose(self, *axes: Any) -> Tensor:
+        return _OPS["transpose"](self, axes=axes[0] if len(axes) == 1 else (axes or None))
+
+    def exp(self) -> Tensor: return _OPS["exp"](self)
+    def log(self) -> Tensor: return _OPS["log"](self)
+    def sigmoid(self) -> Tensor: return _OPS["sigmoid"](self)
+    def relu(self) -> Tensor: return _OPS["relu"](self)
+
+    @property
+    def T(self) -> Tensor:  # noqa: N802 - NumPy's name
+        """The transpose (axes reversed)."""
+        return _OPS["transpose"](self)
+
 
 
 def as_tensor(value: Any) -> Tensor:
