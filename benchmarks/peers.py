@@ -223,7 +223,7 @@ def onnxruntime_forward(case: Case) -> Call:
     try:
         session = ort.InferenceSession(model.SerializeToString(), options,
                                        providers=["CPUExecutionProvider"])
-    except Exception as exc:  # e.g. no float64 Conv kernel in the CPU provider
+    except Exception as exc:  # noqa: BLE001 - e.g. no float64 Conv kernel in the CPU provider
         raise NotAvailable(f"onnxruntime cannot run this graph: {str(exc)[:120]}") from None
     binding = session.io_binding()
     binding.bind_cpu_input("x", case.x)

@@ -80,7 +80,7 @@ def float_array(value: Any, name: str) -> np.ndarray:
     _refuse_masked(value, name)
     try:
         arr = np.asarray(value)
-    except Exception as exc:  # e.g. ragged nested lists
+    except Exception as exc:  # noqa: BLE001 - e.g. ragged nested lists
         raise DTypeError(
             f"{name} must be an array of float16, float32 or float64; "
             f"could not convert {type(value).__name__} to an array ({exc})"
@@ -137,7 +137,7 @@ def _bias(bias: Any) -> tuple[float | None, tuple[int, ...] | None, np.dtype | N
         try:
             return float(bias), (), np.dtype(np.float64)
         except OverflowError:
-            raise ParameterError(f"bias must fit in a float64; got {describe(int(bias))}") \
+            raise ParameterError(f"bias must fit in a float64; got {describe(bias)}") \
                 from None
     arr = float_array(bias, "bias")
     if arr.shape not in ((), (1,)):
@@ -273,7 +273,7 @@ def _input_array(value: Any, name: str):
         dtype = np.dtype(value.dtype)
         shape = tuple(int(d) for d in value.shape)
         int(value.size)
-    except Exception:  # something with __cuda_array_interface__ that is no array
+    except Exception:  # noqa: BLE001 - something with __cuda_array_interface__ that is no array
         raise DTypeError(f"{name} has __cuda_array_interface__ but no usable dtype, shape and "
                          f"size; pass a NumPy array or a CUDA device array") from None
     del shape
@@ -348,7 +348,8 @@ def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
 def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether a and b share memory, exactly when that is cheap to decide, else by bounds."""
     try:
-        return bool(np.shares_memory(a, b, max_work=10_000))
+        # NumPy documents any max_work bound; its type stubs accept only -1 and 0
+        return bool(np.shares_memory(a, b, max_work=10_000))  # type: ignore[arg-type]
     except getattr(np, "exceptions", np).TooHardError:  # too costly to untangle
         return True
 
@@ -357,8 +358,8 @@ def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:
 
 def positive_int(value: Any, name: str, maximum: int | None = None) -> int:
     """An integer >= 1 (and <= ``maximum``), or ParameterError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1 or (
-            maximum is not None and value > maximum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or \
+            int(value) < 1 or (maximum is not None and int(value) > maximum):
         limit = f" and <= {maximum}" if maximum is not None else ""
         raise ParameterError(f"{name} must be an integer >= 1{limit}; got {describe(value)}")
     return int(value)
@@ -413,7 +414,7 @@ def to_numpy(value: Any, name: str) -> np.ndarray:
                              f"to NumPy ({exc})") from None
     try:
         arr = np.asarray(value)
-    except Exception as exc:  # ragged nested sequences and the like
+    except Exception as exc:  # noqa: BLE001 - ragged nested sequences and the like
         raise DTypeError(f"{name} must be an array; could not convert "
                          f"{type(value).__name__} ({exc})") from None
     if arr.dtype.kind == "O":

@@ -179,7 +179,7 @@ eca.__doc__ = f"""Efficient Channel Attention: rescale every channel of ``x`` by
     (0.5, (1, 4, 2, 2))
     """
 
-eca_forward.__doc__ = f"""ECA forward pass with its intermediates, for debugging and golden vectors.
+eca_forward.__doc__ = f"""ECA forward pass with its intermediates (debugging, golden vectors).
 
     Takes the same arguments as :func:`eca`.
 

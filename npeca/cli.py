@@ -45,7 +45,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     r = rng.standard_normal(x.shape)
     grads = eca_backward(x, weight, r, bias=bias)
     ux, uw, ub = rng.standard_normal(x.shape), rng.standard_normal(weight.shape), 1.0
-    analytic = (np.vdot(grads.x, ux) + np.vdot(grads.weight, uw) + float(grads.bias) * ub)
+    db = 0.0 if grads.bias is None else float(np.sum(grads.bias))  # one value, any shape
+    analytic = np.vdot(grads.x, ux) + np.vdot(grads.weight, uw) + db * ub
 
     def loss(t: float) -> float:
         y = eca_forward(x + t * ux, weight + t * uw, bias=bias + t * ub).y

@@ -67,6 +67,6 @@ def describe(value: object, limit: int = 80) -> str:
         return f"{'-' if value < 0 else ''}an integer of about {digits} digits"
     try:
         text = repr(value)
-    except Exception:
+    except Exception:  # noqa: BLE001 - describe() must never raise
         text = f"<{type(value).__name__} object>"
     return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -185,7 +185,8 @@ class ECA:
                 raise ParameterError(f"seed must be None, an integer >= 0 or a "
                                      f"numpy.random.Generator; got {describe(seed)}") from None
         bound = 1.0 / math.sqrt(kernel_size)  # PyTorch: 1 / sqrt(fan_in), fan_in = 1 * k
-        shape = (channels, 1, kernel_size) if per_channel else (1, 1, kernel_size)
+        shape = (channels, 1, kernel_size) if per_channel and channels is not None else \
+            (1, 1, kernel_size)
         self.weight = rng.uniform(-bound, bound, size=shape).astype(self.dtype)
         self.bias = rng.uniform(-bound, bound, size=(1,)).astype(self.dtype) if bias else None
 
@@ -287,7 +288,8 @@ class ECA:
             return
         try:
             shape = np.shape(x)
-        except Exception:  # ragged nested lists: the ECA functions say what is wrong
+        # ragged nested lists: the ECA functions say what is wrong
+        except Exception:  # noqa: BLE001
             return
         if 3 <= len(shape) <= 5 and shape[self.channel_axis] != self.channels:
             what = (f"{self.channels} kernels (per_channel)" if self.per_channel else

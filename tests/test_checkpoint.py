@@ -266,7 +266,8 @@ def test_safetensors_loads_without_torch(torch, safetensors, tmp_path):
         import numpy as np
         from npeca.checkpoint import load_eca_layers
         layers = load_eca_layers({str(tmp_path / 'm.safetensors')!r})
-        np.save({str(tmp_path / 'y.npy')!r}, layers["layer2.1.eca"](np.load({str(tmp_path / 'x.npy')!r})))
+        x = np.load({str(tmp_path / 'x.npy')!r})
+        np.save({str(tmp_path / 'y.npy')!r}, layers["layer2.1.eca"](x))
         assert "torch" not in sys.modules or sys.modules["torch"] is None
         """)
     assert done.returncode == 0, done.stderr
@@ -396,7 +397,8 @@ def test_pickles_with_objects_are_refused_without_running_them(torch, tmp_path):
     marker = tmp_path / "pwned"
     torch.save({"state_dict": {"eca.conv.weight": torch.ones(1, 1, 3)},
                 "payload": _Payload(str(marker))}, tmp_path / "evil.pth")
-    with pytest.raises(CheckpointError, match=r"pickled (io|builtins)\.open \(not a tensor\).*refuses"):
+    with pytest.raises(CheckpointError,
+                       match=r"pickled (io|builtins)\.open \(not a tensor\).*refuses"):
         load_eca_layers(tmp_path / "evil.pth")
     assert not marker.exists()
     torch.save({"state_dict": {"eca.conv.weight": torch.ones(1, 1, 3)},

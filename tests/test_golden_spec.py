@@ -18,7 +18,8 @@ SUITE = ROOT / "tests" / "golden" / "core"
 
 # the grammar of docs/golden.md, production by production
 HEX13 = "[0-9a-f]{13}"
-EXPONENT = r"(?:\+(?:10[01][0-9]|102[0-3]|[1-9]?[0-9]{1,2})|-(?:10[01][0-9]|102[0-2]|[1-9]?[0-9]{1,2}))"
+EXPONENT = (r"(?:\+(?:10[01][0-9]|102[0-3]|[1-9]?[0-9]{1,2})"
+            r"|-(?:10[01][0-9]|102[0-2]|[1-9]?[0-9]{1,2}))")
 NORMAL = rf"-?0x1\.{HEX13}p{EXPONENT}"
 ZERO = r"-?0x0\.0p\+0"
 SUBNORMAL = rf"-?0x0\.{HEX13}p-1022"

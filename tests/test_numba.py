@@ -431,8 +431,9 @@ def test_staging_memory_is_bounded(kind):
         npeca.eca(x, w, out=out, backend="numba")  # compile outside the measurement
         npeca.eca_backward(x, w, g, out=out, backend="numba")
         assert numba_cpu.wait_until_ready(timeout=600)  # no background compile while tracing
-        peaks.append((_peak(lambda: npeca.eca(x, w, out=out, backend="numba")),
-                      _peak(lambda: npeca.eca_backward(x, w, g, out=out, backend="numba"))))
+        peaks.append((_peak(lambda x=x, out=out: npeca.eca(x, w, out=out, backend="numba")),
+                      _peak(lambda x=x, g=g, out=out: npeca.eca_backward(x, w, g, out=out,
+                                                                         backend="numba"))))
     stage = numba_cpu._STAGE_BYTES
     for fwd, bwd in peaks:
         assert fwd <= 3 * stage + 65536 and bwd <= 4 * stage + 65536, peaks

@@ -65,8 +65,8 @@ def attention_figure() -> Path:
     w = np.array([0.6, 1.2, 0.6])  # k = psi(64) = 3
     fwd = npeca.eca_forward(x, w)
     fig, axes = plt.subplots(3, 1, figsize=(7, 5), dpi=110, sharex=True)
-    for ax, values, label in zip(axes, (fwd.m[0], fwd.z[0], fwd.a[0]),
-                                 ("pooled mean m", "logit z = w ⋆ m~", "attention a = sigmoid(z)")):
+    labels = ("pooled mean m", "logit z = w ⋆ m~", "attention a = sigmoid(z)")
+    for ax, values, label in zip(axes, (fwd.m[0], fwd.z[0], fwd.a[0]), labels):
         ax.bar(np.arange(c), values, color="tab:blue", width=0.8)
         ax.set_ylabel(label, fontsize=8)
         ax.grid(alpha=0.3)

@@ -11,6 +11,7 @@ builds the graph of the gradient, which can be differentiated again.
 from __future__ import annotations
 
 import contextlib
+import functools
 import numbers
 import threading
 from typing import Any, Callable, Iterator, Sequence
@@ -257,6 +258,12 @@ class Tensor:
 
 
 
+def _apply_rule(rule: Callable[..., Any], ans: Tensor, parents: Sequence[Tensor],
+                params: dict, g: Any) -> Any:
+    """One VJP rule applied to the cotangent ``g`` of ``ans``."""
+    return rule(g, ans, *parents, **params)
+
+
 def as_tensor(value: Any) -> Tensor:
     """``value`` itself if it is a Tensor, else a constant leaf holding it."""
     if isinstance(value, Tensor):
@@ -315,7 +322,7 @@ def primitive(fn: Callable[..., np.ndarray]) -> Callable[..., "Tensor"]:
             rules = _RULES[name]
             ans.requires_grad = True
             ans._node = Node(name, parents, [
-                (lambda g, rule=rule: rule(g, ans, *parents, **params)) if p.requires_grad
+                functools.partial(_apply_rule, rule, ans, parents, params) if p.requires_grad
                 else None for p, rule in zip(parents, rules)])
         return ans
 

@@ -36,11 +36,12 @@ import importlib
 import sys
 import threading
 import warnings
-from types import ModuleType
+from types import FrameType, ModuleType
 
 from ..errors import BackendUnavailableError, ParameterError, describe
 
-__all__ = ["BACKENDS", "AUTO_MIN_SIZE", "AUTO_WAIT_SIZE", "get_backend", "select_backend", "warmup"]
+__all__ = ["BACKENDS", "AUTO_MIN_SIZE", "AUTO_WAIT_SIZE", "get_backend", "select_backend",
+           "warmup"]
 
 BACKENDS = ("auto", "numpy", "numba", "cuda")
 
@@ -111,7 +112,8 @@ def _warn_fallback() -> None:
 
 def _caller_level() -> int:
     """The warnings stacklevel of the first frame outside npeca: the user's call."""
-    frame, level = sys._getframe(1), 1
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
     while frame is not None and frame.f_globals.get("__name__", "").startswith("npeca"):
         frame, level = frame.f_back, level + 1
     return level

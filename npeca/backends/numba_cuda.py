@@ -44,7 +44,7 @@ try:  # this module is imported only when backend="cuda" is asked for
     from numba import cuda  # a module global: Numba's CUDA simulator patches it by name
     _IMPORT_ERROR = None
 except ImportError as exc:  # pragma: no cover - numba is a dependency of npeca
-    cuda = None
+    cuda = None  # type: ignore[assignment]
     _IMPORT_ERROR = exc
 
 
@@ -55,7 +55,7 @@ def _cuda():
             f"backend='cuda' needs numba-cuda: pip install 'npeca[cuda]' ({_IMPORT_ERROR})")
     try:
         ok = cuda.is_available()
-    except Exception as exc:  # a broken driver raises instead of answering False
+    except Exception as exc:  # noqa: BLE001 - a broken driver raises instead of answering False
         ok, why = False, f"{type(exc).__name__}: {exc}"
     else:
         why = "no CUDA driver or GPU was found"

@@ -144,7 +144,8 @@ def _read_torch(path: str) -> Any:
         raise CheckpointError(f"{path} is not a PyTorch checkpoint, or it is corrupt (the "
                               f"weights-only unpickler stopped at an unsupported opcode)"
                               ) from None
-    except Exception as exc:  # the unpickler fails on junk with any of many exception types
+    # the unpickler fails on junk with any of many exception types
+    except Exception as exc:  # noqa: BLE001
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"could not read {path} as a PyTorch checkpoint; it may be "
                               f"truncated or corrupt ({first})") from None
@@ -182,14 +183,15 @@ def _read_npz(path: str) -> _Tensors:
                 shapes[info.filename[:-4]] = shape
     except CheckpointError:
         raise
-    except Exception as exc:  # any failure reading a hostile archive: corrupt, encrypted...
+    # any failure reading a hostile archive: corrupt, encrypted...
+    except Exception as exc:  # noqa: BLE001
         raise failed(exc) from None
 
     def value(name: str) -> np.ndarray:
         try:
             with np.load(path, allow_pickle=False) as npz:
                 return npz[name]
-        except Exception as exc:  # as above, for the member's data
+        except Exception as exc:  # noqa: BLE001 - as above, for the member's data
             raise failed(exc) from None
 
     return _Tensors(list(shapes), lambda name: shapes[name], value, path)

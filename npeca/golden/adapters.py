@@ -91,7 +91,7 @@ def torch_adapter(inputs: dict, params: dict) -> dict:
     out = {"y": y, "m": m, "z": z, "a": a, "dx": x.grad, "dweight": w.grad}
     if b is not None:
         out["dbias"] = b.grad
-    return {name: t.detach().numpy() for name, t in out.items()}
+    return {name: t.detach().numpy() for name, t in out.items() if t is not None}
 
 
 def onnxruntime_adapter(inputs: dict, params: dict) -> dict:
@@ -144,7 +144,7 @@ def _import_function(spec: str) -> Adapter:
                 f"directory ({cwd}) and sys.path: {', '.join(where)}") from None
         raise ParameterError(f"backend {spec!r}: importing {module} failed "
                              f"(ModuleNotFoundError: {exc})") from None
-    except Exception as exc:  # a module that fails while importing
+    except Exception as exc:  # noqa: BLE001 - a module that fails while importing
         raise ParameterError(f"backend {spec!r}: importing {module} failed "
                              f"({type(exc).__name__}: {exc})") from None
     fn = obj
@@ -160,7 +160,7 @@ def _import_function(spec: str) -> Adapter:
     return fn
 
 
-def get_adapter(name: str) -> Adapter:
+def get_adapter(name: str | Adapter) -> Adapter:
     """The adapter for a backend name or a ``module:function`` path; a callable is
     returned as it is."""
     if callable(name):

@@ -217,7 +217,8 @@ def _error_bounds(arrays: Mapping[str, np.ndarray], params: Mapping, dtype: str
             continue
         expected = np.asarray(arrays[name])
         if err.shape != expected.shape:  # (N, C, S) back to x's layout
-            shape = list(np.moveaxis(np.empty(expected.shape, dtype=bool), axis, 1).shape)
+            shape: list[int] = list(np.moveaxis(np.empty(expected.shape, dtype=bool), axis,
+                                                1).shape)
             err = np.moveaxis(err.reshape(shape), 1, axis)
         info = np.finfo(expected.dtype)
         u_e = float(info.eps) / 2
@@ -245,7 +246,8 @@ def nonfinite_reach(arrays: Mapping[str, np.ndarray], params: Mapping
 
     x, g = ncs(arrays["x"]), ncs(arrays["grad_out"])
     n, c, s = x.shape
-    bad_x, bad_g = ~np.isfinite(x), ~np.isfinite(g)
+    bad_x: np.ndarray = ~np.isfinite(x)
+    bad_g: np.ndarray = ~np.isfinite(g)
     bad_w = not np.isfinite(arrays["weight"]).all() or (
         "bias" in arrays and not np.isfinite(arrays["bias"]).all())
     src = taps(c, k, params["groups"], params["padding"])
@@ -254,9 +256,9 @@ def nonfinite_reach(arrays: Mapping[str, np.ndarray], params: Mapping
     def window(v: np.ndarray) -> np.ndarray:  # (N, C) bool -> (N, C, k)
         return valid[None] & v[:, np.where(valid, src, 0)]
 
-    m = bad_x.any(axis=2) | bad_w
-    z = window(m).any(axis=2) | bad_w
-    dz = (bad_x | bad_g).any(axis=2) | z
+    m = np.asarray(bad_x.any(axis=2) | bad_w)
+    z = np.asarray(window(m).any(axis=2) | bad_w)
+    dz = np.asarray((bad_x | bad_g).any(axis=2) | z)
     dm = np.zeros((n, c), dtype=bool)
     for j in range(k):
         cols = np.nonzero(valid[:, j])[0]

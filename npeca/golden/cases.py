@@ -141,7 +141,8 @@ def full_cases() -> list[CaseSpec]:
                 for form in ("k", "11k", "Ck", "C1k"):
                     for axis in (1, -1):
                         shape = (2, 24, 3, 2) if axis == 1 else (2, 3, 2, 24)
-                        name = f"grid_{dtype}_{padding}_{gate}_{form}_{'cf' if axis == 1 else 'cl'}"
+                        layout = "cf" if axis == 1 else "cl"
+                        name = f"grid_{dtype}_{padding}_{gate}_{form}_{layout}"
                         cases.append(CaseSpec(name, shape, dtype=dtype, channel_axis=axis,
                                               weight_form=form, padding=padding, gate=gate,
                                               groups=2, k=5, bias=form in ("k", "Ck"),

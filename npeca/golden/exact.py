@@ -81,7 +81,8 @@ def round_to(q: Fraction | float, dtype: Any) -> float:
     return float(best)
 
 
-def round_array(values: Sequence[Fraction], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+def round_array(values: Sequence[Fraction | float], shape: tuple[int, ...],
+                dtype: Any) -> np.ndarray:
     """A list of exact values, rounded one by one, as an array of ``shape`` and ``dtype``."""
     return np.array([round_to(v, dtype) for v in values], dtype=np.float64).reshape(
         shape).astype(dtype)
@@ -93,7 +94,7 @@ def _fractions(a: np.ndarray) -> list:
             for v in np.asarray(a, dtype=np.float64).reshape(-1).tolist()]
 
 
-def exact_eca(x: np.ndarray, weight: np.ndarray, grad_out: np.ndarray, *, bias: float | None,
+def exact_eca(x: np.ndarray, weight: np.ndarray, grad_out: np.ndarray, *, bias: Any,
               channel_axis: int, padding: str, groups: int, gate: str,
               progress: Callable[[], None] | None = None) -> dict[str, np.ndarray]:
     """Correctly rounded y, m, z, a, dx, dweight (and dbias); NaN and Inf as IEEE makes them.
@@ -150,8 +151,8 @@ def exact_eca(x: np.ndarray, weight: np.ndarray, grad_out: np.ndarray, *, bias: 
            for ch in range(c)] for i in range(n)]
     dz = [[da[i][ch] * slope[i][ch] for ch in range(c)] for i in range(n)]
     dw_rows = c if per_channel else 1
-    dw = [[Fraction(0)] * k for _ in range(dw_rows)]
-    dm = [[Fraction(0)] * c for _ in range(n)]
+    dw: list[list[Fraction | float]] = [[Fraction(0)] * k for _ in range(dw_rows)]
+    dm: list[list[Fraction | float]] = [[Fraction(0)] * c for _ in range(n)]
     for i in range(n):
         for ch in range(c):
             for j in range(k):

@@ -109,7 +109,7 @@ def _check_case(folder: Path, ort: Any) -> tuple[str, str]:
     try:
         model = onnx.load(str(folder / "model.onnx"))
         onnx.checker.check_model(model, full_check=True)
-    except Exception as exc:  # protobuf's DecodeError, ValidationError, ...
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError, ValidationError, ...
         return "ERROR", _why("model.onnx", exc)
     data, bounds = folder / DATA_SET, folder / BOUNDS_DIR
     names_in = [vi.name for vi in model.graph.input]
@@ -132,7 +132,8 @@ def _check_case(folder: Path, ort: Any) -> tuple[str, str]:
         bound = _load_array(bounds / "output_0.pb")
         nan_path = bounds / "nan_ok_0.pb"
         nan_ok = _load_array(nan_path) if nan_path.exists() else None
-    except Exception as exc:  # a missing file (OSError), protobuf's DecodeError, ...
+    # a missing file (OSError), protobuf's DecodeError, ...
+    except Exception as exc:  # noqa: BLE001
         return "ERROR", _why("test data", exc)
     if expected.dtype.name not in _ONNX_TYPES:
         return "ERROR", f"{DATA_SET}/output_0.pb holds {expected.dtype}, not a float type"
@@ -149,7 +150,7 @@ def _check_case(folder: Path, ort: Any) -> tuple[str, str]:
         session = ort.InferenceSession(model.SerializeToString(), opts,
                                        providers=["CPUExecutionProvider"])
         (y,) = session.run(["y"], feeds)
-    except Exception as exc:  # onnxruntime's own error types
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's own error types
         return "ERROR", _why("onnxruntime", exc)
     result = compare(y, expected, bound, "y", expected.dtype, nan_ok)
     if result.status == "PASS":

@@ -191,9 +191,9 @@ def _signals_held() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    pending: list[int] = []
+    pending: list[signal.Signals] = []
     held = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
-    old = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
+    old = {sig: signal.signal(sig, lambda signum, frame: pending.append(signal.Signals(signum)))
            for sig in held}
     try:
         yield
@@ -451,13 +451,14 @@ class Suite:
         case = self.cases[name]
         files = case["files"]
         fmt = fmt or next((f for f in FORMATS if f in files), None)
-        if fmt not in files:
+        if fmt is None or fmt not in files:
             raise GoldenIntegrityError(f"case {name}: no {fmt} file in this suite")
         try:
             arrays = DECODERS[fmt](self._bytes[files[fmt]], case["arrays"])
         except (GoldenIntegrityError, BackendUnavailableError):
             raise
-        except Exception as exc:  # any decoder failure on hashed bytes: a damaged suite
+        # any decoder failure on hashed bytes: a damaged suite
+        except Exception as exc:  # noqa: BLE001
             raise GoldenIntegrityError(f"case {name}: cannot decode {files[fmt]}: "
                                        f"{type(exc).__name__}: {str(exc)[:200]}") from None
         if sorted(arrays) != sorted(case["arrays"]):

@@ -122,7 +122,7 @@ def contract_eca(inputs: Mapping[str, np.ndarray], params: Mapping[str, Any], *,
         if order == "reverse":
             t = t[..., ::-1]
         elif order == "shuffled":
-            t = t[..., rng.permutation(t.shape[-1])]
+            t = np.take(t, rng.permutation(np.shape(t)[-1]), axis=-1)
         with np.errstate(invalid="ignore", over="ignore"):
             return np.cumsum(t, axis=-1, dtype=acc)[..., -1]
 
@@ -230,7 +230,9 @@ def kill_table(suite: Any, *, seed: int = 0) -> tuple[list[KillRow], list[KillRo
         cases.append((case, arrays))
 
     def run(label: str, text: str, fn: Callable) -> KillRow:
-        failed, by_dtype, outputs = [], {}, set()
+        failed: list[str] = []
+        by_dtype: dict[str, int] = {}
+        outputs: set[str] = set()
         for case, arrays in cases:
             r = run_case(case, arrays, fn, require=OUTPUTS)
             if r.status in ("FAIL", "ERROR"):

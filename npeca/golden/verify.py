@@ -97,7 +97,7 @@ def compare(actual: Any, expected: np.ndarray, bound: np.ndarray, name: str,
     dt = np.dtype(dtype)
     try:
         act = np.asarray(actual)
-    except Exception as exc:  # a backend's odd object: its verdict, not a crash
+    except Exception as exc:  # noqa: BLE001 - a backend's odd object: its verdict, not a crash
         return _fail(name, f"not convertible to an array ({type(exc).__name__})")
     if act.shape != expected.shape:
         return _fail(name, f"shape {act.shape}, expected {expected.shape}")
@@ -226,7 +226,8 @@ def run_case(case: Mapping, arrays: Mapping[str, np.ndarray], adapter: Adapter,
         raise
     except SystemExit as exc:  # a backend that exits must not end the verification early
         return CaseResult(name, "ERROR", message=f"the backend called sys.exit({exc.code!r})")
-    except Exception as exc:  # a backend bug is a result, not a crash of the verifier
+    # a backend bug is a result, not a crash of the verifier
+    except Exception as exc:  # noqa: BLE001
         return CaseResult(name, "ERROR", message=f"{type(exc).__name__}: {exc}")
     if not isinstance(got, Mapping):
         return CaseResult(name, "ERROR", message=f"the backend returned "

@@ -37,7 +37,7 @@ def _array(value: Any, label: str) -> np.ndarray:
         from ..autograd import Tensor
 
         return np.asarray(value.data if isinstance(value, Tensor) else value)
-    except Exception as exc:  # ragged nested lists and the like
+    except Exception as exc:  # noqa: BLE001 - ragged nested lists and the like
         raise DTypeError(f"{label} must be a rectangular array of real numbers; could not "
                          f"convert {type(value).__name__} ({str(exc)[:120]})") from None
 
@@ -99,7 +99,8 @@ def assert_close(actual: Any, expected: Any, *, dtype: Any = None, rtol: float |
     >>> assert_close(np.array([1.0, 2.0]), np.array([1.0, 2.1]), name="y")
     Traceback (most recent call last):
     ...
-    npeca.errors.GradcheckError: y: 1 of 2 elements differ (rtol 1e-07, atol 1e-07); worst at index (1,): actual 2.0, expected 2.1, abs err 0.1, rel err 0.0476
+    npeca.errors.GradcheckError: y: 1 of 2 elements differ (rtol 1e-07, atol 1e-07); worst at
+    index (1,): actual 2.0, expected 2.1, ...
     """
     if not isinstance(name, str):
         raise ParameterError(f"name must be a string; got {describe(name)}")
@@ -196,7 +197,7 @@ def _autograd_vjp(fn: Callable[..., Any]) -> Callable[..., tuple[np.ndarray, ...
                              f"do not take Tensors: use npeca.autograd operations, or pass "
                              f"vjp=") from None
         outs = list(out) if isinstance(out, (tuple, list)) else [out]
-        total = None
+        total: Any = None
         for o, v in zip(outs, cotangents):
             if not isinstance(o, autograd.Tensor):
                 raise ParameterError("gradcheck without vjp= needs fn to return npeca.autograd "
@@ -231,7 +232,7 @@ def _call_vjp(vjp: Callable[..., Any], cotangents: list[np.ndarray], arrays: lis
 
 def _side_by_side(analytic: np.ndarray, numeric: np.ndarray) -> str:
     """Two small Jacobian blocks next to each other, rows aligned."""
-    fmt = {"float_kind": lambda v: f"{v: 11.4g}"}
+    fmt: Any = {"float_kind": lambda v: f"{v: 11.4g}"}  # NumPy's formatter mapping
     left = np.array2string(analytic, formatter=fmt, max_line_width=10**6).splitlines()
     right = np.array2string(numeric, formatter=fmt, max_line_width=10**6).splitlines()
     width = max(len("analytical"), *(len(line) for line in left))
@@ -405,7 +406,8 @@ def check_vjp(forward: Callable[..., Any], vjp: Callable[..., Any],
     >>> check_vjp(lambda x: x**2, lambda cot, x: (x * cot[0],), {"x": np.array([1.0, 3.0])})
     Traceback (most recent call last):
     ...
-    npeca.errors.GradcheckError: gradient check failed for output with respect to x: 2 of 4 entries exceed atol 1e-05 + rtol 0.001; worst at d output[flat 1] / d x[flat 1]: analytical 3.0, numerical 6.0..., abs err 3
+    npeca.errors.GradcheckError: gradient check failed for output with respect to x: 2 of 4
+    entries exceed atol 1e-05 + rtol 0.001; worst at d output[flat 1] / d x[flat 1]: ...
       analytical          numerical
       [[ 1  0]            [[ 2  0]
        [ 0  3]]            [ 0  6]]

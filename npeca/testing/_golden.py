@@ -20,7 +20,7 @@ def resolve_backend(backend: str | Callable) -> Callable:
     ``"package.module:function"``, imported from sys.path and then the current directory
     (the error says where it looked). See :mod:`npeca.golden.adapters`."""
     from ..golden.adapters import get_adapter
-    return get_adapter(backend)
+    return get_adapter(backend)  # a callable passes through
 
 
 @dataclass(frozen=True)

@@ -53,8 +53,8 @@ from ..._validate import ECAProblem
 from ...results import ECAForward, ECAGrads
 from ._kernels import (_PIPELINED_SAMPLES, _SAMPLES, _WAVES, _backward_cf, _backward_cl,
                        _forward_cf, _forward_cl, _parameter_grads)
-from ._compile import (Twin, _background_jobs, deferring, mark_ready, quiet, run_parallel_or_serial,
-                       wait_for_background)
+from ._compile import (Twin, _background_jobs, deferring, mark_ready, quiet,
+                       run_parallel_or_serial, wait_for_background)
 from . import _compile
 from ._machine import caches
 from ._simd import LANES
@@ -499,7 +499,7 @@ def _prepare(key: tuple) -> None:
     kind, channels_last, dtype_char, writeable = key
     try:
         _compile_all(kind, channels_last, np.dtype(dtype_char), writeable)
-    except Exception:  # the foreground call will compile, and show the error if any
+    except Exception:  # noqa: BLE001 - the foreground call will compile, and show the error if any
         pass
     finally:
         with _prepare_lock:

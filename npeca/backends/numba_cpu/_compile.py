@@ -19,7 +19,7 @@ import threading
 import types
 import warnings
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from numba import njit
 from numba.core import event
@@ -90,8 +90,8 @@ def jit(parallel: bool = False):
 class Twin(NamedTuple):
     """One kernel compiled twice from the same Python source."""
 
-    parallel: object  # numba ``prange`` spreads the items over numba's threads
-    serial: object  # ``prange`` is ``range``: the calling thread does every item
+    parallel: Any  # numba ``prange`` spreads the items over numba's threads
+    serial: Any  # ``prange`` is ``range``: the calling thread does every item
 
 
 def twin(fn) -> Twin:
@@ -272,7 +272,7 @@ def _in_disk_cache(dispatcher, args) -> bool:
         cache = dispatcher._cache
         key = cache._index_key(signature(args), dispatcher.targetctx.codegen())
         return key in cache._cache_file._load_index()
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure: fall back to compiling in the foreground
         return False
 
 
@@ -299,7 +299,7 @@ def _compile_job(dispatcher, signature, key) -> None:
         with quiet():
             dispatcher.compile(signature)
         _ready.add(key)
-    except Exception as exc:  # the foreground call then compiles and raises it
+    except Exception as exc:  # noqa: BLE001 - the foreground call then compiles and raises it
         _failed[key] = exc
     finally:
         with _jobs_lock:
