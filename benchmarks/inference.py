@@ -88,10 +88,10 @@ def per_call_cost(rounds: int = 20000) -> dict:
     layer = npeca.ECA(64, kernel_size=3, dtype=np.float32)
     layer.weight[...] = w.reshape(layer.weight.shape)
     # the kernel call the forward makes, with its arguments, recorded once (benchmark only)
-    numba_cpu._recording.calls = []
+    numba_cpu._schedule._recording.calls = []
     numba_cpu.forward(eca_problem(x, w), out)
-    (kernel, args), = numba_cpu._recording.calls
-    numba_cpu._recording.calls = None
+    (kernel, args), = numba_cpu._schedule._recording.calls
+    numba_cpu._schedule._recording.calls = None
     calls = {"kernel": lambda: kernel.serial(*args),
              "eca out=": lambda: npeca.eca(x, w, out=out),
              "eca": lambda: npeca.eca(x, w),

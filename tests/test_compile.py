@@ -197,8 +197,9 @@ def test_no_stderr_does_not_break_a_compiling_call(tmp_path):
 
 _UNALIGNED = r"""
 import numpy as np, npeca
-from npeca.backends import numba_cpu
-numba_cpu._STREAM_BYTES, numba_cpu._STREAM_MIN_ROW = 0, 1  # streaming stores on every row
+from npeca.backends.numba_cpu import _schedule
+assert hasattr(_schedule, "_STREAM_BYTES") and hasattr(_schedule, "_STREAM_MIN_ROW")
+_schedule._STREAM_BYTES, _schedule._STREAM_MIN_ROW = 0, 1  # streaming stores on every row
 rng = np.random.default_rng(5)
 shape = (2, 8, 33, 7)
 nbytes = int(np.prod(shape)) * 4

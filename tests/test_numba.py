@@ -283,18 +283,19 @@ def test_schedule_does_not_change_a_bit(monkeypatch, channel_axis, dtype, n):
         for per_sample, wave_bytes, items, stream in ((0, 1, 1, False), (0, 1, 64, True),
                                                       (0, 1 << 30, 1, True), (0, 700, 3, False),
                                                       (1 << 30, 1, 1, True)):
-            monkeypatch.setattr(numba_cpu, "_PER_SAMPLE_BYTES", per_sample)
-            monkeypatch.setattr(numba_cpu, "_SEGMENTS_PER_THREAD", items)  # 1 to 64 segments
-            monkeypatch.setattr(numba_cpu, "_STREAM_BYTES", 0 if stream else 1 << 62)
-            monkeypatch.setattr(numba_cpu, "_STREAM_MIN_ROW", 1)  # streaming stores, rows of
+            sched = numba_cpu._schedule  # raising=True: a renamed constant fails here
+            monkeypatch.setattr(sched, "_PER_SAMPLE_BYTES", per_sample)
+            monkeypatch.setattr(sched, "_SEGMENTS_PER_THREAD", items)  # 1 to 64 segments
+            monkeypatch.setattr(sched, "_STREAM_BYTES", 0 if stream else 1 << 62)
+            monkeypatch.setattr(sched, "_STREAM_MIN_ROW", 1)  # streaming stores, rows of
             # 63 elements at every alignment: the ordinary head and tail and the vector body
-            monkeypatch.setattr(numba_cpu, "_WAVE_BYTES_PER_THREAD", wave_bytes)
-            monkeypatch.setattr(numba_cpu, "_ITEMS_PER_THREAD", items)
+            monkeypatch.setattr(sched, "_WAVE_BYTES_PER_THREAD", wave_bytes)
+            monkeypatch.setattr(sched, "_ITEMS_PER_THREAD", items)
             # every thread, however small x is (else one thread and whole samples), and
             # forward items of 1 to 1 << 30 bytes: one channel (16 channels-last) to all
-            monkeypatch.setattr(numba_cpu, "_SERIAL_BYTES", -1)
-            monkeypatch.setattr(numba_cpu, "_CHUNK_BYTES", wave_bytes)
-            monkeypatch.setattr(numba_cpu, "_CL_CHUNK_BYTES", wave_bytes)
+            monkeypatch.setattr(sched, "_SERIAL_BYTES", -1)
+            monkeypatch.setattr(sched, "_CHUNK_BYTES", wave_bytes)
+            monkeypatch.setattr(sched, "_CL_CHUNK_BYTES", wave_bytes)
             again = (npeca.eca_forward(x, w, **kw, **extra),
                      npeca.eca_backward(x, w, g, **kw, **extra))
             for u, v in zip(base[0] + base[1], again[0] + again[1]):
@@ -434,7 +435,7 @@ def test_staging_memory_is_bounded(kind):
         peaks.append((_peak(lambda x=x, out=out: npeca.eca(x, w, out=out, backend="numba")),
                       _peak(lambda x=x, g=g, out=out: npeca.eca_backward(x, w, g, out=out,
                                                                          backend="numba"))))
-    stage = numba_cpu._STAGE_BYTES
+    stage = numba_cpu._schedule._STAGE_BYTES
     for fwd, bwd in peaks:
         assert fwd <= 3 * stage + 65536 and bwd <= 4 * stage + 65536, peaks
     assert abs(peaks[1][0] - peaks[0][0]) < 65536 and abs(peaks[1][1] - peaks[0][1]) < 65536
@@ -476,13 +477,13 @@ def test_peak_resident_memory_grows_by_much_less_than_x(channel_axis):
 _CACHE_SCRIPT = r"""
 import json, sys
 import numpy as np, npeca
-from npeca.backends import numba_cpu
+from npeca.backends.numba_cpu import _kernels
 x = np.ones((2, 8, 5), np.float32)
 npeca.eca(x, np.ones(3), backend="numba")
 npeca.eca_backward(x, np.ones(3), x, backend="numba")
 stats = {}
 for name in ("_forward_cf", "_backward_cf", "_parameter_grads"):
-    st = getattr(numba_cpu, name).serial.stats  # small x: the serial twins
+    st = getattr(_kernels, name).serial.stats  # small x: the serial twins
     stats[name] = [sum(st.cache_hits.values()), sum(st.cache_misses.values())]
 print(json.dumps(stats))
 """

@@ -1,0 +1,146 @@
+"""backend="auto" and ``npeca warmup``: whether the kernels a kind of call needs are
+compiled, compiling them in a background thread when not, and compiling everything."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ..._validate import ECAProblem
+from . import _compile
+from ._compile import _background_jobs, mark_ready, quiet, wait_for_background
+from ._run import backward, forward
+from ._schedule import _FAST_DTYPES, _direct, _recording
+
+
+_prepared: set = set()
+_preparing: dict = {}
+_prepare_lock = threading.Lock()
+
+
+def _auto_key(problem: ECAProblem, kind: str, grad_out=None) -> tuple:
+    """What decides which compiled kernels a call needs: forward or backward, the layout,
+    the dtype the kernels compute in, and whether they read x (and g) read-only."""
+    x = problem.x
+    if grad_out is None:  # the common case first, cheaply
+        flags = x.flags
+        if flags.c_contiguous and x.dtype in _FAST_DTYPES:
+            return (kind, problem.channels_last, x.dtype.char, (flags.writeable,))
+    arrays = (problem.x,) if grad_out is None else (problem.x, grad_out)
+    direct = all(a.dtype in _FAST_DTYPES and a.flags.c_contiguous and a.dtype == arrays[0].dtype
+                 for a in arrays)
+    if direct:
+        return (kind, problem.channels_last, arrays[0].dtype.char,
+                tuple(a.flags.writeable for a in arrays))
+    f32 = np.dtype(np.float32)
+    dtype = f32 if all(a.dtype == f32 for a in arrays) else np.dtype(np.float64)
+    # the stager passes an array of the compute dtype through as it is (read-only or not)
+    return (kind, problem.channels_last, dtype.char,
+            tuple(a.flags.writeable or not _direct(a, dtype) for a in arrays))
+
+
+def ready(problem: ECAProblem, kind: str, grad_out=None, start: bool = True) -> bool:
+    """True when the kernels a ``kind`` ("forward" or "backward") call on this problem needs
+    are compiled in this process; else False, and (with ``start``) they start compiling in a
+    background thread (once per kind of call), after which this says True."""
+    key = _auto_key(problem, kind, grad_out)
+    if not _compile.BACKGROUND:  # compile in the foreground, when the call runs
+        return start or key in _prepared
+    if key in _prepared:
+        return True
+    if not start:
+        return False
+    with _prepare_lock:
+        if key not in _preparing and key not in _prepared:
+            job = threading.Thread(target=_prepare, args=(key,), name="npeca-compile",
+                                   daemon=True)
+            _preparing[key] = job
+            _background_jobs.append(job)
+            job.start()
+    return False
+
+
+def wait_until_ready(timeout: float | None = None) -> bool:
+    """Wait for every background compile; True when none is left."""
+    with _prepare_lock:
+        jobs = list(_preparing.values())
+    for job in jobs:
+        job.join(timeout)
+    return wait_for_background(timeout) and not _preparing
+
+
+def _prepare(key: tuple) -> None:
+    """Compile (or load from the cache) what calls of ``key`` need: run the serial kernels on
+    a tiny problem of the same layout, dtype and read-only flags, then compile the parallel
+    twins for the same argument types. Quietly: nobody waits for this."""
+    kind, channels_last, dtype_char, writeable = key
+    try:
+        _compile_all(kind, channels_last, np.dtype(dtype_char), writeable)
+    except Exception:  # noqa: BLE001 - the foreground call will compile, and show the error if any
+        pass
+    finally:
+        with _prepare_lock:
+            _preparing.pop(key, None)
+
+
+def _forget_jobs_in_child() -> None:
+    """After fork(): the parent's compile threads do not exist in the child."""
+    _preparing.clear()
+
+
+_compile.at_fork_child.append(_forget_jobs_in_child)
+
+
+def _compile_all(kind: str, channels_last: bool, dtype: np.dtype, writeable: tuple) -> None:
+    """The serial kernels of one kind of call (run on a tiny problem), then their parallel
+    twins for the same argument types; quietly. Marks the kind of call ready for "auto"."""
+    try:
+        with quiet():
+            _run_dummy(kind, channels_last, dtype, writeable, record=True)
+            for kernel, args in _recording.calls:
+                kernel.parallel.compile(_compile.signature(args))
+                mark_ready(kernel.parallel, args)
+    finally:
+        _recording.calls = None
+    _prepared.add((kind, channels_last, dtype.char, writeable))
+
+
+def _run_dummy(kind: str, channels_last: bool, dtype: np.dtype, writeable: tuple,
+               record: bool = False) -> None:
+    """forward or backward on a tiny problem whose kernel arguments have the given types."""
+    from ..._validate import eca_problem
+    shape = (1, 3, 8) if channels_last else (1, 8, 3)
+    x = np.linspace(-1.0, 1.0, 24).reshape(shape).astype(dtype)
+    x.flags.writeable = writeable[0]
+    problem = eca_problem(x, np.array([0.25, 0.5, 0.25]), bias=0.1,
+                          channel_axis=-1 if channels_last else 1)
+    _recording.calls = [] if record else None
+    if kind == "forward":
+        forward(problem)
+    else:
+        g = np.ones(shape, dtype)
+        g.flags.writeable = writeable[1]
+        backward(problem, g)
+
+
+def warmup(progress=None, done=None) -> list[tuple[str, float]]:
+    """Compile (or load from numba's cache) every kernel for float32 and float64, both
+    layouts, forward and backward, serial and parallel, in the foreground: for container
+    images and before timing. ``progress(text)`` is called before each step. Returns
+    (what, seconds) per step. Read-only inputs compile their own variant on first use."""
+    import time
+    steps = []
+    for kind in ("forward", "backward"):
+        for channels_last in (False, True):
+            for dtype in (np.dtype(np.float32), np.dtype(np.float64)):
+                what = (f"{kind} {'channels-last' if channels_last else 'channels-first'} "
+                        f"{dtype.name}")
+                if progress is not None:
+                    progress(what)
+                start = time.perf_counter()
+                _compile_all(kind, channels_last, dtype, (True,) * (1 if kind == "forward" else 2))
+                steps.append((what, time.perf_counter() - start))
+                if done is not None:
+                    done(steps[-1][1])
+    return steps

@@ -1,0 +1,299 @@
+"""How a call is cut into work items and spread over threads, from this machine's caches
+(:mod:`._machine`): the tap tables, :class:`_Call` (views, schedule, launches) and
+:class:`_Stager` (inputs the kernels cannot read directly, a few samples at a time). Only how
+the work is cut depends on these sizes, never a bit of any result."""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import numba
+import numpy as np
+
+from ..._validate import ECAProblem
+from ._compile import Twin, run_parallel_or_serial
+from ._kernels import (_PIPELINED_SAMPLES, _SAMPLES, _WAVES, _backward_cf, _backward_cl,
+                       _forward_cf, _forward_cl, _parameter_grads)
+from ._machine import caches
+
+#: While not None, launches are recorded here as (kernel, args) instead of only run:
+#: how the readiness code learns the argument types of a kind of call (see _ready.py).
+_recording = threading.local()
+
+# The schedule's sizes, derived from this machine's caches (_machine.py). Only how the work is
+# cut into items and spread over threads depends on them, never a bit of any result.
+_CACHES = caches()
+_SERIAL_BYTES = 2 * _CACHES.l1d  # smaller inputs run on the calling thread (see _Call.threads)
+_WAVE_BYTES_PER_THREAD = _CACHES.l2 // 2  # bytes of x per thread in a wave: half an L2
+_ITEMS_PER_THREAD = 8  # work items per thread in a wave, for load balance
+_PER_SAMPLE_BYTES = _CACHES.l2 // 4  # samples up to this size are one work item each
+_CHUNK_BYTES = 3 * _CACHES.l2 // 4  # channels-first forward of large samples: x per item
+_CL_CHUNK_BYTES = _CACHES.l2  # channels-last items: a block fits one core's L2 (wider blocks,
+# fewer halo columns; measured best between 0.5 and 4 L2 on the benchmark machine)
+_SEGMENTS_PER_THREAD = 1  # channels-first backward of large samples: pipelined segments
+_MAX_BLOCK = 256  # channels-last: most channels per pooling item (16 lanes x 256 x 8 B)
+_MIN_BLOCK = 16  # channels-last: fewest channels per pooling item
+_STAGE_BYTES = 4 << 20  # bytes of x staged at a time on the slow path
+# Outputs larger than the last-level cache (at most 32 MiB of it: an L3 is shared with the
+# other cores and processes) bypass the caches with streaming stores ...
+_STREAM_BYTES = min(_CACHES.l3, 32 << 20)
+_STREAM_MIN_ROW = 1024  # ... when their channels-first rows have at least this many elements
+_PARAMETER_SERIAL = 1 << 15  # weight gradients of fewer N * C * k terms: one thread
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# --- the wrappers: choose views, the schedule and staging, then call the kernels ------------
+
+
+def _tap_tables(c_: int, k: int, cg: int, circular: bool):
+    """(src, rd, span): src[c, j] is the channel that channel c reads through tap j and
+    rd[c, j] the channel that reads c through tap j, -1 where the tap falls on a zero pad;
+    span[c] = (min, max) of the valid src[c, :], then (min, max) of the valid rd[c, :]."""
+    c = np.arange(c_, dtype=np.int64)[:, None]
+    j = np.arange(k, dtype=np.int64)[None, :]
+    p = (k - 1) // 2
+    g0 = (c // cg) * cg  # the first channel of c's group
+    fwd = c - g0 + j - p  # c + j - p inside the group
+    bwd = c - g0 - j + p  # c - j + p: the transposed correlation
+    if circular:
+        fwd, bwd = fwd % cg, bwd % cg  # non-negative, wraps any number of times (k > C)
+    src = np.where((fwd >= 0) & (fwd < cg), g0 + fwd, -1)
+    rd = np.where((bwd >= 0) & (bwd < cg), g0 + bwd, -1)
+    span = np.empty((c_, 4), dtype=np.int64)  # tap p is c itself: every row has a valid tap
+    span[:, 0] = np.where(src >= 0, src, c_).min(axis=1)
+    span[:, 1] = src.max(axis=1)
+    span[:, 2] = np.where(rd >= 0, rd, c_).min(axis=1)
+    span[:, 3] = rd.max(axis=1)
+    return np.ascontiguousarray(src), np.ascontiguousarray(rd), span
+
+
+@functools.lru_cache(maxsize=64)
+def _taps(c: int, k: int, cg: int, circular: bool):
+    """_tap_tables, remembered: they depend on the geometry only (read-only arrays)."""
+    tables = _tap_tables(c, k, cg, circular)
+    for t in tables:
+        t.flags.writeable = False
+    return tables
+
+
+def _ceil(a: int, b: int) -> int:
+    """ceil(a / b) for positive integers."""
+    return -(-a // b)
+
+
+class _Call:
+    """One validated call: geometry, kernel arguments, and the schedule (never arithmetic)."""
+
+    def __init__(self, problem: ECAProblem):
+        x = problem.x
+        self.problem = problem
+        self.n, self.c = problem.n, problem.c
+        self.s = x.size // (self.n * self.c)
+        self.channels_last = problem.channels_last
+        # the kernel(s) as float64, (C, k) per channel or (1, k) shared; always writeable,
+        # C-contiguous and aligned, so that every weight gives numba the same signature
+        w = problem.weight
+        flags = w.flags
+        if w.dtype != np.float64 or not (flags.writeable and flags.c_contiguous
+                                         and flags.aligned):
+            w = np.array(w, dtype=np.float64)
+        self.w = w.reshape(-1, problem.k)
+        self.src, self.rd, self.span = _taps(self.c, problem.k, self.c // problem.groups,
+                                             problem.padding == "circular")
+        self.bias = 0.0 if problem.bias is None else float(problem.bias)
+        self.has_bias = problem.bias is not None
+        self.hard = problem.gate == "hard_sigmoid"
+        self.threads = self.use_threads(x.size * x.dtype.itemsize)
+
+    @staticmethod
+    def use_threads(nbytes: int) -> int:
+        """How many threads a pass over ``nbytes`` of input gets: all of numba's (its
+        ``get_num_threads()``, which NUMBA_NUM_THREADS and ``numba.set_num_threads`` set), or
+        only the calling thread when the input fits twice in one core's L1 data cache: it is
+        done in microseconds, less than waking the other threads costs."""
+        return 1 if nbytes <= _SERIAL_BYTES else numba.get_num_threads()
+
+    def launch(self, kernel: Twin, *args, serial: bool = False) -> None:
+        """Run the serial or the parallel twin of ``kernel``, as ``self.threads`` (or
+        ``serial``) says; the serial one also while the parallel one still compiles in the
+        background."""
+        calls = getattr(_recording, "calls", None)
+        if calls is not None:  # _prepare: which kernels, with which argument types
+            calls.append((kernel, args))
+        if serial or self.threads == 1:
+            kernel.serial(*args)
+        else:
+            run_parallel_or_serial(kernel, args)
+
+    def view3(self, arr: np.ndarray) -> np.ndarray:
+        """A C-contiguous array shaped like x (or a run of its samples) as (n, C, S) or
+        (n, S, C), without a copy."""
+        if self.channels_last:
+            return arr.reshape(arr.shape[0], self.s, self.c)
+        return arr.reshape(arr.shape[0], self.c, self.s)
+
+    def schedule(self, n: int, itemsize: int, pipelined: bool = False
+                 ) -> tuple[int, int, int, int]:
+        """(mode, wave, chunk, sb) for n samples of this geometry.
+
+        _SAMPLES when samples are small (they stay in cache between the sweeps) and there
+        are enough of them to keep every thread busy. For a ``pipelined`` kernel (the
+        channels-first backward), _PIPELINED_SAMPLES when samples are large but their
+        number divides among the threads. Otherwise _WAVES of about _WAVE_BYTES_PER_THREAD
+        per thread, split into about _ITEMS_PER_THREAD items per thread of `chunk` channels
+        or `sb` positions (pipelined: _SEGMENTS_PER_THREAD long segments per thread)."""
+        threads = self.threads
+        c, s = self.c, self.s
+        sample = c * s * itemsize
+        balanced = n % threads == 0 or n >= 4 * threads
+        wave = min(n, max(1, (_WAVE_BYTES_PER_THREAD * threads) // sample))
+        target = _ITEMS_PER_THREAD * threads
+        if sample <= _PER_SAMPLE_BYTES and balanced:
+            mode = _SAMPLES
+        elif pipelined and n % threads == 0:
+            mode = _PIPELINED_SAMPLES
+        else:
+            mode = _WAVES
+        if self.channels_last:  # channel blocks of whole cache lines, 16 lanes x chunk x 8 B
+            chunk = _ceil(_ceil(wave * c, target), 16) * 16
+            chunk = min(c, _MAX_BLOCK if mode == _SAMPLES else
+                        max(_MIN_BLOCK, min(_MAX_BLOCK, chunk)))
+        elif pipelined:
+            chunk = _ceil(c, _SEGMENTS_PER_THREAD * threads)
+        else:
+            chunk = min(c, _ceil(wave * c, target))
+        return mode, wave, chunk, min(s, _ceil(wave * s, target))
+
+    def forward_chunk(self, n: int, itemsize: int) -> int:
+        """Channels per item of the forward (either layout): whole samples when they are
+        small and numerous enough to keep every thread busy; else every sample split into
+        a multiple of the thread count of items of at most about _CHUNK_BYTES (so an item
+        is still in L2 when it is scaled) with as few halo channels as that allows."""
+        threads = self.threads
+        sample = self.c * self.s * itemsize
+        if sample <= _PER_SAMPLE_BYTES and (n % threads == 0 or n >= 4 * threads):
+            return self.c
+        item = _CL_CHUNK_BYTES if self.channels_last else _CHUNK_BYTES
+        per = threads * _ceil(sample, threads * item)
+        chunk = _ceil(self.c, min(per, self.c))
+        if self.channels_last:  # blocks of whole 64-byte lines of a position's channels
+            chunk = min(self.c, _ceil(chunk, 16) * 16)
+        return chunk
+
+    def forward(self, x, y, m, z, a) -> None:
+        """The forward kernel on C-contiguous x and y of one dtype."""
+        common = (self.w, self.src, self.bias, self.has_bias, self.hard)
+        if self.channels_last:
+            n, size = x.shape[0], x.dtype.itemsize
+            mode, wave, chunk, sb = _SAMPLES, 0, self.forward_chunk(n, size), 0
+            if chunk < self.c and np.may_share_memory(x, y):  # in place: pool, then scale
+                mode, wave, chunk, sb = self.schedule(n, size)
+                mode = _WAVES
+            self.launch(_forward_cl, self.view3(x), self.w, self.src, self.span, self.bias,
+                        self.has_bias, self.hard, mode, wave, chunk, sb, self.view3(y), m,
+                        z, a)
+        else:
+            # in place (out is x): wave > 0 asks for pooling before scaling (see the kernel)
+            wave = self.schedule(x.shape[0], x.dtype.itemsize)[1] if \
+                np.may_share_memory(x, y) else 0
+            self.launch(_forward_cf, self.view3(x), *common,
+                        self.forward_chunk(x.shape[0], x.dtype.itemsize), wave,
+                        self.stream(y), self.view3(y), m, z, a)
+
+    def backward(self, x, g, dx, m, dz) -> None:
+        """The backward kernel on C-contiguous x, g and dx of one dtype."""
+        if self.channels_last:
+            n, size = x.shape[0], 2 * x.dtype.itemsize  # x and g per element
+            mode, wave, chunk, sb = _SAMPLES, 0, self.forward_chunk(n, size), 0
+            if chunk < self.c and (np.may_share_memory(dx, x) or np.may_share_memory(dx, g)):
+                mode, wave, chunk, sb = self.schedule(n, x.dtype.itemsize)
+                mode = _WAVES  # in place: every sum of a wave before any dx
+            self.launch(_backward_cl, self.view3(x), self.view3(g), self.w, self.src, self.rd,
+                        self.span, self.bias, self.has_bias, self.hard, mode, wave, chunk, sb,
+                        self.view3(dx), m, dz)
+        else:
+            mode, wave, chunk, _ = self.schedule(x.shape[0], x.dtype.itemsize, pipelined=True)
+            self.launch(_backward_cf, self.view3(x), self.view3(g), self.w, self.src, self.rd,
+                        self.span, self.bias, self.has_bias, self.hard, mode, wave, chunk,
+                        self.stream(dx), self.view3(dx), m, dz)
+
+    def parameter_grads(self, m, dz, dw, db) -> None:
+        """dw and db from the backward's m and dz: one thread for small problems."""
+        small = self.n * self.c * self.w.shape[1] < _PARAMETER_SERIAL
+        self.launch(_parameter_grads, m, dz, self.w, self.src, self.problem.per_channel, dw,
+                    db, serial=small)
+
+    def stream(self, out: np.ndarray) -> bool:
+        """Whether to write ``out`` with streaming stores: when the whole output of the call
+        is too large to stay in cache (reading it back for ownership would only cost
+        bandwidth) and its rows are long enough to pay for the alignment and the fence."""
+        return self.problem.x.nbytes >= _STREAM_BYTES and self.s >= _STREAM_MIN_ROW
+
+    def stager(self, *dtypes: np.dtype) -> "_Stager":
+        """Staging buffers: float32 when every staged input is float32, else float64 (exact
+        widening of float16 and float32). The kernels then only ever see float32 or float64
+        throughout, which keeps their compiled versions to two per kernel."""
+        f32 = np.dtype(np.float32)
+        return _Stager(self, f32 if all(d == f32 for d in dtypes) else np.dtype(np.float64))
+
+
+def _direct(a: np.ndarray, dtype: np.dtype) -> bool:
+    """True when the kernels can use ``a`` as it is: C-contiguous, of ``dtype``, and aligned
+    to its element size (vector loads and streaming stores assume it; a memmap at an odd
+    offset is not)."""
+    flags = a.flags
+    return flags.c_contiguous and flags.aligned and a.dtype == dtype
+
+
+def _fast(x: np.ndarray, *others: np.ndarray) -> bool:
+    """True when every array can go to the kernels without staging (_direct, one dtype)."""
+    dtype = x.dtype
+    if dtype not in _FAST_DTYPES or not _direct(x, dtype):
+        return False
+    for a in others:
+        if not _direct(a, dtype):
+            return False
+    return True
+
+
+class _Stager:
+    """Copies a few samples at a time into reused C-contiguous buffers of the compute dtype
+    (bounded extra memory: about _STAGE_BYTES per staged array)."""
+
+    def __init__(self, call: _Call, dtype: np.dtype):
+        self.dtype = dtype
+        self.step = max(1, _STAGE_BYTES // (call.c * call.s * dtype.itemsize))
+        self.n = call.n
+        self.shape = (min(self.step, call.n),) + call.problem.x.shape[1:]
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def ranges(self):
+        """(n0, n1) sample ranges of ``step`` samples, the last one shorter."""
+        for n0 in range(0, self.n, self.step):
+            yield n0, min(self.n, n0 + self.step)
+
+    def load(self, name: str, arr: np.ndarray, n0: int, n1: int) -> np.ndarray:
+        """arr[n0:n1] as a C-contiguous array of the compute dtype (a view when it is one)."""
+        part = arr[n0:n1]
+        if _direct(part, self.dtype):
+            return part
+        buf = self._buffer(name, self.dtype)[:n1 - n0]
+        np.copyto(buf, part)  # float16 -> float32 and float32 -> float64 are exact
+        return buf
+
+    def result(self, out: np.ndarray, n0: int, n1: int) -> tuple[np.ndarray, bool]:
+        """Where the kernel writes out[n0:n1]: out itself when it can, else a buffer of the
+        compute dtype (float64 whenever out's dtype differs, so out is rounded once); and
+        whether the buffer must be copied to out afterwards."""
+        part = out[n0:n1]
+        if _direct(part, self.dtype):
+            return part, False
+        return self._buffer("out", self.dtype)[:n1 - n0], True
+
+    def _buffer(self, name: str, dtype: np.dtype) -> np.ndarray:
+        """The reused buffer ``name`` of one stage of samples."""
+        if name not in self._buffers:
+            self._buffers[name] = np.empty(self.shape, dtype)
+        return self._buffers[name]
+
+
