@@ -183,3 +183,52 @@ def test_golden_cases_in_an_authors_test_module(author_dir):
     assert f"{len(CIRCULAR)} failed, {86 - len(CIRCULAR)} passed" in run.stdout
     assert "test_bad[circular]" in run.stdout and "test_good[circular]" not in run.stdout
     assert "golden case circular: FAIL" in run.stdout
+
+
+def test_export_replaces_only_an_earlier_export(tmp_path, capsys):
+    from npeca.cli import main
+    from npeca.golden.export import MARKER, export
+
+    out = tmp_path / "c"
+    report = export(SUITE, "c", out)
+    assert (out / MARKER).is_file() and len(report.written) == 43 and not report.skipped
+    with pytest.raises(ParameterError, match="already exists"):
+        export(SUITE, "c", out)
+    stamp = out / "mine.txt"
+    stamp.write_text("x")
+    export(SUITE, "c", out, force=True)  # an earlier export: replaced, extra file and all
+    assert not stamp.exists() and (out / MARKER).is_file()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("precious")
+    assert main(["golden", "export", str(SUITE), str(other), "--format", "c", "--force"]) == 2
+    assert "not an export" in capsys.readouterr().err
+    assert (other / "keep.txt").read_text() == "precious" and len(list(other.iterdir())) == 1
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp left
+    with pytest.raises(ParameterError, match="format must be one of"):
+        export(SUITE, "rust", tmp_path / "r")
+
+
+def test_export_refuses_an_edited_suite(tmp_path):
+    import json
+    import shutil
+
+    import numpy as np
+
+    from npeca.golden.export import export
+    from npeca.golden.io import _npz_bytes, sha256
+
+    suite = tmp_path / "suite"
+    shutil.copytree(SUITE, suite)
+    case = suite / "cases" / "bias.npz"
+    with np.load(case, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["y"] = arrays["y"] * 2  # a wrong expected value, every hash made to match
+    case.write_bytes(_npz_bytes(arrays))
+    manifest = json.loads((suite / "manifest.json").read_text())
+    manifest["files"]["cases/bias.npz"] = sha256(case.read_bytes())
+    (suite / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    golden.Suite(suite)  # the suite itself opens: only the values are wrong
+    with pytest.raises(golden.GoldenIntegrityError, match="disagrees with the reference"):
+        export(suite, "c", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

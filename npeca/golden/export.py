@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ParameterError
-from .io import Suite, _identity, _signals_held, _signals_unwind
+from ._atomic import _identity, _signals_held, _signals_unwind, replace_directory
+from .io import Suite
 from .schema import EXPORT_MARKER
 from .verify import check_case
 
@@ -120,21 +121,7 @@ def _move_into_place(tmp: Path, out: Path, previous: tuple[int, int] | None) -> 
             raise ParameterError(f"{out} appeared while the export was being written "
                                  f"({exc.strerror}); it was left as it is") from None
         return
-    aside_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    aside = aside_dir / "export"
-    try:
-        os.rename(out, aside)
-    except OSError as exc:
-        os.rmdir(aside_dir)
-        raise ParameterError(f"{out} changed while the export was being written "
-                             f"({exc.strerror}); nothing was replaced") from None
-    if _identity(aside) != previous or not _is_export(aside):
-        os.rename(aside, out)
-        os.rmdir(aside_dir)
-        raise ParameterError(f"{out} was replaced during the export and is no longer an "
-                             f"earlier export; left as it is")
-    os.rename(tmp, out)
-    shutil.rmtree(aside_dir, ignore_errors=True)
+    replace_directory(tmp, out, previous, _is_export, "the export")
 
 
 __all__ = ["export", "ExportReport", "EXPORT_FORMATS", "MARKER"]

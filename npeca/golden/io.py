@@ -16,18 +16,17 @@ import json
 import math
 import os
 import shutil
-import signal
 import stat
 import tempfile
-import threading
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from .._npy import npy_header
 from ..errors import BackendUnavailableError, NpecaError, ParameterError
+from ._atomic import _identity, _signals_held, _signals_unwind, replace_directory
 from .schema import (ARRAY_ORDER, BOUND_PREFIX, FORMATS, SCHEMA, SCHEMA_VERSION,
                      GoldenIntegrityError, check_manifest, digest)
 
@@ -163,55 +162,6 @@ DECODERS = {"npz": _from_npz, "safetensors": _from_safetensors, "json": _from_js
 
 # --- writing a suite: claim the name, build beside it, swap in without a window -------------
 
-@contextlib.contextmanager
-def _signals_unwind() -> Iterator[None]:
-    """SIGTERM and SIGHUP unwind like Ctrl-C, so that the cleanup below runs."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Defer SIGTERM, SIGHUP and SIGINT over the few renames that swap a suite in: a signal
-    arriving between them would otherwise leave neither the old suite nor the new one at
-    OUT. A signal that arrives is recorded and raised again, to the usual handler, right
-    after. (Handlers, not a signal mask: a mask holds only the calling thread's signals, and
-    NumPy's BLAS threads would still take them.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[signal.Signals] = []
-    held = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
-    old = {sig: signal.signal(sig, lambda signum, frame: pending.append(signal.Signals(signum)))
-           for sig in held}
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-        for sig in pending:
-            signal.raise_signal(sig)
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_dev, st.st_ino
-
-
 def _is_suite(path: Path) -> bool:
     """Whether ``path`` is a real directory holding a golden suite and nothing else:
     ``manifest.json`` of this schema, ``cases/`` with exactly the files the manifest lists,
@@ -269,7 +219,7 @@ def write_suite(out_dir: str | os.PathLike, manifest: dict[str, Any],
                 if claimed is not None:
                     _replace_claim(tmp, out)
                 else:
-                    _swap(tmp, out, previous)
+                    replace_directory(tmp, out, previous, _is_suite, "the suite")
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             if claimed is not None and _identity(out) == claimed:
@@ -307,37 +257,6 @@ def _replace_claim(tmp: Path, out: Path) -> None:
     except OSError as exc:
         raise ParameterError(f"{out} changed while the suite was being written ({exc.strerror});"
                              f" it was left as it is and nothing was written") from None
-
-
-def _swap(tmp: Path, out: Path, previous: tuple[int, int] | None) -> None:
-    aside_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    aside = aside_dir / "suite"
-    try:
-        os.rename(out, aside)
-    except OSError as exc:
-        os.rmdir(aside_dir)
-        raise ParameterError(f"{out} changed while the suite was being written "
-                             f"({exc.strerror}); nothing was replaced") from None
-    if _identity(aside) != previous or not _is_suite(aside):
-        _put_back(aside, out, aside_dir)
-        raise ParameterError(f"{out} was replaced while the suite was being written and is "
-                             f"no longer the golden suite that was there; left as it is")
-    try:
-        os.rename(tmp, out)
-    except OSError as exc:
-        _put_back(aside, out, aside_dir)
-        raise ParameterError(f"{out} reappeared while the suite was being swapped in "
-                             f"({exc.strerror}); nothing was replaced") from None
-    shutil.rmtree(aside_dir, ignore_errors=True)
-
-
-def _put_back(aside: Path, out: Path, aside_dir: Path) -> None:
-    try:
-        os.rename(aside, out)
-        os.rmdir(aside_dir)
-    except OSError:
-        raise ParameterError(f"{out} changed during the run and its earlier content could not "
-                             f"be put back: it is in {aside}") from None
 
 
 def _check_replaceable(out: Path) -> None:
