@@ -4,6 +4,9 @@ Every public entry point calls :func:`eca_problem` (and :func:`grad_output` for 
 before any math runs; kernels downstream trust what comes out of here.
 """
 
+# long: about 460 lines on purpose: every check of user input lives in this one module
+# (problem, outputs, device arrays, layer parameters), so that there is one boundary to read.
+
 from __future__ import annotations
 
 import numbers

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -187,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     warm.add_argument("--quiet", action="store_true", help="print only the summary")
     warm.set_defaults(func=_cmd_warmup)
 
+    _add_golden(sub)
+    return parser
+
+
+# long: the declarations of the five golden subcommands, each a few add_argument lines
+def _add_golden(sub: Any) -> None:
+    """The ``npeca golden`` subcommands."""
     golden = sub.add_parser("golden", help="generate or verify golden test vectors",
                             description="Golden test vectors for checking any ECA backend.")
     gsub = golden.add_subparsers(dest="golden_command", metavar="ACTION", required=True)
@@ -247,7 +254,6 @@ def build_parser() -> argparse.ArgumentParser:
                                       "fails some case.")
     mut.add_argument("dir", metavar="DIR", help="a golden suite")
     mut.set_defaults(func=_cmd_golden_mutants)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -90,6 +90,8 @@ def as_device_array(value: Any):
     return _cuda().as_cuda_array(value)
 
 
+# long: every kernel is a closure over the block size, which numba.cuda needs as a compile-time
+# constant; each kernel inside is short
 @functools.lru_cache(maxsize=None)
 def _kernels(threads: int):
     """Compile (once per threads-per-block value) and return the kernels."""

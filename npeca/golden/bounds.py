@@ -112,6 +112,8 @@ def error_bounds(arrays: Mapping[str, np.ndarray], params: Mapping, dtype: str
         return _error_bounds(arrays, params, dtype)
 
 
+# long: the bound table of docs/golden.md, one row per output in order, each row using the ones
+# above
 def _error_bounds(arrays: Mapping[str, np.ndarray], params: Mapping, dtype: str
                   ) -> dict[str, np.ndarray]:
     u, rho = contract(dtype)

@@ -94,6 +94,8 @@ def _fractions(a: np.ndarray) -> list:
             for v in np.asarray(a, dtype=np.float64).reshape(-1).tolist()]
 
 
+# long: the forward and backward formulas of docs/math.md in exact arithmetic, one line per
+# formula, in the page's order
 def exact_eca(x: np.ndarray, weight: np.ndarray, grad_out: np.ndarray, *, bias: Any,
               channel_axis: int, padding: str, groups: int, gate: str,
               progress: Callable[[], None] | None = None) -> dict[str, np.ndarray]:

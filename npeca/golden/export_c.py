@@ -208,6 +208,7 @@ extern const size_t npeca_golden_case_count; /* == NPECA_GOLDEN_CASE_COUNT */
 
 # --- one case -------------------------------------------------------------------------------
 
+# long: one C source file written top to bottom, each array in the header's field order
 def _case_source(case: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
                  ident: str) -> str:
     p = case["params"]

@@ -84,6 +84,8 @@ def _sources(c: int, k: int, groups: int, padding: str, mutant: str | None) -> n
     return taps(c, k, groups, padding)
 
 
+# long: the contract implementation step by step, in the order of docs/golden.md; the mutants
+# switch single steps, so the steps stay side by side
 def contract_eca(inputs: Mapping[str, np.ndarray], params: Mapping[str, Any], *,
                  order: str = "sequential", seed: int = 0,
                  mutant: str | None = None) -> dict[str, np.ndarray]:

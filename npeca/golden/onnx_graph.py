@@ -27,6 +27,8 @@ def _onnx():
     return onnx, helper, numpy_helper
 
 
+# long: the ONNX nodes in data-flow order, one short block per parameter, as docs/golden.md's
+# operator table lists them
 def eca_model(x_shape: Sequence[int], weight_shape: Sequence[int], dtype: Any,
               params: Mapping, *, intermediates: bool = False, name: str = "eca"):
     """The ECA forward of one problem as an ``onnx.ModelProto`` with static shapes.

@@ -241,6 +241,8 @@ def _side_by_side(analytic: np.ndarray, numeric: np.ndarray) -> str:
     return "\n".join(lines)
 
 
+# long: argument checks, then the two modes (autograd and a given vjp) sharing one loop over
+# inputs
 def gradcheck(fn: Callable[..., Any], inputs: Sequence[Any] | Mapping[str, Any], *,
               vjp: Callable[..., Any] | None = None, eps: float = 1e-6, atol: float = 1e-5,
               rtol: float = 1e-3, mode: str = "full", n_projections: int = 3, seed: int = 0,
