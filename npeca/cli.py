@@ -203,7 +203,8 @@ def _add_golden(sub: Any) -> None:
     gen.add_argument("out_dir", metavar="OUT_DIR", help="directory to create")
     gen.add_argument("--suite", choices=("core", "full"), default="core")
     gen.add_argument("--format", default="npz,json",
-                     help="comma-separated subset of npz,safetensors,json (default npz,json)")
+                     help="comma-separated subset of npz,safetensors,json; json not alone "
+                          "(default npz,json)")
     gen.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=_cmd_golden_generate)

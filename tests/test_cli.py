@@ -72,3 +72,9 @@ def test_demo_rejects_negative_seed(capsys):
         main(["demo", "--seed", "-1"])
     assert exc.value.code == 2
     assert "must be an integer >= 0" in capsys.readouterr().err
+
+
+def test_golden_generate_refuses_json_alone_before_any_work(tmp_path, capsys):
+    assert main(["golden", "generate", str(tmp_path / "g"), "--format", "json"]) == 2
+    assert "json alone" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists()

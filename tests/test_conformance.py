@@ -194,15 +194,28 @@ def test_export_replaces_only_an_earlier_export(tmp_path, capsys):
     assert (out / MARKER).is_file() and len(report.written) == 43 and not report.skipped
     with pytest.raises(ParameterError, match="already exists"):
         export(SUITE, "c", out)
+    export(SUITE, "c", out, force=True)  # exactly an earlier export: replaced
     stamp = out / "mine.txt"
-    stamp.write_text("x")
-    export(SUITE, "c", out, force=True)  # an earlier export: replaced, extra file and all
-    assert not stamp.exists() and (out / MARKER).is_file()
+    stamp.write_text("x")  # a file of the user's inside it: no longer only an export
+    with pytest.raises(ParameterError, match="not exactly an export"):
+        export(SUITE, "c", out, force=True)
+    assert stamp.read_text() == "x"
+    stamp.unlink()
+    (out / "cases.c").write_text("/* edited */\n")  # a changed file: refused as well
+    with pytest.raises(ParameterError, match="not exactly an export"):
+        export(SUITE, "c", out, force=True)
+    assert (out / "cases.c").read_text() == "/* edited */\n"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    export(SUITE, "c", empty)  # an existing empty directory is fine without --force
+    with pytest.raises(ParameterError, match="inside"):
+        export(SUITE, "c", SUITE / "cases" / "c-export")
+    assert not (SUITE / "cases" / "c-export").exists()
     other = tmp_path / "other"
     other.mkdir()
     (other / "keep.txt").write_text("precious")
     assert main(["golden", "export", str(SUITE), str(other), "--format", "c", "--force"]) == 2
-    assert "not an export" in capsys.readouterr().err
+    assert "not exactly an export" in capsys.readouterr().err
     assert (other / "keep.txt").read_text() == "precious" and len(list(other.iterdir())) == 1
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp left
     with pytest.raises(ParameterError, match="format must be one of"):
@@ -232,3 +245,56 @@ def test_export_refuses_an_edited_suite(tmp_path):
     with pytest.raises(golden.GoldenIntegrityError, match="disagrees with the reference"):
         export(suite, "c", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_plugin_fails_a_run_that_checked_nothing(author_dir):
+    (author_dir / "declines.py").write_text(
+        "def everything(inputs, params):\n    raise NotImplementedError('not yet')\n")
+    run = _pytest(["--npeca-golden", str(SUITE), "--npeca-backend", "declines:everything"],
+                  author_dir)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "43 skipped" in run.stdout and "ran no golden case" in run.stdout
+
+
+def test_plugin_pins_the_digest_and_the_format(author_dir):
+    digest = golden.Suite(SUITE).digest
+    run = _pytest(["--npeca-golden", str(SUITE), "--npeca-backend", "author_eca:good",
+                   "--npeca-expect-digest", digest, "-q"], author_dir)
+    assert run.returncode == 0 and "43 passed" in run.stdout, run.stdout + run.stderr
+    run = _pytest(["--npeca-golden", str(SUITE), "--npeca-backend", "author_eca:good",
+                   "--npeca-expect-digest", "0" * 64], author_dir)
+    assert run.returncode == 4 and "not the one pinned" in run.stderr
+    only_npz = author_dir / "npz-suite"
+    golden.generate(only_npz, formats=("npz",), progress=False)
+    run = _pytest(["--npeca-golden", str(only_npz), "--npeca-backend", "author_eca:good",
+                   "--npeca-format", "json"], author_dir)
+    assert run.returncode == 4 and "no json files" in run.stderr
+
+
+def test_plugin_takes_a_relative_suite_path_with_dotdot(author_dir):
+    sub = author_dir / "sub"
+    sub.mkdir()
+    rel = os.path.relpath(SUITE, sub)
+    assert ".." in rel
+    run = _pytest(["--npeca-golden", rel, "--npeca-backend", "numpy", "-q"], sub)
+    assert run.returncode == 0 and "43 passed" in run.stdout, run.stdout + run.stderr
+
+
+def test_plugin_stops_at_once_when_the_backend_is_unavailable(author_dir, monkeypatch):
+    (author_dir / "gone.py").write_text(
+        "from npeca.errors import BackendUnavailableError\n"
+        "def eca(inputs, params):\n    raise BackendUnavailableError('no GPU here')\n")
+    run = _pytest(["--npeca-golden", str(SUITE), "--npeca-backend", "gone:eca"], author_dir)
+    assert run.returncode == 4, run.stdout + run.stderr
+    out = run.stdout + run.stderr
+    assert "no GPU here" in out and len(out.splitlines()) < 40  # one message, not 43 stacks
+
+
+def test_golden_case_check_outside_pytest_does_not_raise_skip(monkeypatch):
+    def declines(inputs, params):
+        raise NotImplementedError("nope")
+
+    case = golden_cases(SUITE)[0].values[0]
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")
+    assert case.check(declines) is None  # a plain script: no pytest Skipped exception
+    assert case.run(declines).status == "SKIP"

@@ -50,6 +50,7 @@ def _tensor(onnx, path: Path) -> np.ndarray:
 def _one_case(src: Path, name: str, dst: Path) -> Path:
     """A copy of one exported case, alone in its own export directory."""
     shutil.copytree(src / f"test_{name}", dst / f"test_{name}")
+    (dst / "NPECA_EXPORT").write_text(json.dumps({"written": [name], "skipped": []}))
     return dst
 
 
@@ -288,3 +289,20 @@ def test_the_onnxruntime_adapter_shares_the_graph_and_passes_the_core_suite(onnx
             assert suite.cases[r.case]["dtype"] != "float32" and "kernel" in r.message
         else:
             assert r.status == "PASS" and r.compared == ["y", "m", "z", "a"], r
+
+
+def test_checker_reports_missing_cases_and_a_missing_marker(tmp_path):
+    import shutil
+
+    from npeca.golden.export import export
+    from npeca.golden.export_onnx import check_onnx_export
+    from npeca.golden.schema import EXPORT_MARKER
+
+    out = tmp_path / "onnx"
+    export(COMMITTED, "onnx", out)
+    shutil.rmtree(out / "test_circular")
+    results = {name: (status, msg) for name, status, msg in check_onnx_export(out)}
+    assert results["circular"][0] == "ERROR" and "missing" in results["circular"][1]
+    (out / EXPORT_MARKER).unlink()
+    results = {name: (status, msg) for name, status, msg in check_onnx_export(out)}
+    assert results[EXPORT_MARKER][0] == "ERROR"

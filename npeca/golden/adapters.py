@@ -131,6 +131,9 @@ def _import_function(spec: str) -> Adapter:
     module, _, attr = spec.partition(":")
     if not module or not attr:
         raise ParameterError(f"backend {spec!r}: expected package.module:function")
+    if module.endswith(".py") or "/" in module or "\\" in module:
+        raise ParameterError(f"backend {spec!r}: give the module's import name, not a file "
+                             f"path: for ./my_eca.py run from its directory, my_eca:function")
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.append(cwd)  # as `python -m` would: modules beside the caller

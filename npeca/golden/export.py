@@ -2,9 +2,10 @@
 ONNX's backend-test layout (``format="onnx"``). See docs/golden.md.
 
 Every exporter fills a fresh temporary directory beside the target, which is then renamed
-into place (a reader never sees half an export). The target must not exist, or, with
-``force``, must be an earlier export of npeca's (it holds the marker file
-``NPECA_EXPORT``); nothing else is ever replaced or deleted.
+into place (a reader never sees half an export). The target must not exist (or be an empty
+directory), or, with ``force``, must be exactly an earlier export of npeca's: the marker file
+``NPECA_EXPORT`` and the files it lists, with the SHA-256 it records; a file added or changed
+there makes it something else. Nothing else is ever replaced or deleted.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Callable
 
 from ..errors import ParameterError
 from ._atomic import _identity, _signals_held, _signals_unwind, replace_directory
-from .io import Suite
+from .io import Suite, sha256
 from .schema import EXPORT_MARKER
 from .verify import check_case
 
@@ -48,12 +49,40 @@ def _writer(fmt: str) -> Callable[[Suite, Path], list[tuple[str, str]]]:
     raise ParameterError(f"format must be one of {', '.join(EXPORT_FORMATS)}; got {fmt!r}")
 
 
+def _tree(root: Path) -> dict[str, str] | None:
+    """SHA-256 of every file under ``root`` by relative path, or None when something there
+    is not a regular file or directory (a link, a FIFO...)."""
+    files: dict[str, str] = {}
+    for folder, dirs, names in os.walk(root, followlinks=False):
+        for d in dirs:
+            if os.path.islink(os.path.join(folder, d)):
+                return None
+        for name in names:
+            full = os.path.join(folder, name)
+            if os.path.islink(full) or not os.path.isfile(full):
+                return None
+            with open(full, "rb") as f:
+                files[os.path.relpath(full, root)] = sha256(f.read())
+    return files
+
+
 def _is_export(path: Path) -> bool:
-    """A real directory (not a link) holding npeca's export marker at its top."""
+    """A real directory holding exactly what an export of npeca's wrote there: its marker,
+    and the files the marker lists, each with the hash the marker records. A file added,
+    changed or removed makes it something else, which is never replaced."""
     try:
-        return path.is_dir() and not path.is_symlink() and \
-            (path / MARKER).is_file() and not (path / MARKER).is_symlink()
-    except OSError:
+        if path.is_symlink() or not path.is_dir():
+            return False
+        marker = path / MARKER
+        if marker.is_symlink() or not marker.is_file():
+            return False
+        listed = json.loads(marker.read_text()).get("files")
+        tree = _tree(path)
+        if not isinstance(listed, dict) or tree is None:
+            return False
+        tree.pop(MARKER, None)
+        return tree == listed
+    except (OSError, ValueError, AttributeError):
         return False
 
 
@@ -76,19 +105,28 @@ def export(suite_dir: str | os.PathLike, fmt: str, out_dir: str | os.PathLike, *
     for name, case in suite.cases.items():  # an edited suite is refused, as verify refuses it
         check_case(case, suite.arrays(name))
     out = Path(out_dir).absolute()
+    inside = Path(os.path.realpath(out))
+    if inside == Path(os.path.realpath(suite.path)) or \
+            Path(os.path.realpath(suite.path)) in inside.parents:
+        raise ParameterError(f"refusing to write into the suite itself ({out} is inside "
+                             f"{suite.path}): a suite holds only its manifest and cases; "
+                             f"choose a directory outside it")
     previous = _identity(out)
-    if previous is not None:
+    if previous is not None and not _empty_dir(out):
         if not force:
-            raise ParameterError(f"{out} already exists; remove it or pass --force to "
-                                 f"replace an earlier export there")
+            raise ParameterError(f"{out} already exists and is not empty; remove it or pass "
+                                 f"--force to replace an earlier export there")
         if not _is_export(out):
-            raise ParameterError(f"refusing to replace {out}: it is not an export of npeca's "
-                                 f"(no {MARKER} file at its top); remove it yourself if you "
-                                 f"mean it")
+            raise ParameterError(f"refusing to replace {out}: it is not exactly an export of "
+                                 f"npeca's (a directory holding the {MARKER} file and only the "
+                                 f"files it lists, unchanged); remove it yourself if you mean "
+                                 f"it")
         resolved, cwd = out.resolve(), Path.cwd().resolve()
         if resolved == cwd or resolved in cwd.parents:
             raise ParameterError(f"refusing to replace {out}: it is the current directory or "
                                  f"one of its parents")
+    elif previous is not None:
+        previous = None  # an empty directory: renamed over, as if it were not there
     out.parent.mkdir(parents=True, exist_ok=True)
     report = ExportReport(out, fmt)
     with _signals_unwind():
@@ -103,8 +141,8 @@ def export(suite_dir: str | os.PathLike, fmt: str, out_dir: str | os.PathLike, *
             (tmp / MARKER).write_text(json.dumps({
                 "format": fmt, "suite": suite.manifest["suite"], "digest": suite.digest,
                 "written": report.written,
-                "skipped": [{"case": n, "reason": r} for n, r in report.skipped]},
-                indent=1) + "\n")
+                "skipped": [{"case": n, "reason": r} for n, r in report.skipped],
+                "files": _tree(tmp)}, indent=1) + "\n")
             with _signals_held():
                 _move_into_place(tmp, out, previous)
         except BaseException:
@@ -113,10 +151,17 @@ def export(suite_dir: str | os.PathLike, fmt: str, out_dir: str | os.PathLike, *
     return report
 
 
+def _empty_dir(path: Path) -> bool:
+    try:
+        return not path.is_symlink() and path.is_dir() and not any(path.iterdir())
+    except OSError:
+        return False
+
+
 def _move_into_place(tmp: Path, out: Path, previous: tuple[int, int] | None) -> None:
     if previous is None:
         try:
-            os.rename(tmp, out)  # fails if out appeared meanwhile and is not empty
+            os.rename(tmp, out)  # replaces an empty directory; fails if out is not empty
         except OSError as exc:
             raise ParameterError(f"{out} appeared while the export was being written "
                                  f"({exc.strerror}); it was left as it is") from None

@@ -163,8 +163,9 @@ def _check_case(folder: Path, ort: Any) -> tuple[str, str]:
 def check_onnx_export(path: str | os.PathLike) -> list[tuple[str, str, str]]:
     """Run onnxruntime on every ``test_<case>`` folder of an ONNX export and judge ``y`` at
     the stored bounds: a list of (case, status, message), status PASS, FAIL (beyond the
-    bound), ERROR (a model, file or run that failed) or SKIP (a case the export left out,
-    from its ``NPECA_EXPORT`` marker). Raises ``FileNotFoundError`` / ``NotADirectoryError``
+    bound), ERROR (a model, file or run that failed, a case the marker lists whose folder is
+    missing, or no marker at all) or SKIP (a case the export left out, from its
+    ``NPECA_EXPORT`` marker). Raises ``FileNotFoundError`` / ``NotADirectoryError``
     for a missing path and :class:`~npeca.errors.BackendUnavailableError` without onnx or
     onnxruntime."""
     from .schema import EXPORT_MARKER as MARKER
@@ -184,14 +185,24 @@ def check_onnx_export(path: str | os.PathLike) -> list[tuple[str, str, str]]:
     results = []
     skipped: list[tuple[str, str]] = []
     marker = root / MARKER
-    if marker.is_file():
+    written: list[str] = []
+    if not marker.is_file():
+        if folders:  # (no folders either: the caller says that this is no export)
+            results.append((MARKER, "ERROR", f"no {MARKER} file: not an export of npeca's, "
+                                             f"or damaged (the cases it should hold are "
+                                             f"unknown)"))
+    else:
         try:
             info = json.loads(marker.read_text())
             skipped = [(str(s["case"]), str(s["reason"])) for s in info.get("skipped", [])]
-            order = {n: i for i, n in enumerate(info.get("written", []))}
+            written = [str(n) for n in info.get("written", [])]
+            order = {n: i for i, n in enumerate(written)}
             folders.sort(key=lambda p: (order.get(p.name[5:], len(order)), p.name))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             results.append((MARKER, "ERROR", f"unreadable marker file: {exc}"))
+    present = {p.name[len("test_"):] for p in folders}
+    results += [(name, "ERROR", f"listed in {MARKER} but test_{name} is missing")
+                for name in written if name not in present]
     for folder in folders:
         status, message = _check_case(folder, ort)
         results.append((folder.name[len("test_"):], status, message))

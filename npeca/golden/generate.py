@@ -115,6 +115,10 @@ def generate(out_dir: str | os.PathLike, *, suite_name: str = "core",
     if bad or not formats:
         raise ParameterError(f"formats must be a non-empty subset of {', '.join(FORMATS)}; "
                              f"got {', '.join(formats) or 'nothing'}")
+    if set(formats) == {"json"}:
+        raise ParameterError("formats: json alone cannot hold the suite (JSON is written only "
+                             "for cases with at most 1024 elements in x); add npz or "
+                             "safetensors, e.g. npz,json")
     if suite_name not in ("core", "full"):
         raise ParameterError(f"suite must be 'core' or 'full'; got {suite_name!r}")
     specs = suite(suite_name)
