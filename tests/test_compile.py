@@ -128,6 +128,7 @@ def _run(code: str, env: dict) -> subprocess.CompletedProcess:
                           timeout=900, env=dict(os.environ, **env))
 
 
+@pytest.mark.slow
 def test_a_foreground_compile_says_so_once_on_stderr_and_a_cached_one_is_silent(tmp_path):
     code = ("import numpy as np, npeca\n"
             "x = np.ones((1, 8, 5), np.float32)\n"
@@ -145,6 +146,7 @@ def test_a_foreground_compile_says_so_once_on_stderr_and_a_cached_one_is_silent(
     assert second.returncode == 0 and "compiling" not in second.stderr, second.stderr
 
 
+@pytest.mark.slow
 def test_warmup_prepares_every_kind_of_call_and_auto_uses_numba_at_once(tmp_path):
     """After warmup, backend="auto" runs numba from the first call, small inputs included
     (the background compile switched on, as for users)."""
@@ -183,6 +185,7 @@ def test_results_do_not_depend_on_the_background_switch(monkeypatch):
     assert _compile.wait_for_background(timeout=600)
 
 
+@pytest.mark.slow
 def test_no_stderr_does_not_break_a_compiling_call(tmp_path):
     """Under pythonw or with 2>&- sys.stderr is None: the notice is skipped, not an error."""
     code = ("import sys; sys.stderr = None\n"
@@ -239,6 +242,7 @@ def test_unaligned_arrays_are_staged_not_crashed_on():
         f"exit {done.returncode}: {done.stdout}{done.stderr[-2000:]}"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 def test_fork_during_a_background_compile_waits_and_the_child_works(tmp_path):
     """fork() waits for a running background compile (a child would inherit numba's compiler

@@ -162,6 +162,7 @@ def test_plugin_is_inert_without_its_option(author_dir):
     assert run.returncode == 0 and "1 passed" in run.stdout, run.stdout + run.stderr
 
 
+@pytest.mark.slow
 def test_golden_cases_in_an_authors_test_module(author_dir):
     (author_dir / "test_author.py").write_text(textwrap.dedent(f'''
         import pytest
@@ -256,6 +257,7 @@ def test_plugin_fails_a_run_that_checked_nothing(author_dir):
     assert "43 skipped" in run.stdout and "ran no golden case" in run.stdout
 
 
+@pytest.mark.slow
 def test_plugin_pins_the_digest_and_the_format(author_dir):
     digest = golden.Suite(SUITE).digest
     run = _pytest(["--npeca-golden", str(SUITE), "--npeca-backend", "author_eca:good",

@@ -18,6 +18,7 @@ from conftest import require
 HERE = Path(__file__).resolve().parent
 
 
+@pytest.mark.slow
 def test_cuda_kernels_on_the_simulator():
     require("numba.cuda", "NPECA_REQUIRE_OPTIONAL")
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")

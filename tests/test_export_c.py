@@ -449,6 +449,7 @@ def _make(args: list, cwd: Path) -> subprocess.CompletedProcess:
     return _run([_tool("make"), "--no-print-directory"] + args, cwd=cwd, env=env)
 
 
+@pytest.mark.slow
 def test_make_check_from_another_directory(tmp_path):
     build_dir = tmp_path / "build"
     res = _make(["-C", EXAMPLE, "check", f"SUITE={CORE}", f"BUILD={build_dir}",

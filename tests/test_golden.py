@@ -43,6 +43,7 @@ def _rehash(path: Path) -> None:
 
 # --- generation and the numpy backend ------------------------------------------------------
 
+@pytest.mark.slow
 def test_generated_suite_verifies_with_the_reference(suite_dir, capsys):
     assert main(["golden", "verify", str(suite_dir), "--backend", "numpy", "--quiet"]) == 0
     out = capsys.readouterr().out
@@ -97,6 +98,7 @@ def test_nan_and_inf_propagate_in_the_expected_values(suite_dir):
     assert np.isinf(inf["m"][0, 8]) and np.isinf(inf["m"][1, 0])
 
 
+@pytest.mark.slow
 def test_generation_is_deterministic(suite_dir, tmp_path):
     again = golden.generate(tmp_path / "again", formats=("npz", "safetensors", "json"),
                             progress=False)
@@ -239,6 +241,7 @@ def test_stored_values_are_correctly_rounded(capsys):
 
 # --- the committed suite ---------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_committed_core_suite_matches_a_fresh_generation(tmp_path):
     """Regenerate the core suite and compare with the committed one bit for bit: every
     stored value (non-finite cases included) is exact and every bound is computed with
@@ -332,6 +335,7 @@ def test_generation_is_atomic(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # no suite, no temporary directory left behind
 
 
+@pytest.mark.slow
 def test_existing_directory_needs_force(tmp_path, capsys):
     out = tmp_path / "suite"
     assert main(["golden", "generate", str(out), "--quiet"]) == 0
@@ -417,6 +421,7 @@ def test_numba_passes_the_core_suite():
     assert not bad and len(results) == len(core_cases())
 
 
+@pytest.mark.slow
 def test_force_replaces_only_a_golden_suite(tmp_path, monkeypatch, capsys):
     precious = tmp_path / "precious"
     precious.mkdir()

@@ -204,6 +204,7 @@ def test_digest_pins_the_suite(tmp_path, capsys):
     assert "not the one pinned" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_generate_prints_the_digest(tmp_path, capsys):
     assert main(["golden", "generate", str(tmp_path / "s"), "--quiet"]) == 0
     out = capsys.readouterr().out
@@ -525,6 +526,7 @@ def test_bounds_survive_values_near_the_float64_limit():
     assert np.isinf(bounds["m"]).all()
 
 
+@pytest.mark.slow
 def test_backend_exits_imports_and_formats(tmp_path, monkeypatch, capsys):
     import sys
 
@@ -578,3 +580,30 @@ def test_signals_wait_for_the_swap():
         assert seen == ["hup"]  # delivered right after
     finally:
         signal.signal(signal.SIGHUP, old)
+
+
+@pytest.mark.parametrize("shape_cf", [(1, 3, 3), (2, 5, 5), (2, 4, 7)])
+def test_channels_last_bounds_are_the_channels_first_bounds_moved(shape_cf):
+    """y's and dx's bounds follow x's layout, also when x is (N, S, C) with S == C, where the
+    (N, C, S) shape of the computation equals x's shape (a bound once landed on the wrong
+    element there)."""
+    from npeca.golden.verify import reference_outputs
+
+    rng = np.random.default_rng(3)
+    x_cf = rng.standard_normal(shape_cf) * 0.5 - 1.0
+    c = shape_cf[1]
+    params_cf = {"k": 3, "padding": "zeros", "groups": 1, "gate": "hard_sigmoid",
+                 "bias": False, "channel_axis": 1, "weight_form": "Ck"}
+    w = rng.standard_normal((c, 3)) * 0.5
+    cf = {"x": x_cf, "weight": w, "grad_out": rng.standard_normal(shape_cf)}
+    cl = {"x": np.moveaxis(cf["x"], 1, -1).copy(), "weight": w,
+          "grad_out": np.moveaxis(cf["grad_out"], 1, -1).copy()}
+    params_cl = dict(params_cf, channel_axis=-1)
+    cf.update(reference_outputs(params_cf, cf))
+    cl.update(reference_outputs(params_cl, cl))
+    b_cf = error_bounds(cf, params_cf, "float64")
+    b_cl = error_bounds(cl, params_cl, "float64")
+    for name in ("y", "dx"):
+        np.testing.assert_array_equal(b_cl[name], np.moveaxis(b_cf[name], 1, -1))
+    for name in ("m", "z", "a", "dweight"):
+        np.testing.assert_array_equal(b_cl[name], b_cf[name])

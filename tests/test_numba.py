@@ -489,6 +489,7 @@ print(json.dumps(stats))
 """
 
 
+@pytest.mark.slow
 def test_second_process_loads_kernels_from_the_cache(tmp_path):
     import json
     env = {"NUMBA_CACHE_DIR": str(tmp_path)}

@@ -81,7 +81,7 @@ def replace_directory(tmp: Path, out: Path, previous: tuple[int, int] | None,
     if _identity(aside) != previous or not replaceable(aside):
         _put_back(aside, out, aside_dir)
         raise ParameterError(f"{out} was replaced while {what} was being written and is "
-                             f"no longer what was there; left as it is")
+                             f"no longer {what} that was there; left as it is")
     try:
         os.rename(tmp, out)
     except OSError as exc:

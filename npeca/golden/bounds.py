@@ -218,7 +218,8 @@ def _error_bounds(arrays: Mapping[str, np.ndarray], params: Mapping, dtype: str
         if name not in arrays:
             continue
         expected = np.asarray(arrays[name])
-        if err.shape != expected.shape:  # (N, C, S) back to x's layout
+        if name in ("y", "dx"):  # (N, C, S) back to x's layout (also when S == C makes
+            # the two shapes equal, channels-last with one spatial axis)
             shape: list[int] = list(np.moveaxis(np.empty(expected.shape, dtype=bool), axis,
                                                 1).shape)
             err = np.moveaxis(err.reshape(shape), 1, axis)

@@ -219,7 +219,7 @@ def write_suite(out_dir: str | os.PathLike, manifest: dict[str, Any],
                 if claimed is not None:
                     _replace_claim(tmp, out)
                 else:
-                    replace_directory(tmp, out, previous, _is_suite, "the suite")
+                    replace_directory(tmp, out, previous, _is_suite, "the golden suite")
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             if claimed is not None and _identity(out) == claimed:

@@ -17,12 +17,12 @@ from ._checks import DEFAULT_TOLERANCES, assert_close, check_vjp, gradcheck
 from ._golden import GoldenCase, golden_cases, resolve_backend
 
 __all__ = ["DEFAULT_TOLERANCES", "assert_close", "gradcheck", "check_vjp", "golden_cases",
-           "GoldenCase", "resolve_backend", "check_backend"]
+           "GoldenCase", "resolve_backend", "check_backend", "BackendMismatch"]
 
 
 def __getattr__(name: str):
     # check_backend needs hypothesis, an optional dependency: imported on first use
-    if name == "check_backend":
-        from .backend_check import check_backend
-        return check_backend
+    if name in ("check_backend", "BackendMismatch"):
+        from . import backend_check
+        return getattr(backend_check, name)
     raise AttributeError(f"module 'npeca.testing' has no attribute {name!r}")

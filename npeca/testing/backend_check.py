@@ -27,15 +27,15 @@ verdict on the smallest failing problem Hypothesis found, with a line that rebui
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, NpecaError, ParameterError
+from ..errors import NpecaError, ParameterError
 from .strategies import DTYPES, ECAProblemDraw, eca_problems  # raises without hypothesis
 
 import hypothesis  # noqa: E402  (strategies has checked that it imports)
-from hypothesis import HealthCheck, Phase, strategies as st  # noqa: E402
+from hypothesis import HealthCheck, Phase, Verbosity, strategies as st  # noqa: E402
 
 __all__ = ["check_backend", "judge", "BackendMismatch", "BackendCheckSummary"]
 
@@ -44,7 +44,19 @@ _GRADIENTS = ("dx", "dweight", "dbias")
 
 class BackendMismatch(NpecaError, AssertionError):
     """:func:`check_backend` found a problem on which the backend disagrees with npeca's
-    reference beyond the golden bounds (or errs, or supports no problem at all)."""
+    reference beyond the golden bounds (or errs, or supports no problem at all).
+
+    ``problem`` is the (shrunk) :class:`~npeca.testing.strategies.ECAProblemDraw` and
+    ``result`` npeca's :class:`~npeca.golden.CaseResult` on it; both are None when no
+    problem could be judged. ``first_failure`` counts the problems judged up to and
+    including the first failing one (before shrinking)."""
+
+    def __init__(self, message: str, problem: ECAProblemDraw | None = None,
+                 result: Any = None, first_failure: int | None = None) -> None:
+        super().__init__(message)
+        self.problem = problem
+        self.result = result
+        self.first_failure = first_failure
 
 
 @dataclass
@@ -54,6 +66,7 @@ class BackendCheckSummary:
     backend returned could have failed on them (``not_checkable``)."""
 
     passed: int = 0
+    failed: int = 0
     unsupported: int = 0
     not_checkable: int = 0
     reasons: list[str] = field(default_factory=list)
@@ -81,38 +94,61 @@ def _expected_exact(problem: ECAProblemDraw) -> dict[str, np.ndarray]:
     return out
 
 
+def _bounds(arrays: Mapping[str, np.ndarray], params: Mapping[str, Any], dtype: str
+            ) -> dict[str, np.ndarray]:
+    """The golden suite's bounds for this problem (:func:`npeca.golden.bounds.error_bounds`)."""
+    from ..golden.bounds import error_bounds
+
+    return error_bounds(arrays, params, dtype)
+
+
 def judge(problem: ECAProblemDraw, fn: Callable, require: Iterable[str] = ("y",),
           expected: str = "exact"):
     """Run ``fn`` on one problem and judge it: a :class:`npeca.golden.CaseResult`
     (PASS, FAIL, ERROR or SKIP), exactly as ``npeca golden verify`` judges a case."""
-    from ..golden.bounds import error_bounds
     from ..golden.io import BOUND_PREFIX
     from ..golden.schema import SATURATION
     from ..golden.verify import reference_outputs, run_case
 
+    if expected not in ("exact", "reference"):
+        raise ParameterError(f"expected must be 'exact' or 'reference'; got {expected!r}")
     dtype, p = problem.dtype, problem.params
     inputs = dict(problem.inputs)
+    # fn runs first, on copies, so that a problem it declines costs no expected values;
+    # run_case then judges what it returned (or what it raised) as for a golden case
+    try:
+        got: Any = fn({k: v.copy() for k, v in inputs.items()}, dict(p))
+        raised: BaseException | None = None
+    except NotImplementedError as exc:
+        from ..golden.verify import CaseResult
+        return CaseResult("problem", "SKIP", message=str(exc) or "not supported")
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a backend's failure is a
+        got, raised = None, exc  # verdict (ERROR), given by run_case, which sees it raised
+
+    def replay(_inputs: dict, _params: dict) -> Any:
+        if raised is not None:
+            raise raised
+        return got
+
     with np.errstate(all="ignore"):
         if expected == "exact":
             exp = _expected_exact(problem)
             arrays = {**inputs, **exp}
-            bounds = error_bounds(arrays, p, dtype)
-        elif expected == "reference":
+            bounds = _bounds(arrays, p, dtype)
+        else:
             ref = reference_outputs(p, inputs)
             exp = {name: v if name in ("m", "z", "a") else v.astype(dtype)
                    for name, v in ref.items()}
             arrays = {**inputs, **exp}
-            own = error_bounds(arrays, p, "float64")
-            bounds = {name: b + own[name] for name, b in error_bounds(arrays, p, dtype).items()}
-        else:
-            raise ParameterError(f"expected must be 'exact' or 'reference'; got {expected!r}")
+            own = _bounds(arrays, p, "float64")
+            bounds = {name: b + own[name] for name, b in _bounds(arrays, p, dtype).items()}
     arrays.update({BOUND_PREFIX + name: b for name, b in bounds.items()})
     case = {"name": "problem", "dtype": dtype, "params": dict(p),
             "flags": {"nonfinite": False,
                       "saturated": bool(np.max(np.abs(arrays["z"]), initial=0.0)
                                         >= SATURATION)},
             "bounds": {name: BOUND_PREFIX + name for name in bounds}}
-    return run_case(case, arrays, fn, tuple(require))
+    return run_case(case, arrays, replay, tuple(require))
 
 
 def _format(label: str, problem: ECAProblemDraw, result: Any, expected: str) -> str:
@@ -122,35 +158,31 @@ def _format(label: str, problem: ECAProblemDraw, result: Any, expected: str) -> 
              f"  rebuild: problem = npeca.testing.strategies.{problem!r}",
              f"           {label}(problem.inputs, problem.params)"]
     failed = [o for o in result.outputs if o.status == "FAIL"]
-    if result.status == "ERROR" or not failed:
-        lines.append(f"  verdict: {result.message}")
-    for o in result.outputs:
-        if o.status == "FAIL":
-            ulp = "" if o.worst_ulp < 0 else f", {o.worst_ulp} ulp"
-            lines.append(f"  {o.output}: FAIL, {o.message} ({o.max_ratio:.3g} x the bound"
-                         f"{ulp})")
-        else:
-            lines.append(f"  {o.output}: {o.status} (worst {o.max_ratio:.3g} of its bound)")
-    if failed and result.message:
-        extra = [n for n in result.message.split("; ")
-                 if not any(n.startswith(f"{o.output}: ") for o in result.outputs)]
-        if extra:
-            lines.append(f"  note: {'; '.join(extra)}")
+    notes = result.message
+    shown = "; ".join(f"{o.output}: {o.message}" for o in failed)
+    if failed and notes.startswith(shown):  # the failed outputs get a line each below
+        notes = notes[len(shown):].lstrip("; ")
+    for o in failed:
+        ulp = f", {o.worst_ulp} ulp" if 0 <= o.worst_ulp < 10 ** 6 else ""
+        lines.append(f"  {o.output}: FAIL, {o.message} ({o.max_ratio:.3g} x the bound{ulp})")
+    others = [f"{o.output} {o.status.lower()} ({o.max_ratio:.2g} of its bound)"
+              for o in result.outputs if o.status != "FAIL"]
+    if others:
+        lines.append(f"  within bounds: {', '.join(others)}")
+    if notes:
+        lines.append(f"  {'verdict' if result.status == 'ERROR' else 'note'}: {notes}")
     return "\n".join(lines)
 
 
 def _label(fn: Any) -> str:
     if isinstance(fn, str):
         return fn
-    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or \
+    return getattr(fn, "__name__", None) or getattr(fn, "__qualname__", None) or \
         type(fn).__name__
 
 
-_DEFAULT = object()
-
-
 def check_backend(fn: str | Callable, *, max_examples: int = 100,
-                  dtypes: Iterable[Any] = DTYPES, require: str | Iterable[str] = ("y",),
+                  dtypes: Sequence[Any] | None = None, require: str | Iterable[str] = ("y",),
                   gradients: bool = True, seed: int | None = None,
                   problems: st.SearchStrategy[ECAProblemDraw] | None = None,
                   expected: str = "exact") -> BackendCheckSummary:
@@ -168,8 +200,8 @@ def check_backend(fn: str | Callable, *, max_examples: int = 100,
     max_examples : int
         Problems to judge (Hypothesis' ``max_examples``). 100 problems take a few seconds
         plus the backend's own time.
-    dtypes : sequence of {"float64", "float32", "float16"}
-        The dtypes to draw problems in (ignored when ``problems`` is given).
+    dtypes : sequence of {"float64", "float32", "float16"}, optional
+        The dtypes to draw problems in (default all three); not with ``problems``.
     require : str or sequence of str
         Outputs that must be returned (default y), as ``npeca golden verify --require``.
     gradients : bool
@@ -227,9 +259,19 @@ def check_backend(fn: str | Callable, *, max_examples: int = 100,
     required = parse_require(require)
     if gradients:
         required = tuple(dict.fromkeys(required + _GRADIENTS))
-    strategy = eca_problems(dtypes=dtypes) if problems is None else problems
+    if dtypes is not None and problems is not None:
+        raise ParameterError("give dtypes or problems, not both: pass "
+                             "problems=eca_problems(dtypes=..., ...) instead")
+    if problems is None:
+        strategy = eca_problems(dtypes=DTYPES if dtypes is None else dtypes)
+    elif isinstance(problems, st.SearchStrategy):
+        strategy = problems
+    else:
+        raise ParameterError(f"problems must be a Hypothesis strategy such as "
+                             f"eca_problems(...); got {type(problems).__name__}")
     label = _label(fn)
     summary = BackendCheckSummary()
+    first: list[int | None] = [None]
 
     def check_one(problem: ECAProblemDraw) -> None:
         result = judge(problem, adapter, required, expected)
@@ -251,39 +293,49 @@ def check_backend(fn: str | Callable, *, max_examples: int = 100,
         if ratios:
             hypothesis.target(float(max(ratios)), label="worst error / bound")
         if result.status != "PASS":
-            raise BackendMismatch(_format(label, problem, result, expected))
+            summary.failed += 1
+            if first[0] is None:
+                first[0] = summary.passed + summary.failed
+            raise BackendMismatch(_format(label, problem, result, expected), problem, result)
         summary.passed += 1
 
-    config = dict(max_examples=int(max_examples), deadline=None, database=None,
-                  report_multiple_bugs=False, print_blob=False,
-                  phases=(Phase.explicit, Phase.generate, Phase.target, Phase.shrink),
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                                         HealthCheck.data_too_large,
-                                         HealthCheck.large_base_example])
-    if seed is not None:
-        config["derandomize"] = False
+    config = hypothesis.settings(
+        max_examples=int(max_examples), deadline=None, database=None,
+        verbosity=Verbosity.quiet, report_multiple_bugs=False, print_blob=False,
+        phases=(Phase.explicit, Phase.generate, Phase.target, Phase.shrink),
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                               HealthCheck.data_too_large, HealthCheck.large_base_example],
+    )
+    if seed is not None:  # a seed replays its own problems, not the profile's derandomized ones
+        config = hypothesis.settings(config, derandomize=False)
     test = hypothesis.given(strategy)(check_one)
-    test = hypothesis.settings(**config)(test)
+    test = config(test)
     if seed is not None:
         test = hypothesis.seed(int(seed))(test)
     try:
         test()
     except BackendMismatch as exc:
-        raise BackendMismatch(str(exc)) from None
+        how = f", seed={seed}" if seed is not None else ""
+        raise BackendMismatch(
+            f"{exc}\n  (first failure at problem {first[0]} of at most {max_examples}{how}; "
+            f"the problem shown is the smallest failing one Hypothesis found)",
+            exc.problem, exc.result, first[0]) from None
     except hypothesis.errors.Unsatisfiable:
-        if summary.unsupported:
+        if summary.unsupported and not summary.passed:
             raise BackendMismatch(
                 f"{label} supported none of the {summary.unsupported} problems drawn: each "
                 f"raised NotImplementedError ({'; '.join(summary.reasons)}); narrow the "
                 f"problems with dtypes=... or problems=eca_problems(...)") from None
-        raise BackendMismatch(f"{label}: none of the problems drawn could be checked "
-                              f"({summary.not_checkable} had nothing checkable)") from None
+        raise BackendMismatch(f"{label}: too few of the problems drawn could be judged "
+                              f"({summary}); narrow the problems with dtypes=... or "
+                              f"problems=eca_problems(...)") from None
     except hypothesis.errors.FlakyFailure as exc:
-        first = next((e for e in exc.exceptions if isinstance(e, BackendMismatch)), None)
+        original = next((e for e in exc.exceptions if isinstance(e, BackendMismatch)), None)
         raise BackendMismatch(
             f"{label} failed a problem, then passed it when run again (is it "
-            f"nondeterministic?)" + (f"; the first failure:\n{first}" if first else "")) \
-            from None
+            f"nondeterministic?)" + (f"; the first failure:\n{original}" if original else ""),
+            getattr(original, "problem", None), getattr(original, "result", None),
+            first[0]) from None
     if summary.passed == 0:  # every draw rejected without Hypothesis giving up
         raise BackendMismatch(f"{label}: no problem was judged ({summary})")
     return summary

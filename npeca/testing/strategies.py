@@ -4,17 +4,18 @@
 sigmoid or hard sigmoid, with or without a bias, channels first or last, the four weight
 forms, float16/32/64, one to three spatial axes), including the edge cases ports get wrong:
 C = 1, a kernel longer than the channel axis, and circular windows that wrap around the
-channels more than once. Each draw is an :class:`ECAProblemDraw` whose ``inputs`` and
+channels more than twice. Each draw is an :class:`ECAProblemDraw` whose ``inputs`` and
 ``params`` are exactly the arguments of an adapter (see :mod:`npeca.golden.adapters`)::
 
     fn(problem.inputs, problem.params) -> {"y": ..., "dx": ..., ...}
 
 Shapes and parameters are drawn by Hypothesis (and shrink towards N = C = k = 1, one
 spatial axis of size 1, no groups, no bias); the values are drawn from a NumPy generator
-seeded by Hypothesis: standard-normal x and grad_out, weights scaled by 1 / sqrt(k), a bias
-in [-1, 1], so that the logits are of moderate size and rounding-error bounds stay small
-against the values they guard. :func:`npeca.testing.check_backend` runs a backend on these
-problems and judges it against npeca's reference.
+seeded by Hypothesis: x = loc + scale * N(0, 1) (loc in {0, 1, -2, 4}, scale in {1, 1/4,
+4}, so that some hard-sigmoid logits pass the clamp at +-3), grad_out ~ N(0, 1), weights
+N(0, 1) / sqrt(k) and a bias in [-1, 1]: logits of moderate size, and rounding-error bounds
+that stay small against the values they guard. :func:`npeca.testing.check_backend` runs a
+backend on these problems and judges it against npeca's reference.
 
 Needs the ``hypothesis`` package (``pip install hypothesis``).
 
@@ -243,7 +244,7 @@ def eca_problems(*, dtypes: Sequence[Any] = DTYPES, max_batch: int = 2,
                  channel_axes: Sequence[int] = CHANNEL_AXES,
                  weight_forms: Sequence[str] = WEIGHT_FORMS,
                  scales: Sequence[float] = (1.0, 0.25, 4.0),
-                 locs: Sequence[float] = (0.0, 1.0, -2.0),
+                 locs: Sequence[float] = (0.0, 1.0, -2.0, 4.0),
                  saturated: bool = False) -> st.SearchStrategy[ECAProblemDraw]:
     """A strategy of valid ECA problems (:class:`ECAProblemDraw`).
 
@@ -259,8 +260,10 @@ def eca_problems(*, dtypes: Sequence[Any] = DTYPES, max_batch: int = 2,
     spatial_dims : sequence of {1, 2, 3}
         How many spatial axes x may have; each has a size from 1 to ``max_side``.
     max_kernel : int, optional
-        k is odd, from 1 to ``2 * C / groups + 3`` (a circular window that wraps more than
-        twice around its group), and at most ``max_kernel`` when given.
+        k is odd, from 1 to ``4 * C / groups + 3``: the half-window ``(k - 1) / 2`` reaches
+        past ``2 * C / groups``, so circular windows wrap around their group more than
+        twice (ports that wrap an index once, ``(t + C) % C``, fail there); at most
+        ``max_kernel`` when given.
     paddings, gates, channel_axes, weight_forms : sequences
         The variants to draw, each a subset of the allowed values.
     bias : sequence of bool
@@ -297,17 +300,19 @@ def eca_problems(*, dtypes: Sequence[Any] = DTYPES, max_batch: int = 2,
     @st.composite
     def problems(draw: Any) -> ECAProblemDraw:
         dtype = draw(st.sampled_from(dts))
-        n = draw(st.integers(1, max_batch))
-        c = draw(st.integers(1, max_channels))
+        # sampled_from draws sizes about uniformly (st.integers favours 1 and the maximum,
+        # and C = 1 hides every bug of the channel convolution); both shrink towards 1
+        n = draw(st.sampled_from(range(1, max_batch + 1)))
+        c = draw(st.sampled_from(range(1, max_channels + 1)))
         divisors = [g for g in range(1, c + 1)
                     if c % g == 0 and (max_groups is None or g <= max_groups)]
         groups = draw(st.sampled_from(divisors))
         ndim = draw(st.sampled_from(dims))
-        spatial = tuple(draw(st.integers(1, max_side)) for _ in range(ndim))
-        k_top = 2 * (c // groups) + 3
+        spatial = tuple(draw(st.sampled_from(range(1, max_side + 1))) for _ in range(ndim))
+        k_top = 4 * (c // groups) + 3
         if max_kernel is not None:
             k_top = min(k_top, max_kernel)
-        k = 2 * draw(st.integers(0, (k_top - 1) // 2)) + 1
+        k = draw(st.sampled_from(range(1, k_top + 1, 2)))
         params = {"k": k, "padding": draw(st.sampled_from(paddings)), "groups": groups,
                   "gate": draw(st.sampled_from(gates)), "bias": draw(st.sampled_from(biases)),
                   "channel_axis": draw(st.sampled_from(axes)),
