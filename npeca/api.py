@@ -158,14 +158,14 @@ eca.__doc__ = f"""Efficient Channel Attention: rescale every channel of ``x`` by
     -----
     With S spatial positions and p = (k - 1) / 2,
 
-    .. math::
-
-        m_{{n,c}} = \\frac{{1}}{{S}} \\sum_s x_{{n,c,s}}, \\qquad
-        z_{{n,c}} = b + \\sum_{{j=0}}^{{k-1}} w_j\\, \\tilde m_{{n,c+j-p}}, \\qquad
-        y_{{n,c,s}} = \\operatorname{{gate}}(z_{{n,c}})\\, x_{{n,c,s}},
+    $$
+    m_{{n,c}} = \\frac{{1}}{{S}} \\sum_s x_{{n,c,s}}, \\qquad
+    z_{{n,c}} = b + \\sum_{{j=0}}^{{k-1}} w_j\\, \\tilde m_{{n,c+j-p}}, \\qquad
+    y_{{n,c,s}} = \\operatorname{{gate}}(z_{{n,c}})\\, x_{{n,c,s}},
+    $$
 
     a cross-correlation over channels exactly like ``torch.nn.Conv1d`` (no kernel flip),
-    where :math:`\\tilde m` is m padded per group with zeros or wrapped around. The reference
+    where $\\tilde m$ is m padded per group with zeros or wrapped around. The reference
     computes in float64 and rounds y once to the dtype of x. NaN and Inf in ``x`` propagate
     as IEEE arithmetic makes them: a NaN anywhere in a channel makes that channel's mean NaN,
     and through the convolution the logits of its neighbours within k // 2 channels.
@@ -197,8 +197,8 @@ eca_forward.__doc__ = f"""ECA forward pass with its intermediates (debugging, go
 
     Notes
     -----
-    :math:`m = \\operatorname{{mean}}_s x`, :math:`z = b + w \\star \\tilde m`,
-    :math:`a = \\operatorname{{gate}}(z)`, :math:`y = a\\, x`; see :func:`eca`.
+    $m = \\operatorname{{mean}}_s x$, $z = b + w \\star \\tilde m$,
+    $a = \\operatorname{{gate}}(z)$, $y = a\\, x$; see :func:`eca`.
 
     Examples
     --------
@@ -229,16 +229,20 @@ eca_backward.__doc__ = f"""Gradients of ECA with respect to x, weight and bias.
     -----
     With g = dL/dy and the forward's m, z, a,
 
-    .. math::
+    $$
+    da_{{n,c}} = \\sum_s g_{{n,c,s}} x_{{n,c,s}}, \\qquad
+    dz_{{n,c}} = da_{{n,c}}\\, \\operatorname{{gate}}'(z_{{n,c}}),
+    $$
 
-        da_{{n,c}} = \\sum_s g_{{n,c,s}} x_{{n,c,s}}, \\qquad
-        dz_{{n,c}} = da_{{n,c}}\\, \\operatorname{{gate}}'(z_{{n,c}}),
+    $$
+    dw_j = \\sum_{{n,c}} dz_{{n,c}}\\, \\tilde m_{{n,c+j-p}}, \\qquad
+    db = \\sum_{{n,c}} dz_{{n,c}}, \\qquad
+    dm_{{n,c'}} = \\sum_j w_j\\, \\widetilde{{dz}}_{{n,c'-j+p}},
+    $$
 
-        dw_j = \\sum_{{n,c}} dz_{{n,c}}\\, \\tilde m_{{n,c+j-p}}, \\qquad
-        db = \\sum_{{n,c}} dz_{{n,c}}, \\qquad
-        dm_{{n,c'}} = \\sum_j w_j\\, \\widetilde{{dz}}_{{n,c'-j+p}},
-
-        dx_{{n,c,s}} = g_{{n,c,s}}\\, a_{{n,c}} + dm_{{n,c}} / S.
+    $$
+    dx_{{n,c,s}} = g_{{n,c,s}}\\, a_{{n,c}} + dm_{{n,c}} / S.
+    $$
 
     For per-channel weights dw keeps its channel index (sum over n only) and the transposed
     correlation uses the kernel of the output channel c' - j + p. The sigmoid's derivative

@@ -90,9 +90,9 @@ def kernel_size(channels: int, gamma: float = 2, b: float = 1, *, min_size: int 
 
     Notes
     -----
-    With :math:`t = \\lfloor (\\log_2 C + b) / \\gamma \\rfloor` (Eq. 12 of the paper),
+    With $t = \\lfloor (\\log_2 C + b) / \\gamma \\rfloor$ (Eq. 12 of the paper),
 
-    .. math:: k = \\max(t \\text{ if } t \\text{ is odd else } t + 1,\\ \\text{min\\_size}).
+    $$k = \\max(t \\text{ if } t \\text{ is odd else } t + 1,\\ \\text{min\\_size}).$$
 
     The floor is exact for every integer C: at powers of two log2 C is the integer
     ``C.bit_length() - 1``; elsewhere it is irrational and evaluated to 60 significant digits,

@@ -82,10 +82,11 @@ class ECA:
     Notes
     -----
     The initial weights are drawn like PyTorch's ``Conv1d.reset_parameters``:
-    ``kaiming_uniform_(a=sqrt(5))`` is uniform on :math:`[-1/\\sqrt{\\mathrm{fan\\_in}},
-    1/\\sqrt{\\mathrm{fan\\_in}}]` and so is the bias, with fan_in = k for ``Conv1d(1, 1, k)``
-    and for the depthwise ``Conv1d(C, C, k, groups=C)`` alike. The distribution is PyTorch's;
-    the random stream is NumPy's, so the values differ from ``torch.manual_seed``'s.
+    ``kaiming_uniform_(a=sqrt(5))`` is uniform on
+    $[-1/\\sqrt{\\mathrm{fan\\_in}}, 1/\\sqrt{\\mathrm{fan\\_in}}]$ and so is the bias,
+    with fan_in = k for ``Conv1d(1, 1, k)`` and for the depthwise
+    ``Conv1d(C, C, k, groups=C)`` alike. The distribution is PyTorch's; the random stream
+    is NumPy's, so the values differ from ``torch.manual_seed``'s.
 
     :meth:`forward` keeps a reference to its input (not a copy) and a copy of the
     parameters for :meth:`backward`; do not modify the input in place in between.

@@ -288,8 +288,8 @@ def gradcheck(fn: Callable[..., Any], inputs: Sequence[Any] | Mapping[str, Any],
     Notes
     -----
     The numerical Jacobian column for input element i is
-    :math:`(f(x + \\epsilon e_i) - f(x - \\epsilon e_i)) / 2\\epsilon`, with error
-    :math:`O(\\epsilon^2)` plus rounding :math:`O(u / \\epsilon)`, u = 2**-53 times the size
+    $(f(x + \\epsilon e_i) - f(x - \\epsilon e_i)) / 2\\epsilon$, with error
+    $O(\\epsilon^2)$ plus rounding $O(u / \\epsilon)$, u = 2**-53 times the size
     of f: with eps = 1e-6 about 1e-10 relative for smooth functions in float64.
 
     Examples

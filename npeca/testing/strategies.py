@@ -274,6 +274,8 @@ def eca_problems(*, dtypes: Sequence[Any] = DTYPES, max_batch: int = 2,
         Also draw problems whose logits are mostly beyond +-17, where the sigmoid rounds to
         0 or 1 in float32 (about one draw in four).
 
+    Notes
+    -----
     Shrinking goes towards the first value of each choice and the smallest sizes.
     """
     dts = tuple(np.dtype(d).name for d in _choices("dtypes", tuple(
