@@ -14,7 +14,10 @@ slice of a checkpoint read with ``torch.load`` or ``safetensors.numpy.load_file`
 layer is built by :func:`npeca.checkpoint.load_eca_layers`, so its kernel size comes from the
 stored weight.
 
-Run it as a script for a self-contained demonstration, or import it::
+Run it as a script (``python examples/bottleneck.py``): it builds ResNet-50's first layer2
+block with random weights, runs it in NumPy with npeca's ECA, runs the same weights through
+PyTorch when torch is installed and prints the largest difference (float32 rounding, about
+1e-6), then runs the docstring examples. Or import it::
 
     from examples.bottleneck import Bottleneck
     block = Bottleneck.from_state_dict(state_dict, prefix="layer1.0.", stride=1)
@@ -156,8 +159,66 @@ class Bottleneck:
         return relu(out + residual)
 
 
+def _demo() -> None:
+    """ResNet-50's first layer2 block (256 -> 512 channels, stride 2, downsample) with random
+    weights and batch-norm statistics, run in NumPy with npeca's ECA and, when torch is
+    installed, in PyTorch with the same weights; prints both and their difference."""
+    import time
+
+    import npeca
+
+    rng = np.random.default_rng(0)
+    inplanes, planes, out = 256, 128, 512
+    k = npeca.kernel_size(out)
+    sd: dict[str, np.ndarray] = {
+        "conv1.weight": rng.standard_normal((planes, inplanes, 1, 1)) / 16,
+        "conv2.weight": rng.standard_normal((planes, planes, 3, 3)) / 34,
+        "conv3.weight": rng.standard_normal((out, planes, 1, 1)) / 11,
+        "downsample.0.weight": rng.standard_normal((out, inplanes, 1, 1)) / 16,
+        "eca.conv.weight": rng.standard_normal((1, 1, k)) / np.sqrt(k)}
+    for name, n in (("bn1", planes), ("bn2", planes), ("bn3", out), ("downsample.1", out)):
+        sd.update({f"{name}.weight": rng.uniform(0.5, 1.5, n), f"{name}.bias":
+                   rng.normal(0, 0.1, n), f"{name}.running_mean": rng.normal(0, 0.1, n),
+                   f"{name}.running_var": rng.uniform(0.5, 1.5, n)})
+    sd = {key: v.astype(np.float32) for key, v in sd.items()}
+    x = rng.standard_normal((1, inplanes, 28, 28)).astype(np.float32)
+    block = Bottleneck.from_state_dict(sd, stride=2)
+    start = time.perf_counter()
+    y = block(x)
+    took = time.perf_counter() - start
+    print(f"ECABottleneck 256 -> 512 channels, stride 2, k = psi(512) = {k}: "
+          f"x {x.shape} -> y {y.shape} {y.dtype} in NumPy + npeca, {took * 1e3:.0f} ms")
+    print(f"  ECA layer: {block.eca}")
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        print("  torch is not installed: pip install torch to compare with PyTorch")
+        return
+    t = {key: torch.from_numpy(v) for key, v in sd.items()}
+
+    def bn(v: Any, name: str) -> Any:
+        return F.batch_norm(v, t[f"{name}.running_mean"], t[f"{name}.running_var"],
+                            t[f"{name}.weight"], t[f"{name}.bias"], training=False, eps=1e-5)
+
+    with torch.no_grad():
+        xt = torch.from_numpy(x)
+        h = F.relu(bn(F.conv2d(xt, t["conv1.weight"]), "bn1"))
+        h = F.relu(bn(F.conv2d(h, t["conv2.weight"], stride=2, padding=1), "bn2"))
+        h = bn(F.conv2d(h, t["conv3.weight"]), "bn3")
+        m = h.mean(dim=(2, 3))[:, None, :]  # ECA as ECANet's eca_layer writes it
+        a = torch.sigmoid(F.conv1d(m, t["eca.conv.weight"], padding=(k - 1) // 2))
+        h = h * a[:, 0, :, None, None]
+        res = bn(F.conv2d(xt, t["downsample.0.weight"], stride=2), "downsample.1")
+        expected = F.relu(h + res).numpy()
+    diff = float(np.abs(y - expected).max())
+    print(f"  PyTorch {torch.__version__} on the same weights: max |numpy - torch| = "
+          f"{diff:.2e} (largest |y| {float(np.abs(expected).max()):.2f}; float32 rounding)")
+
+
 if __name__ == "__main__":
     import doctest
 
+    _demo()
     failures, tests = doctest.testmod()
-    print(f"{tests - failures} of {tests} examples passed")
+    print(f"docstring examples: {tests - failures} of {tests} passed")

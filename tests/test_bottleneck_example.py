@@ -125,3 +125,18 @@ def test_timm_naming_through_attn_name(torch, example):
 for _name, _test in list(globals().items()):
     if _name.startswith("test_") and "torch" in inspect.signature(_test).parameters:
         globals()[_name] = pytest.mark.torch(_test)
+
+
+def test_the_script_compares_with_pytorch(torch):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "examples" / "bottleneck.py"
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    line = next(t for t in done.stdout.splitlines() if "max |numpy - torch|" in t)
+    diff = float(line.split("= ")[1].split()[0])
+    assert diff < 1e-4, line  # float32 rounding of a ~8-sized output, not a wrong block
+    assert "docstring examples: 9 of 9 passed" in done.stdout
