@@ -136,6 +136,9 @@ def _times(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.multiply(a, b, order="C")
 
 
+# The two functions below are shown on docs/math.md (between the --8<-- markers), next to
+# the formulas they compute.
+# --8<-- [start:forward]
 def _forward3(problem: ECAProblem) -> tuple[np.ndarray, ECAForward]:
     x = _to_ncs(problem.x, problem)  # (N, C, S) float64
     m = x.mean(axis=2)  # (N, C)
@@ -146,6 +149,7 @@ def _forward3(problem: ECAProblem) -> tuple[np.ndarray, ECAForward]:
     a = _gate(z, problem.gate)  # (N, C)
     y = a[:, :, None] * x  # (N, C, S)
     return x, ECAForward(y=y, m=m, z=z, a=a)
+# --8<-- [end:forward]
 
 
 def forward(problem: ECAProblem) -> ECAForward:
@@ -161,6 +165,7 @@ def backward(problem: ECAProblem, grad_out: np.ndarray) -> ECAGrads:
         return _backward(problem, grad_out)
 
 
+# --8<-- [start:backward]
 def _backward(problem: ECAProblem, grad_out: np.ndarray) -> ECAGrads:
     x, fwd = _forward3(problem)
     m, z, a = fwd.m, fwd.z, fwd.a
@@ -182,3 +187,4 @@ def _backward(problem: ECAProblem, grad_out: np.ndarray) -> ECAGrads:
         weight=dw.astype(problem.weight_dtype).reshape(problem.weight_shape),
         bias=dbias,
     )
+# --8<-- [end:backward]

@@ -19,6 +19,7 @@ and a <a href="other.html">link</a>.</p><pre><code>\\(raw TeX in code is fine\\)
 </body></html>"""
 PLANTS = {
     "raw TeX": "<p>a formula left as \\(x = 1\\)</p>",
+    "raw dollar TeX": "<details><p>in a fold, $dm_0 = w_0 dz_0$ left as text</p></details>",
     "unconverted": "<math><mi>x</mi><mi>&amp;</mi><mn>1</mn></math>",
     "CDN script": '<script src="https://cdn.example.org/mathjax.js"></script>',
     "missing file": '<img src="figures/nothing.png">',

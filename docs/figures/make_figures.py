@@ -1,7 +1,8 @@
 """Regenerate the documentation's figures: ``python docs/figures/make_figures.py``.
 
 Needs matplotlib (``pip install -e ".[docs]"``). Writes PNG files next to this script:
-kernel_size.png (the kernel-size staircase), attention.png (one ECA forward pass) and, when a
+kernel_size.png (the kernel-size staircase), attention.png (one ECA forward pass),
+window.png (the kernel's window over padded means) and, when a
 benchmark result exists (benchmarks/results.json, written by ``python benchmarks/bench.py
 --json benchmarks/results.json``), benchmark.png (timings relative to the copy floor).
 """
@@ -60,19 +61,55 @@ def kernel_size_figure() -> Path:
 def attention_figure() -> Path:
     rng = np.random.default_rng(7)
     c = 64
-    means = np.sin(np.arange(c) / 5.0) + 0.4 * rng.standard_normal(c)
-    x = means[None, :, None, None] + rng.standard_normal((1, c, 8, 8))
-    w = np.array([0.6, 1.2, 0.6])  # k = psi(64) = 3
+    means = 0.6 * np.sin(np.arange(c) / 5.0) + 0.2 * rng.standard_normal(c)
+    means[20] = 3.0  # one strong channel: its neighbours show which way the kernel reads
+    x = means[None, :, None, None] + 0.3 * rng.standard_normal((1, c, 8, 8))
+    w = np.array([1.5, 0.5, -0.5])  # k = psi(64) = 3, not symmetric
     fwd = npeca.eca_forward(x, w)
     fig, axes = plt.subplots(3, 1, figsize=(7, 5), dpi=110, sharex=True)
     labels = ("pooled mean m", "logit z = w ⋆ m~", "attention a = sigmoid(z)")
     for ax, values, label in zip(axes, (fwd.m[0], fwd.z[0], fwd.a[0]), labels):
-        ax.bar(np.arange(c), values, color="tab:blue", width=0.8)
+        colors = ["tab:orange" if i in (19, 20, 21) else "tab:blue" for i in range(c)]
+        ax.bar(np.arange(c), values, color=colors, width=0.8)
         ax.set_ylabel(label, fontsize=8)
         ax.grid(alpha=0.3)
-    axes[-1].set_xlabel("channel c")
-    fig.suptitle("ECA on one sample: C = 64, k = 3, w = (0.6, 1.2, 0.6)", fontsize=10)
+    axes[1].annotate("z_21 = 1.5 m_20 + ...: the right neighbour\nreads the strong channel "
+                     "through w_0", xy=(21, fwd.z[0, 21]), xytext=(30, fwd.z[0, 21] - 0.5),
+                     fontsize=7, arrowprops={"arrowstyle": "->", "lw": 0.8})
+    axes[-1].set_xlabel("channel c (orange: channel 20 and its two neighbours)")
+    fig.suptitle("ECA on one sample: C = 64, k = 3, w = (1.5, 0.5, -0.5)", fontsize=10)
     return _save(fig, "attention.png")
+
+
+def window_figure() -> Path:
+    """The kernel sliding over the padded means of six channels: zero padding above,
+    circular below; the window of output channel 0 and of output channel 5 drawn."""
+    m = np.array([1.0, -2.0, 0.5, 3.0, 0.0, -1.0])
+    fig, axes = plt.subplots(2, 1, figsize=(7, 3.2), dpi=110)
+    for ax, (mode, pad) in zip(axes, (("zeros", (0.0, 0.0)), ("circular", (m[-1], m[0])))):
+        values = [pad[0], *m, pad[1]]
+        for i, v in enumerate(values):
+            ch = i - 1
+            padded = ch in (-1, 6)
+            ax.add_patch(plt.Rectangle((i, 0), 0.9, 0.9, fill=True, alpha=0.35,
+                                       color="lightgray" if padded else "tab:blue"))
+            ax.text(i + 0.45, 0.45, f"{v:g}", ha="center", va="center", fontsize=9)
+            label = f"m~ {ch}" if padded else f"m {ch}"
+            if padded and mode == "circular":
+                label += f"\n(= m {ch % 6})"
+            ax.text(i + 0.45, -0.25, label, ha="center", va="top", fontsize=7)
+        for start, color, out in ((0, "tab:orange", 0), (5, "tab:green", 5)):
+            ax.add_patch(plt.Rectangle((start - 0.05, -0.05), 3.0, 1.0, fill=False, lw=1.6,
+                                       color=color))
+            for j, wj in enumerate(("w0", "w1", "w2")):
+                ax.text(start + j + 0.45, 1.1, wj, ha="center", fontsize=7, color=color)
+            ax.text(start + 1.45, 1.45, f"z {out}", ha="center", fontsize=8, color=color)
+        ax.set_xlim(-0.3, 8.2)
+        ax.set_ylim(-0.9, 1.8)
+        ax.axis("off")
+        ax.set_title(f"padding = {mode!r}", fontsize=9, loc="left")
+    fig.tight_layout()
+    return _save(fig, "window.png")
 
 
 def benchmark_figure(results: Path) -> Path | None:
@@ -111,7 +148,7 @@ def benchmark_figure(results: Path) -> Path | None:
 
 
 def main() -> None:
-    for path in (kernel_size_figure(), attention_figure(),
+    for path in (kernel_size_figure(), attention_figure(), window_figure(),
                  benchmark_figure(ROOT / "benchmarks" / "results.json")):
         if path:
             print(f"wrote {path.relative_to(ROOT)}")
