@@ -21,6 +21,7 @@ PLANTS = {
     "raw TeX": "<p>a formula left as \\(x = 1\\)</p>",
     "raw dollar TeX": "<details><p>in a fold, $dm_0 = w_0 dz_0$ left as text</p></details>",
     "unconverted": "<math><mi>x</mi><mi>&amp;</mi><mn>1</mn></math>",
+    "escape shown": "<math><mtext>min\\_size</mtext></math>",
     "CDN script": '<script src="https://cdn.example.org/mathjax.js"></script>',
     "missing file": '<img src="figures/nothing.png">',
     "directory link": '<a href="sub/">sub</a>',

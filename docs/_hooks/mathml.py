@@ -21,6 +21,9 @@ _MATH = re.compile(
     r'\s*</(?P=tag)>', re.S)
 
 
+_MTEXT = re.compile(r"<mtext>[^<]*</mtext>")
+
+
 class MathError(Exception):
     pass
 
@@ -32,6 +35,9 @@ def _mathml(match: re.Match, page: str) -> str:
         out = convert(tex, display="block" if block else "inline")
     except Exception as exc:  # noqa: BLE001 - any converter failure names the formula
         raise MathError(f"{page}: cannot render the formula {tex!r}: {exc}") from None
+    # latex2mathml keeps TeX's escapes inside \text{...}: min\_size would show its backslash
+    out = _MTEXT.sub(lambda t: t.group(0).replace("\\_", "_").replace("\\%", "%")
+                     .replace("\\#", "#").replace("\\{", "{").replace("\\}", "}"), out)
     if "<merror" in out or "<mi>&</mi>" in out or "<mi>&amp;</mi>" in out:
         # (an environment latex2mathml does not know, such as aligned, leaves its & as text)
         raise MathError(f"{page}: latex2mathml could not render {tex!r}")
