@@ -65,6 +65,14 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def refuse_cwd(out: Path) -> None:
+    """ParameterError when ``out`` is the current directory or one of its parents."""
+    resolved, cwd = out.resolve(), Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise ParameterError(f"refusing to replace {out}: it is the current directory or "
+                             f"one of its parents")
+
+
 def replace_directory(tmp: Path, out: Path, previous: tuple[int, int] | None,
                       replaceable: Callable[[Path], bool], what: str) -> None:
     """Rename ``tmp`` over ``out``, which was the directory ``previous`` (device, inode) and

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ParameterError
-from ._atomic import _identity, _signals_held, _signals_unwind, replace_directory
+from ._atomic import (_identity, _signals_held, _signals_unwind, refuse_cwd,
+                      replace_directory)
 from .io import Suite, sha256
 from .schema import EXPORT_MARKER
 from .verify import check_case
@@ -121,10 +122,7 @@ def export(suite_dir: str | os.PathLike, fmt: str, out_dir: str | os.PathLike, *
                                  f"npeca's (a directory holding the {MARKER} file and only the "
                                  f"files it lists, unchanged); remove it yourself if you mean "
                                  f"it")
-        resolved, cwd = out.resolve(), Path.cwd().resolve()
-        if resolved == cwd or resolved in cwd.parents:
-            raise ParameterError(f"refusing to replace {out}: it is the current directory or "
-                                 f"one of its parents")
+        refuse_cwd(out)
     elif previous is not None:
         previous = None  # an empty directory: renamed over, as if it were not there
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,8 @@ import numpy as np
 
 from .._npy import npy_header
 from ..errors import BackendUnavailableError, NpecaError, ParameterError
-from ._atomic import _identity, _signals_held, _signals_unwind, replace_directory
+from ._atomic import (_identity, _signals_held, _signals_unwind, refuse_cwd,
+                      replace_directory)
 from .schema import (ARRAY_ORDER, BOUND_PREFIX, FORMATS, SCHEMA, SCHEMA_VERSION,
                      GoldenIntegrityError, check_manifest, digest)
 
@@ -261,13 +262,10 @@ def _replace_claim(tmp: Path, out: Path) -> None:
 
 def _check_replaceable(out: Path) -> None:
     """--force replaces only an earlier golden suite, never another directory."""
-    resolved, cwd = out.resolve(), Path.cwd().resolve()
     if out.is_symlink() or not out.is_dir():
         raise ParameterError(f"{out} exists and is not a directory (a file or a symbolic "
                              f"link); refusing to replace it")
-    if resolved == cwd or resolved in cwd.parents:
-        raise ParameterError(f"refusing to replace {out}: it is the current directory or "
-                             f"one of its parents")
+    refuse_cwd(out)
     if not _is_suite(out):
         raise ParameterError(f"refusing to replace {out}: it is not exactly a golden suite (a "
                              f"directory holding manifest.json of schema {SCHEMA!r} and the "

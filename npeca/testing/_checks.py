@@ -1,12 +1,5 @@
-"""Tools for testing any ECA implementation (or any differentiable function) against npeca.
-
-- :func:`assert_close`: compare arrays with a per-dtype default tolerance and a readable
-  report of the worst element.
-- :func:`gradcheck`: compare a function's analytical derivatives with central finite
-  differences, either through :mod:`npeca.autograd` or through a VJP you supply, so that a
-  PyTorch, C or CUDA backward wrapped in a Python function can be checked the same way.
-- :func:`check_vjp`: the same for an opaque (forward, vjp) pair.
-"""
+"""assert_close, gradcheck and check_vjp: value and gradient checks for any function (see
+:mod:`npeca.testing`)."""
 
 from __future__ import annotations
 
