@@ -181,6 +181,8 @@ def _label(fn: Any) -> str:
         type(fn).__name__
 
 
+# long: argument checks, the Hypothesis settings and the one property, kept together so that
+# the test Hypothesis shrinks is the one documented here
 def check_backend(fn: str | Callable, *, max_examples: int = 100,
                   dtypes: Sequence[Any] | None = None, require: str | Iterable[str] = ("y",),
                   gradients: bool = True, seed: int | None = None,

@@ -236,6 +236,7 @@ def _positive(name: str, value: Any, lo: int = 1) -> int:
     return int(value)
 
 
+# long: one keyword check per variant the strategy draws, then the draw itself
 def eca_problems(*, dtypes: Sequence[Any] = DTYPES, max_batch: int = 2,
                  max_channels: int = 8, spatial_dims: Sequence[int] = (1, 2, 3),
                  max_side: int = 4, max_kernel: int | None = None,
