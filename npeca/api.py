@@ -237,7 +237,7 @@ eca_backward.__doc__ = f"""Gradients of ECA with respect to x, weight and bias.
     $$
     dw_j = \\sum_{{n,c}} dz_{{n,c}}\\, \\tilde m_{{n,c+j-p}}, \\qquad
     db = \\sum_{{n,c}} dz_{{n,c}}, \\qquad
-    dm_{{n,c'}} = \\sum_j w_j\\, \\widetilde{{dz}}_{{n,c'-j+p}},
+    dm_{{n,c'}} = \\sum_j w_j\\, \\mathrm{{d}}\\tilde z_{{n,c'-j+p}},
     $$
 
     $$

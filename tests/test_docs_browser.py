@@ -25,6 +25,11 @@ PLANTS = {
     "CDN script": '<script src="https://cdn.example.org/mathjax.js"></script>',
     "missing file": '<img src="figures/nothing.png">',
     "directory link": '<a href="sub/">sub</a>',
+    "script error": "<script>throw new Error('broken theme script');</script>",
+    "broken image": '<img src="bad.png">',
+    "missing anchor": '<a href="other.html#no-such-anchor">x</a>',
+    "missing anchor here": '<a href="#nowhere">x</a>',
+    "sphinx role": "<p>see :func:<code>eca</code></p>",
 }
 
 
@@ -33,6 +38,7 @@ def _site(tmp_path: Path, plant: str = "") -> Path:
     (site / "sub").mkdir(parents=True)
     (site / "math.html").write_text(GOOD.replace("</body>", plant + "</body>"))
     (site / "other.html").write_text(GOOD)
+    (site / "bad.png").write_bytes(b"not a PNG")  # served with status 200, never decodes
     return site
 
 

@@ -22,6 +22,10 @@ _MATH = re.compile(
 
 
 _MTEXT = re.compile(r"<mtext>[^<]*</mtext>")
+# latex2mathml writes c' as a superscript prime: raised twice and shrunk, c' reads as c
+_PRIME = re.compile(r"<msup>(<mi>[^<]*</mi>)<mi>&#x02032;</mi></msup>")
+# a Sphinx role left in a docstring (:func:`eca` arrives as :func:<code>eca</code>)
+_ROLE = re.compile(r":(?:func|class|meth|mod|data|attr|exc|obj|const):(?=<code>)")
 
 
 class MathError(Exception):
@@ -38,6 +42,7 @@ def _mathml(match: re.Match, page: str) -> str:
     # latex2mathml keeps TeX's escapes inside \text{...}: min\_size would show its backslash
     out = _MTEXT.sub(lambda t: t.group(0).replace("\\_", "_").replace("\\%", "%")
                      .replace("\\#", "#").replace("\\{", "{").replace("\\}", "}"), out)
+    out = _PRIME.sub(r"\1<mo>&#x02032;</mo>", out)
     if "<merror" in out or "<mi>&</mi>" in out or "<mi>&amp;</mi>" in out:
         # (an environment latex2mathml does not know, such as aligned, leaves its & as text)
         raise MathError(f"{page}: latex2mathml could not render {tex!r}")
@@ -45,6 +50,7 @@ def _mathml(match: re.Match, page: str) -> str:
 
 
 def on_page_content(html_text: str, page, config, files) -> str:
+    html_text = _ROLE.sub("", html_text)
     return _MATH.sub(lambda m: _mathml(m, page.file.src_path), html_text)
 
 
