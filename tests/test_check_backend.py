@@ -32,7 +32,7 @@ from npeca.errors import BackendUnavailableError, NpecaError, ParameterError
 from npeca.golden.adapters import npeca_adapter
 from npeca.golden.bounds import error_bounds
 from npeca.testing import check_backend
-from npeca.testing.backend_check import (BackendCheckSummary, BackendMismatch, _bounds,
+from npeca.testing.backend_check import (BackendCheckSummary, BackendMismatch,
                                          _expected_exact, judge)
 from npeca.testing.strategies import ECAProblemDraw, eca_problems
 
@@ -266,15 +266,15 @@ def test_reference_expected_values_pass_correct_and_catch_wrong():
 
 
 def test_channels_last_with_as_many_channels_as_positions():
-    # x (N, S, C) with S == C: golden.bounds' own layout guess leaves such bounds in
-    # (N, C, S) order; check_backend computes them channels-first and moves them back
+    # x (N, S, C) with S == C: the (N, C, S) order of the bound computation has x's shape
+    # there; the bounds must still be moved back to x's layout (they once were not)
     problem = ECAProblemDraw.build("float64", (1, 3, 3), k=1, groups=3, gate="hard_sigmoid",
                                    channel_axis=-1, weight_form="Ck", seed=3, scale=0.25,
                                    loc=-2.0)
     assert judge(problem, planted_eca, GRADS).status == "PASS"
     assert judge(problem, npeca_adapter("numpy"), GRADS).status == "PASS"
     arrays = {**problem.inputs, **_expected_exact(problem)}
-    moved = _bounds(arrays, problem.params, "float64")
+    moved = error_bounds(arrays, problem.params, "float64")
     first = {k: np.moveaxis(v, -1, 1) if k in ("x", "grad_out", "y", "dx") else v
              for k, v in arrays.items()}
     direct = error_bounds(first, {**problem.params, "channel_axis": 1}, "float64")

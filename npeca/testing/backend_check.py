@@ -27,7 +27,7 @@ verdict on the smallest failing problem Hypothesis found, with a line that rebui
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -94,18 +94,11 @@ def _expected_exact(problem: ECAProblemDraw) -> dict[str, np.ndarray]:
     return out
 
 
-def _bounds(arrays: Mapping[str, np.ndarray], params: Mapping[str, Any], dtype: str
-            ) -> dict[str, np.ndarray]:
-    """The golden suite's bounds for this problem (:func:`npeca.golden.bounds.error_bounds`)."""
-    from ..golden.bounds import error_bounds
-
-    return error_bounds(arrays, params, dtype)
-
-
 def judge(problem: ECAProblemDraw, fn: Callable, require: Iterable[str] = ("y",),
           expected: str = "exact"):
     """Run ``fn`` on one problem and judge it: a :class:`npeca.golden.CaseResult`
     (PASS, FAIL, ERROR or SKIP), exactly as ``npeca golden verify`` judges a case."""
+    from ..golden.bounds import error_bounds
     from ..golden.io import BOUND_PREFIX
     from ..golden.schema import SATURATION
     from ..golden.verify import reference_outputs, run_case
@@ -134,14 +127,14 @@ def judge(problem: ECAProblemDraw, fn: Callable, require: Iterable[str] = ("y",)
         if expected == "exact":
             exp = _expected_exact(problem)
             arrays = {**inputs, **exp}
-            bounds = _bounds(arrays, p, dtype)
+            bounds = error_bounds(arrays, p, dtype)
         else:
             ref = reference_outputs(p, inputs)
             exp = {name: v if name in ("m", "z", "a") else v.astype(dtype)
                    for name, v in ref.items()}
             arrays = {**inputs, **exp}
-            own = _bounds(arrays, p, "float64")
-            bounds = {name: b + own[name] for name, b in _bounds(arrays, p, dtype).items()}
+            own = error_bounds(arrays, p, "float64")
+            bounds = {name: b + own[name] for name, b in error_bounds(arrays, p, dtype).items()}
     arrays.update({BOUND_PREFIX + name: b for name, b in bounds.items()})
     case = {"name": "problem", "dtype": dtype, "params": dict(p),
             "flags": {"nonfinite": False,
