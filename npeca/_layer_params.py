@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ._bfloat16 import round_to
 from ._validate import (MAX_CHANNELS, MAX_KERNEL, MAX_PARAMETER_ELEMENTS, channel_axis_value,
                         choice, float_parameter, positive_int, to_numpy)
 from .backends import BACKENDS
@@ -77,8 +78,8 @@ def initial_parameters(seed: Any, channels: int | None, kernel_size: int, per_ch
     bound = 1.0 / math.sqrt(kernel_size)  # PyTorch: 1 / sqrt(fan_in), fan_in = 1 * k
     shape = (channels, 1, kernel_size) if per_channel and channels is not None else \
         (1, 1, kernel_size)
-    weight = rng.uniform(-bound, bound, size=shape).astype(dtype)
-    return weight, (rng.uniform(-bound, bound, size=(1,)).astype(dtype) if bias else None)
+    weight = round_to(rng.uniform(-bound, bound, size=shape), dtype)
+    return weight, (round_to(rng.uniform(-bound, bound, size=(1,)), dtype) if bias else None)
 
 
 def read_state_dict(state_dict: Any, name: str

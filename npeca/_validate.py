@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _bfloat16 as bfloat16
 from .errors import DTypeError, ParameterError, ShapeError, describe
 
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
@@ -77,29 +78,36 @@ def _refuse_masked(value: Any, name: str, output: bool = False) -> None:
 
 
 def float_array(value: Any, name: str) -> np.ndarray:
-    """``value`` as an ndarray of float16/32/64, or DTypeError naming ``name``."""
+    """``value`` as an ndarray of float16/32/64 or bfloat16, or DTypeError naming ``name``."""
     if type(value) is np.ndarray and value.dtype in FLOAT_DTYPES:  # native byte order
         return value  # the common case, in a fraction of a microsecond
     _refuse_masked(value, name)
+    if _is_torch_bfloat16(value):
+        return bfloat16.from_torch(value, name)
     try:
         arr = np.asarray(value)
     except Exception as exc:  # noqa: BLE001 - e.g. ragged nested lists
         raise DTypeError(
-            f"{name} must be an array of float16, float32 or float64; "
+            f"{name} must be an array of float16, float32, float64 or bfloat16; "
             f"could not convert {type(value).__name__} to an array ({exc})"
         ) from None
     if arr.dtype.kind == "f" and not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))  # big-endian data: same values, native
-    if arr.dtype not in FLOAT_DTYPES:
+    if arr.dtype not in FLOAT_DTYPES and not bfloat16.is_bfloat16(arr.dtype):
         kind = {"b": "boolean", "i": "integer", "u": "unsigned integer", "c": "complex",
                 "O": "object", "U": "string", "S": "bytes"}.get(arr.dtype.kind, "unsupported")
         fix = (" Convert it first, e.g. np.asarray(..., dtype=np.float32)."
                if arr.dtype.kind in "biu" else "")
         raise DTypeError(
-            f"{name} must have dtype float16, float32 or float64; got {kind} dtype "
-            f"{arr.dtype}.{fix}"
+            f"{name} must have dtype float16, float32, float64 or bfloat16; got {kind} "
+            f"dtype {arr.dtype}.{fix}"
         )
     return arr
+
+
+def _is_torch_bfloat16(value: Any) -> bool:
+    return (type(value).__module__.split(".")[0] == "torch"
+            and str(getattr(value, "dtype", "")) == "torch.bfloat16")
 
 
 def _channel_axis(channel_axis: Any, ndim: int) -> bool:
@@ -378,21 +386,24 @@ def channel_axis_value(channel_axis: Any) -> int:
 
 
 def float_dtype(dtype: Any) -> np.dtype:
-    """float16, float32 or float64 (float32 for None, as PyTorch), or DTypeError."""
+    """float16, float32, float64 or bfloat16 (float32 for None, as PyTorch), or DTypeError."""
     if dtype is None:
         return FLOAT_DTYPES[1]
+    if isinstance(dtype, str) and dtype == bfloat16.NAME:
+        return bfloat16.dtype("dtype='bfloat16'")
     try:
         dt = np.dtype(dtype)
     except (TypeError, ValueError, OverflowError):
-        raise DTypeError(f"dtype must be float16, float32 or float64; got "
+        raise DTypeError(f"dtype must be float16, float32, float64 or bfloat16; got "
                          f"{describe(dtype)}") from None
-    if dt not in FLOAT_DTYPES:
-        raise DTypeError(f"dtype must be float16, float32 or float64; got {dt}")
+    if dt not in FLOAT_DTYPES and not bfloat16.is_bfloat16(dt):
+        raise DTypeError(f"dtype must be float16, float32, float64 or bfloat16; got {dt}")
     return dt
 
 
 def to_numpy(value: Any, name: str) -> np.ndarray:
-    """An array or torch tensor (CPU, any dtype; bfloat16 becomes float32) as a NumPy array.
+    """An array or torch tensor (CPU, any dtype) as a NumPy array; a torch bfloat16 tensor
+    becomes a bfloat16 array (float32 when ml_dtypes is not installed: the same values).
 
     The shape is checked against :data:`MAX_PARAMETER_ELEMENTS` before anything is copied, so
     a tiny file holding a broadcast (stride-0) tensor cannot make npeca allocate gigabytes.
@@ -409,6 +420,8 @@ def to_numpy(value: Any, name: str) -> np.ndarray:
     if type(value).__module__.split(".")[0] == "torch" and hasattr(value, "detach"):
         tensor = value.detach()
         if str(getattr(tensor, "dtype", "")) == "torch.bfloat16":
+            if bfloat16.available():
+                return bfloat16.from_torch(tensor.cpu(), name)
             tensor = tensor.float()
         try:
             return tensor.cpu().numpy()
@@ -444,15 +457,16 @@ def float_parameter(value: Any, name: str, dtype: np.dtype | None = None) -> np.
     """A float parameter array (cast to ``dtype`` when given, refusing values that overflow
     it), or DTypeError / ShapeError / ParameterError naming ``name``."""
     arr = to_numpy(value, name)
-    if arr.dtype not in FLOAT_DTYPES:
-        raise DTypeError(f"{name} must hold floating-point weights (float16, float32 or "
-                         f"float64); got dtype {arr.dtype}. An integer tensor here is not a "
-                         f"trained ECA weight")
+    if arr.dtype not in FLOAT_DTYPES and not bfloat16.is_bfloat16(arr.dtype):
+        raise DTypeError(f"{name} must hold floating-point weights (float16, float32, "
+                         f"float64 or bfloat16); got dtype {arr.dtype}. An integer tensor "
+                         f"here is not a trained ECA weight")
     if dtype is None or arr.dtype == dtype:
         return arr
+    wide = arr.astype(np.float64)
     with np.errstate(over="ignore"):
-        cast = arr.astype(dtype)
-    overflow = np.isfinite(arr) & ~np.isfinite(cast)
+        cast = bfloat16.round_to(wide, dtype)
+    overflow = np.isfinite(wide) & ~np.isfinite(cast.astype(np.float64))
     if overflow.any():
         i = tuple(int(v) for v in np.argwhere(overflow)[0])
         raise ParameterError(f"{name}{list(i)} = {float(arr[i])!r} does not fit in {dtype} "

@@ -63,7 +63,8 @@ class ECA:
     channel_axis : {1, -1}
         Where the channels are in the input: 1 (N, C, *spatial) or -1 (N, *spatial, C).
     dtype : dtype
-        dtype of the parameters (float16, float32 or float64; default float32 as PyTorch).
+        dtype of the parameters (float16, float32, float64 or ``"bfloat16"``, which needs
+        ml_dtypes; default float32 as PyTorch).
         The output has the dtype of the input; the computation is float64 inside.
     backend : str, optional
         Passed to the ECA functions as ``backend=`` when set (None: npeca's default).
@@ -161,7 +162,8 @@ class ECA:
         padding, groups, gate, channel_axis, backend
             As for :class:`ECA`; a checkpoint does not record them.
         dtype : dtype, optional
-            Parameter dtype; default: the weight's own (bfloat16 becomes float32).
+            Parameter dtype; default: the weight's own (a torch bfloat16 tensor stays
+            bfloat16 when ml_dtypes is installed, else becomes float32).
         name : str, optional
             Prefix for the keys in error messages (e.g. ``"layer1.0.eca."``).
 

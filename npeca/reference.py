@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._bfloat16 import round_to
 from ._validate import ECAProblem
 from .results import ECAForward, ECAGrads
 
@@ -71,7 +72,7 @@ def _from_ncs(arr3: np.ndarray, problem: ECAProblem) -> np.ndarray:
     arr = arr3.reshape((problem.n, problem.c) + problem.spatial)
     if problem.channels_last:
         arr = np.moveaxis(arr, 1, -1)
-    return np.ascontiguousarray(arr, dtype=problem.x.dtype)
+    return np.ascontiguousarray(round_to(arr, problem.x.dtype))
 
 
 # --- the cross-correlation over channels ----------------------------------------------------
@@ -181,10 +182,10 @@ def _backward(problem: ECAProblem, grad_out: np.ndarray) -> ECAGrads:
 
     dbias = None
     if problem.bias is not None:
-        dbias = np.asarray(dz.sum(), dtype=problem.bias_dtype).reshape(problem.bias_shape)
+        dbias = round_to(dz.sum(), problem.bias_dtype).reshape(problem.bias_shape)
     return ECAGrads(
         x=_from_ncs(dx, problem),
-        weight=dw.astype(problem.weight_dtype).reshape(problem.weight_shape),
+        weight=round_to(dw, problem.weight_dtype).reshape(problem.weight_shape),
         bias=dbias,
     )
 # --8<-- [end:backward]

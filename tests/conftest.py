@@ -44,6 +44,12 @@ def require(module: str, env: str):
 
 
 @pytest.fixture(scope="session")
+def ml_dtypes():
+    """ml_dtypes (bfloat16 arrays), or a skip (a failure under CI)."""
+    return require("ml_dtypes", "NPECA_REQUIRE_OPTIONAL")
+
+
+@pytest.fixture(scope="session")
 def torch():
     """PyTorch in float64-friendly single-threaded mode, or a skip (a failure under CI)."""
     mod = require("torch", "NPECA_REQUIRE_TORCH")

@@ -21,11 +21,37 @@ def _ncs(arr, channel_axis):
     return a.reshape(n, c, -1).astype(np.float64).tolist(), a.shape
 
 
+def round_bfloat16(v):
+    """The bfloat16 nearest to the float v, ties to even, as a float: v = f * 2**e with
+    0.5 <= |f| < 1 has 8 significant bits in bfloat16, so its quantum is 2**(e - 8), and
+    never below 2**-133 (the smallest subnormal). Python's round() is exact and ties to
+    even; scaling by powers of two is exact."""
+    if math.isnan(v) or math.isinf(v) or v == 0.0:
+        return v
+    if abs(v) >= 2.0 ** 128:
+        return math.copysign(math.inf, v)
+    _, e = math.frexp(v)
+    quantum = max(e - 8, -133)
+    r = math.ldexp(round(math.ldexp(v, -quantum)), quantum)
+    largest = math.ldexp(255.0, 127 - 7)  # (2 - 2**-7) * 2**127
+    return math.copysign(math.inf, v) if abs(r) > largest else (r if r != 0 else
+                                                                 math.copysign(0.0, v))
+
+
+def round_to(values, dtype):
+    """float64 values (any shape) rounded once to dtype; bfloat16 by round_bfloat16."""
+    wide = np.asarray(values, dtype=np.float64)
+    if np.dtype(dtype).name == "bfloat16":
+        flat = [round_bfloat16(v) for v in wide.reshape(-1).tolist()]
+        return np.array(flat, dtype=np.float32).astype(dtype).reshape(wide.shape)
+    return wide.astype(dtype)
+
+
 def _back(lists, moved_shape, channel_axis, dtype):
     out = np.array(lists, dtype=np.float64).reshape(moved_shape)
     if channel_axis == -1:
         out = np.moveaxis(out, 1, -1)
-    return out.astype(dtype)
+    return round_to(out, dtype)
 
 
 def _kernel(weight, channels):
@@ -124,10 +150,11 @@ def naive_backward(x, weight, grad_out, bias=None, channel_axis=1, padding="zero
     w = np.asarray(weight)
     rows = c_ if per_channel else 1
     dw = np.array([[math.fsum(dw_terms.get((r, j), [])) for j in range(k)]
-                   for r in range(rows)]).reshape(w.shape).astype(w.dtype)
+                   for r in range(rows)]).reshape(w.shape)
+    dw = round_to(dw, w.dtype)
     dbias = None
     if bias is not None:
         b = np.asarray(bias)
         dtype = b.dtype if isinstance(bias, (np.ndarray, np.generic)) else np.float64
-        dbias = np.array(math.fsum(dz_all), dtype=dtype).reshape(b.shape)
+        dbias = round_to(math.fsum(dz_all), dtype).reshape(b.shape)
     return _back(dx, moved, channel_axis, np.asarray(x).dtype), dw, dbias

@@ -206,7 +206,7 @@ def test_dtypes_are_kept_or_cast(torch, safetensors, tmp_path):
 
     model, channels = build_network(torch, "byobnet")
     for tdtype, expected in ((torch.float16, np.float16), (torch.float64, np.float64),
-                             (torch.bfloat16, np.float32)):
+                             (torch.bfloat16, "bfloat16")):
         sd = {k: v.to(tdtype) if v.is_floating_point() else v
               for k, v in model.state_dict().items()}
         save_file(sd, str(tmp_path / "m.safetensors"))
@@ -433,7 +433,7 @@ def test_bad_options_are_refused_before_reading(tmp_path):
         load_eca_layers(missing, padding="reflect")
     with pytest.raises(ParameterError, match="gate must be one of"):
         load_eca_layers(missing, gate="relu")
-    with pytest.raises(DTypeError, match="dtype must be float16, float32 or float64"):
+    with pytest.raises(DTypeError, match="dtype must be float16, float32, float64 or bfloat16"):
         load_eca_layers(missing, dtype=np.int8)
     with pytest.raises(ParameterError, match="names must be non-empty strings"):
         load_eca_layers({}, names=("eca", ""))

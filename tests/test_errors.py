@@ -49,7 +49,7 @@ def test_zero_size_axes(shape):
                                          (np.complex128, "complex"), (object, "object"),
                                          (np.uint8, "unsigned")])
 def test_bad_x_dtypes(dtype, word):
-    _raises(DTypeError, rf"x must have dtype float16, float32 or float64; got {word}",
+    _raises(DTypeError, rf"x must have dtype float16, float32, float64 or bfloat16; got {word}",
             X.astype(dtype), W)
 
 

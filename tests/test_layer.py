@@ -235,7 +235,7 @@ def test_bad_construction_is_refused(kwargs, match):
 
 
 def test_bad_dtype_is_refused():
-    with pytest.raises(DTypeError, match="float16, float32 or float64; got int32"):
+    with pytest.raises(DTypeError, match="float16, float32, float64 or bfloat16; got int32"):
         ECA(kernel_size=3, dtype=np.int32)
     with pytest.raises(DTypeError, match="got 'nonsense'"):
         ECA(kernel_size=3, dtype="nonsense")

@@ -19,16 +19,17 @@ def ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Number of representable values between a and b (same float dtype), 0 for equal NaNs."""
     a, b = np.asarray(a), np.asarray(b)
     assert a.dtype == b.dtype, (a.dtype, b.dtype)
-    ints = _INT[a.dtype]
+    ints = np.int16 if a.dtype.name == "bfloat16" else _INT[a.dtype]
     bits = 8 * a.dtype.itemsize
 
     def ordered(v):
         i = v.view(ints).astype(np.int64)
         return np.where(i < 0, -(i & ((1 << (bits - 1)) - 1)), i)  # sign-magnitude -> ordered
 
-    both_nan = np.isnan(a) & np.isnan(b)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    both_nan = np.isnan(a64) & np.isnan(b64)
     dist = np.abs(ordered(a) - ordered(b))
-    return np.where(both_nan, 0, np.where(np.isnan(a) | np.isnan(b), np.iinfo(np.int64).max,
+    return np.where(both_nan, 0, np.where(np.isnan(a64) | np.isnan(b64), np.iinfo(np.int64).max,
                                           dist))
 
 

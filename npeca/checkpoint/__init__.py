@@ -57,7 +57,10 @@ def load_eca_layers(
     gate : {"sigmoid", "hard_sigmoid"}
         The gate, also not recorded in checkpoints.
     dtype : dtype, optional
-        Parameter dtype of the layers; default: as stored (bfloat16 becomes float32).
+        Parameter dtype of the layers (float16, float32, float64 or ``"bfloat16"``);
+        default: as stored. A bfloat16 checkpoint stays bfloat16 when ml_dtypes is
+        installed (``pip install 'npeca[bfloat16]'``) and becomes float32 otherwise (the
+        same values: every bfloat16 is a float32).
     channel_axis : {1, -1}
         Channel axis of the inputs the layers will see.
     backend : str, optional

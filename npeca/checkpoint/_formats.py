@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from .. import _bfloat16 as bfloat16
 from .._npy import npy_header
 from ..errors import BackendUnavailableError, DTypeError, NpecaError, ParameterError, describe
 from ..layer import WEIGHT_KEY
@@ -60,7 +61,8 @@ def _natural_key(name: str) -> list[Any]:
 
 
 def _bf16_from_file(path: str, name: str) -> np.ndarray:
-    """A BF16 tensor of a (validated) safetensors file as float32: NumPy has no bfloat16.
+    """A BF16 tensor of a (validated) safetensors file: bfloat16 when ml_dtypes is installed,
+    else float32 (the same values; NumPy itself has no bfloat16).
 
     Layout (the safetensors format): 8-byte little-endian header length n, n bytes of JSON
     mapping names to dtype, shape and data offsets relative to the end of the header."""
@@ -70,7 +72,9 @@ def _bf16_from_file(path: str, name: str) -> np.ndarray:
         start, stop = info["data_offsets"]
         f.seek(8 + n + start)
         raw = np.frombuffer(f.read(stop - start), dtype="<u2")
-    return (raw.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
+    if bfloat16.available():
+        return raw.astype(np.uint16).view(bfloat16.dtype()).reshape(info["shape"])
+    return bfloat16.bits_to_float32(raw).reshape(info["shape"])
 
 
 def _read_safetensors(path: str, stack: list[Any]) -> _Tensors:

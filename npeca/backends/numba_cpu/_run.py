@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..._bfloat16 import round_to
+
 from ..._validate import ECAProblem
 from ...results import ECAForward, ECAGrads
 from ._compile import deferring
@@ -72,7 +74,7 @@ def _forward(call: _Call, out: np.ndarray | None) -> ECAForward:
             ys, copy = stager.result(y, n0, n1)
             call.forward(stager.load("x", x, n0, n1), ys, m[n0:n1], z[n0:n1], a[n0:n1])
             if copy:
-                y[n0:n1] = ys  # the only rounding to y's dtype
+                stager.store(y, n0, n1, ys)  # the only rounding to y's dtype
     return ECAForward(y, m, z, a)
 
 
@@ -93,7 +95,7 @@ def _backward(call: _Call, grad_out: np.ndarray, out: np.ndarray | None) -> ECAG
             call.backward(stager.load("x", x, n0, n1), stager.load("g", g, n0, n1), dxs,
                           m[n0:n1], dz[n0:n1])
             if copy:
-                dx[n0:n1] = dxs
+                stager.store(dx, n0, n1, dxs)
 
     per_channel = problem.per_channel
     dw = np.empty((call.c, problem.k) if per_channel else (1, problem.k))
@@ -101,8 +103,8 @@ def _backward(call: _Call, grad_out: np.ndarray, out: np.ndarray | None) -> ECAG
     call.parameter_grads(m, dz, dw, db)
     dbias = None
     if problem.bias is not None:
-        dbias = np.asarray(db[0], dtype=problem.bias_dtype).reshape(problem.bias_shape)
-    return ECAGrads(x=dx, weight=dw.astype(problem.weight_dtype).reshape(problem.weight_shape),
+        dbias = round_to(db[0], problem.bias_dtype).reshape(problem.bias_shape)
+    return ECAGrads(x=dx, weight=round_to(dw, problem.weight_dtype).reshape(problem.weight_shape),
                     bias=dbias)
 
 

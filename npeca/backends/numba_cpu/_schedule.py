@@ -11,6 +11,8 @@ import threading
 import numba
 import numpy as np
 
+from ..._bfloat16 import is_bfloat16, round_to
+
 from ..._validate import ECAProblem
 from ._compile import Twin, run_parallel_or_serial
 from ._kernels import (_PIPELINED_SAMPLES, _SAMPLES, _WAVES, _backward_cf, _backward_cl,
@@ -289,6 +291,12 @@ class _Stager:
         if _direct(part, self.dtype):
             return part, False
         return self._buffer("out", self.dtype)[:n1 - n0], True
+
+    @staticmethod
+    def store(out: np.ndarray, n0: int, n1: int, buf: np.ndarray) -> None:
+        """out[n0:n1] = buf, the only rounding to out's dtype (bfloat16 by round_to: one
+        rounding from float64, not two through float32)."""
+        out[n0:n1] = round_to(buf, out.dtype) if is_bfloat16(out.dtype) else buf
 
     def _buffer(self, name: str, dtype: np.dtype) -> np.ndarray:
         """The reused buffer ``name`` of one stage of samples."""
