@@ -92,7 +92,7 @@ def bits_to_float32(bits: Any) -> np.ndarray:
     return (b.astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
-def round_to(values: Any, dt: np.dtype) -> np.ndarray:
+def round_to(values: Any, dt: Any) -> np.ndarray:
     """float64 values rounded once to ``dt`` (float16/32/64 by NumPy's cast, which rounds
     float64 directly; bfloat16 by :func:`round_bits`)."""
     if is_bfloat16(dt):
