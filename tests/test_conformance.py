@@ -21,7 +21,8 @@ from npeca.testing._golden import GoldenCaseFailure
 SUITE = Path(__file__).parent / "golden" / "core"
 CIRCULAR = {"k_exceeds_c_circular", "k_wraps_twice_circular", "channels_last_1d", "circular",
             "groups4_circular", "per_channel_c1k_groups", "hard_sigmoid_bias_circular",
-            "float64_everything"}
+            "float64_everything", "bfloat16_channels_last_everything",
+            "bfloat16_k_wraps_twice_circular"}
 
 BACKENDS = textwrap.dedent('''
     import npeca
@@ -123,7 +124,7 @@ def test_plugin_passes_a_correct_backend(author_dir):
     run = _pytest(["--npeca-golden", str(SUITE), "--npeca-backend", "author_eca:good", "-v"],
                   author_dir)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "43 passed" in run.stdout
+    assert "52 passed" in run.stdout
     assert "manifest.json::ksize_c2048 PASSED" in run.stdout  # the case name is the id
     assert "npeca golden suite:" in run.stdout and "backend author_eca:good" in run.stdout
 
@@ -132,7 +133,7 @@ def test_plugin_fails_a_wrong_backend_with_the_verdict(author_dir):
     run = _pytest(["--npeca-golden", str(SUITE), "--npeca-backend", "author_eca:zero_padded"],
                   author_dir)
     assert run.returncode == 1, run.stdout + run.stderr
-    assert f"{len(CIRCULAR)} failed, {43 - len(CIRCULAR)} passed" in run.stdout
+    assert f"{len(CIRCULAR)} failed, {52 - len(CIRCULAR)} passed" in run.stdout
     for name in CIRCULAR:
         assert f"manifest.json::{name}" in run.stdout
     assert "golden case groups4_circular: FAIL" in run.stdout
@@ -192,7 +193,7 @@ def test_export_replaces_only_an_earlier_export(tmp_path, capsys):
 
     out = tmp_path / "c"
     report = export(SUITE, "c", out)
-    assert (out / MARKER).is_file() and len(report.written) == 43 and not report.skipped
+    assert (out / MARKER).is_file() and len(report.written) == 52 and not report.skipped
     with pytest.raises(ParameterError, match="already exists"):
         export(SUITE, "c", out)
     export(SUITE, "c", out, force=True)  # exactly an earlier export: replaced
@@ -254,7 +255,7 @@ def test_plugin_fails_a_run_that_checked_nothing(author_dir):
     run = _pytest(["--npeca-golden", str(SUITE), "--npeca-backend", "declines:everything"],
                   author_dir)
     assert run.returncode == 1, run.stdout + run.stderr
-    assert "43 skipped" in run.stdout and "ran no golden case" in run.stdout
+    assert "52 skipped" in run.stdout and "ran no golden case" in run.stdout
 
 
 @pytest.mark.slow
@@ -262,7 +263,7 @@ def test_plugin_pins_the_digest_and_the_format(author_dir):
     digest = golden.Suite(SUITE).digest
     run = _pytest(["--npeca-golden", str(SUITE), "--npeca-backend", "author_eca:good",
                    "--npeca-expect-digest", digest, "-q"], author_dir)
-    assert run.returncode == 0 and "43 passed" in run.stdout, run.stdout + run.stderr
+    assert run.returncode == 0 and "52 passed" in run.stdout, run.stdout + run.stderr
     run = _pytest(["--npeca-golden", str(SUITE), "--npeca-backend", "author_eca:good",
                    "--npeca-expect-digest", "0" * 64], author_dir)
     assert run.returncode == 4 and "not the one pinned" in run.stderr
@@ -279,7 +280,7 @@ def test_plugin_takes_a_relative_suite_path_with_dotdot(author_dir):
     rel = os.path.relpath(SUITE, sub)
     assert ".." in rel
     run = _pytest(["--npeca-golden", rel, "--npeca-backend", "numpy", "-q"], sub)
-    assert run.returncode == 0 and "43 passed" in run.stdout, run.stdout + run.stderr
+    assert run.returncode == 0 and "52 passed" in run.stdout, run.stdout + run.stderr
 
 
 def test_plugin_stops_at_once_when_the_backend_is_unavailable(author_dir, monkeypatch):
@@ -289,7 +290,7 @@ def test_plugin_stops_at_once_when_the_backend_is_unavailable(author_dir, monkey
     run = _pytest(["--npeca-golden", str(SUITE), "--npeca-backend", "gone:eca"], author_dir)
     assert run.returncode == 4, run.stdout + run.stderr
     out = run.stdout + run.stderr
-    assert "no GPU here" in out and len(out.splitlines()) < 40  # one message, not 43 stacks
+    assert "no GPU here" in out and len(out.splitlines()) < 40  # one message, not 52 stacks
 
 
 def test_golden_case_check_outside_pytest_does_not_raise_skip(monkeypatch):

@@ -69,7 +69,7 @@ def exported(tmp_path_factory) -> Path:
     """The core suite exported to C once."""
     golden = tmp_path_factory.mktemp("export_c") / "golden"
     report = export(CORE, "c", golden)
-    assert report.skipped == [] and len(report.written) == 43
+    assert report.skipped == [] and len(report.written) == 52
     return golden
 
 
@@ -106,7 +106,7 @@ def test_export_layout(exported):
     listed = (golden / "sources.mk").read_text().replace("\\\n", " ").split("=", 1)[1].split()
     assert sorted(listed) == sorted(p.name for p in golden.glob("*.c"))
     header = (golden / "npeca_golden.h").read_text()
-    assert suite.digest in header and "#define NPECA_GOLDEN_CASE_COUNT 43" in header
+    assert suite.digest in header and "#define NPECA_GOLDEN_CASE_COUNT 52" in header
     # the float16 cases are stored as float and marked float16
     f16 = (golden / "case_float16.c").read_text()
     assert ".dtype = NPECA_GOLDEN_FLOAT16" in f16 and "static const float v_x[" in f16
@@ -264,7 +264,7 @@ def _fnv(data: bytes) -> str:
 
 def test_exported_suite_is_bit_exact_in_c(build, tmp_path):
     """Every array of every case of the core suite, read back in C, has the suite's bits
-    (float16 arrays: the exactly widened float32), the struct's fields the manifest's
+    (float16 arrays: the exactly widened float32; bfloat16: its float32 carrier), the struct's fields the manifest's
     parameters, and the nan_ok masks nonfinite_reach."""
     from npeca.golden.bounds import nonfinite_reach
 
@@ -279,7 +279,7 @@ def test_exported_suite_is_bit_exact_in_c(build, tmp_path):
         p = case["params"]
         x = arrays["x"]
         c = x.shape[1] if p["channel_axis"] == 1 else x.shape[-1]
-        code = {"float16": 16, "float32": 32, "float64": 64}[case["dtype"]]
+        code = {"float16": 16, "float32": 32, "float64": 64, "bfloat16": -16}[case["dtype"]]
         fields = [code, x.shape[0], c, x.size // (x.shape[0] * c), p["channel_axis"], p["k"],
                   int(p["padding"] == "circular"), p["groups"], int(p["gate"] != "sigmoid"),
                   int(p["bias"]), p["weight_form"], int(p["weight_form"] in ("Ck", "C1k")),
@@ -303,7 +303,7 @@ def test_exported_suite_is_bit_exact_in_c(build, tmp_path):
     assert got == want
 
 
-# --- float16 rounding in C ------------------------------------------------------------------
+# --- float16 and bfloat16 rounding in C ---------------------------------------------------
 
 _FP16_MAIN = r"""
 #include <stdint.h>
@@ -319,7 +319,7 @@ int main(void)
         uint64_t bits = strtoull(line, NULL, 16), out;
         double v, r;
         memcpy(&v, &bits, 8);
-        r = fp16_round(v);
+        r = ROUND(v);
         memcpy(&out, &r, 8);
         printf("%016llx\n", (unsigned long long)out);
     }
@@ -341,14 +341,41 @@ def test_fp16_round_matches_numpy(build, tmp_path):
         [0.0, -0.0, 2.0**-24, 2.0**-25, 2.0**-25 * (1 + 2**-52), 2.0**-26, 1e-300, 5e-324,
          65504.0, 65519.99, 65520.0, 65536.0, 1e300, math.inf, -math.inf, math.nan]])
     vals = np.concatenate([vals, -vals])
-    (tmp_path / "h.c").write_text(_FP16_MAIN)
+    with np.errstate(over="ignore"):
+        want = vals.astype(np.float16).astype(np.float64)
+    _check_c_rounding(build, tmp_path, "fp16_round", vals, want)
+
+
+def test_bf16_round_matches_the_single_rounding(build, tmp_path):
+    """bf16_round against npeca._bfloat16.round_bits (round to odd in float32, then to
+    nearest even: another method): every tie between two bfloat16 values and its float64
+    neighbours, values just off a tie by less than float32 can see (where rounding through
+    float32 goes wrong), random values over the whole range, and the edges."""
+    from npeca._bfloat16 import bits_to_float32, round_bits
+
+    rng = np.random.default_rng(4)
+    finite = bits_to_float32(np.arange(0, 0x7F80, dtype=np.uint16)).astype(np.float64)
+    ties = (finite[:-1] + finite[1:]) / 2
+    off = np.abs(ties) * 2.0 ** -30
+    vals = np.concatenate([
+        rng.standard_normal(2000) * 10.0 ** rng.uniform(-40, 38, 2000),
+        ties, ties + off, ties - off, np.nextafter(ties, 0), np.nextafter(ties, np.inf),
+        finite, [0.0, -0.0, 2.0**-133, 2.0**-134, 2.0**-135, 1e-300, 5e-324,
+                 math.ldexp(255.5, 120), np.nextafter(math.ldexp(255.5, 120), 0), 1e300,
+                 math.inf, -math.inf, math.nan]])
+    vals = np.concatenate([vals, -vals])
+    with np.errstate(invalid="ignore"):
+        want = bits_to_float32(round_bits(vals)).astype(np.float64)
+    _check_c_rounding(build, tmp_path, "bf16_round", vals, want)
+
+
+def _check_c_rounding(build, tmp_path, function, vals, want):
+    (tmp_path / "h.c").write_text(_FP16_MAIN.replace("ROUND", function))
     _compile(build["cc"], tmp_path / "h.c", tmp_path / "h.o", EXAMPLE)
     _link(build["cc"], [tmp_path / "h.o", build["example"]["fp16"]], tmp_path / "h")
     stdin = "".join(f"{b:016x}\n" for b in vals.view(np.uint64).tolist())
     res = _run([tmp_path / "h"], input=stdin)
     got = np.array([int(s, 16) for s in res.stdout.split()], dtype=np.uint64).view(np.float64)
-    with np.errstate(over="ignore"):
-        want = vals.astype(np.float16).astype(np.float64)
     same = (got.view(np.uint64) == want.view(np.uint64)) | (np.isnan(got) & np.isnan(want))
     bad = np.nonzero(~same)[0]
     assert bad.size == 0, [(vals[i].hex(), got[i], want[i]) for i in bad[:5]]
@@ -367,7 +394,7 @@ def test_runner_passes_every_core_case(build):
     assert passed == set(Suite(CORE).cases)
     assert {"float16", "float16_long_sums", "nan_propagation", "inf_propagation",
             "saturated_sigmoid", "k_wraps_twice_circular", "float64_everything"} <= passed
-    assert "43 PASS, 0 FAIL of 43 cases" in res.stdout
+    assert "52 PASS, 0 FAIL of 52 cases" in res.stdout
 
 
 def test_runner_selects_cases_and_refuses_unknown_ones(build):
@@ -455,7 +482,7 @@ def test_make_check_from_another_directory(tmp_path):
     res = _make(["-C", EXAMPLE, "check", f"SUITE={CORE}", f"BUILD={build_dir}",
                  f"PYTHON={sys.executable}"], cwd=tmp_path)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert "43 PASS, 0 FAIL of 43 cases" in res.stdout
+    assert "52 PASS, 0 FAIL of 52 cases" in res.stdout
     assert (build_dir / "runner").is_file() and (build_dir / "golden" / "NPECA_EXPORT").is_file()
     # make clean removes what the Makefile wrote and nothing else
     (build_dir / "mine.txt").write_text("keep me")

@@ -21,7 +21,7 @@ from npeca.golden.bounds import nonfinite_reach
 from npeca.golden.export import MARKER, export
 
 COMMITTED = Path(__file__).parent / "golden" / "core"
-ONNX_DTYPES = {"float16": 10, "float32": 1, "float64": 11}
+ONNX_DTYPES = {"float16": 10, "float32": 1, "float64": 11, "bfloat16": 16}
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +85,9 @@ def test_every_case_is_written_in_the_backend_test_layout(onnx, suite, exported)
             assert ttype.elem_type == tensor.data_type == ONNX_DTYPES[case["dtype"]], name
             assert [d.dim_value for d in ttype.shape.dim] == list(tensor.dims), name
             value = numpy_helper.to_array(tensor)
+            if case["dtype"] == "bfloat16":  # ml_dtypes' bfloat16, against the carrier
+                assert value.dtype.name == "bfloat16", name
+                value = value.astype(np.float32)
             assert value.dtype == arrays[vi.name].dtype, name
             np.testing.assert_array_equal(value, arrays[vi.name])  # NaN where NaN, bit-exact
         bounds = folder / "npeca_bounds"
@@ -130,7 +133,7 @@ def test_checker_cli(onnx, exported, tmp_path):
                            str(exported.path)], capture_output=True, text=True, timeout=120,
                           check=False)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "43 PASS, 0 FAIL, 0 ERROR, 0 SKIP of 43 cases" in done.stdout
+    assert "52 PASS, 0 FAIL, 0 ERROR, 0 SKIP of 52 cases" in done.stdout
 
 
 @pytest.mark.parametrize("what", ["missing", "file", "empty"])
@@ -172,6 +175,31 @@ def test_a_perturbed_expected_output_fails(onnx, exported, tmp_path, capsys):
     assert "1 of 288 elements beyond their bound; worst at (1, 5, 2, 0)" in result[2]
     assert _main(["check", str(out)]) == 1
     assert "0 PASS, 1 FAIL" in capsys.readouterr().out
+
+
+def test_bfloat16_cases_are_judged_by_the_reference_evaluator(onnx, exported, tmp_path):
+    """onnxruntime has no CPU bfloat16 Pad or Sigmoid: the checker runs onnx's reference
+    evaluator on those cases, says so, and still fails a y moved beyond its bound."""
+    from onnx import helper
+
+    from npeca.golden.export_onnx import check_onnx_export
+
+    out = _one_case(exported.path, "bfloat16", tmp_path / "e")
+    (result,) = check_onnx_export(out)
+    assert result[:2] == ("bfloat16", "PASS") and "run by onnx.reference" in result[2]
+    path = out / "test_bfloat16" / "test_data_set_0" / "output_0.pb"
+    y = _tensor(onnx, path).astype(np.float64)
+    bound = _tensor(onnx, out / "test_bfloat16" / "npeca_bounds" / "output_0.pb")
+    i = (1, 5, 2, 0)
+    bits = np.ascontiguousarray(y.astype(np.float32)).view(np.uint32) >> 16
+    while abs(float((np.uint32(bits[i]) << 16).view(np.float32)) - y[i]) <= bound[i]:
+        bits[i] += 1  # sign and magnitude: one bfloat16 further from zero
+    path.write_bytes(helper.make_tensor("y", 16, list(y.shape),
+                                        bits.astype("<u2").tobytes(), raw=True)
+                     .SerializeToString())
+    (result,) = check_onnx_export(out)
+    assert result[:2] == ("bfloat16", "FAIL")
+    assert "1 of 288 elements beyond their bound; worst at (1, 5, 2, 0)" in result[2]
 
 
 def _replace_gate(onnx, model, new_nodes):
@@ -265,9 +293,9 @@ def test_skipped_cases_are_listed_in_the_marker(onnx, suite, tmp_path, monkeypat
     assert marker["written"] == [n for n in suite.cases if n not in f64]
     assert not any((report.path / f"test_{n}").exists() for n in f64)
     results = export_onnx.check_onnx_export(report.path)
-    assert [r[1] for r in results] == ["PASS"] * (43 - len(f64)) + ["SKIP"] * len(f64)
+    assert [r[1] for r in results] == ["PASS"] * (52 - len(f64)) + ["SKIP"] * len(f64)
     assert export_onnx._main(["check", str(report.path)]) == 0
-    assert f"{43 - len(f64)} PASS, 0 FAIL, 0 ERROR, {len(f64)} SKIP" in capsys.readouterr().out
+    assert f"{52 - len(f64)} PASS, 0 FAIL, 0 ERROR, {len(f64)} SKIP" in capsys.readouterr().out
 
 
 def test_without_onnx_the_export_says_what_to_install(suite, tmp_path, monkeypatch, capsys):

@@ -1,5 +1,5 @@
-/* fp16.h: rounding a double to IEEE 754 binary16 ("half", float16) in plain C99, which has
- * no half type. The runner stores the results of float16 cases this way. */
+/* fp16.h: rounding a double to IEEE 754 binary16 ("half", float16) and to bfloat16 in plain
+ * C99, which has neither type. The runner stores the results of 16-bit cases this way. */
 #ifndef FP16_H
 #define FP16_H
 
@@ -9,5 +9,11 @@
  * rounded once, directly, never through float first (which could round twice). Assumes
  * the default rounding mode, round to nearest. */
 double fp16_round(double v);
+
+/* v rounded to the nearest bfloat16 number (8 significant bits, float32's exponent range),
+ * ties to even, widened back to double: subnormals below 2^-126 with spacing 2^-133,
+ * +-INFINITY from (2 - 2^-8) 2^127 up, NaN and signed zeros kept; rounded once, directly
+ * (float64 -> float32 -> bfloat16 would round twice). */
+double bf16_round(double v);
 
 #endif /* FP16_H */

@@ -4,8 +4,8 @@
  *
  * For each case: widen the inputs to double, run eca_forward and eca_backward, round the
  * outputs y, dx, dweight, dbias to the case's dtype (float64 as is, float32 by a cast,
- * float16 by fp16_round; m, z and a stay double, as the contract allows a wider type for
- * them), and compare every element with the suite's expected value and bound:
+ * float16 by fp16_round, bfloat16 by bf16_round; m, z and a stay double, as the contract
+ * allows a wider type for them), and compare every element with the suite's expected value and bound:
  *
  *   expected finite:   |actual - expected| <= bound
  *   expected NaN:      actual is NaN
@@ -72,6 +72,8 @@ static double to_dtype(int dtype, double v)
     switch (dtype) {
     case NPECA_GOLDEN_FLOAT16:
         return fp16_round(v);
+    case NPECA_GOLDEN_BFLOAT16:
+        return bf16_round(v);
     case NPECA_GOLDEN_FLOAT32:
         return (double)(float)v;  /* the conversion rounds to nearest even */
     default:

@@ -54,16 +54,30 @@ def npeca_adapter(backend: str) -> Adapter:
 
 def torch_adapter(inputs: dict, params: dict) -> dict:
     """ECA written with torch operations (AdaptiveAvgPool-like mean, Conv1d or per-channel
-    windows, sigmoid or timm's relu6(z + 3) / 6), differentiated by torch autograd."""
+    windows, sigmoid or timm's relu6(z + 3) / 6), differentiated by torch autograd, in the
+    case's dtype (bfloat16 cases: torch.bfloat16 on the CPU, as autocast runs it)."""
     try:
         import torch
         import torch.nn.functional as F
     except ImportError:
         raise BackendUnavailableError("the torch adapter needs PyTorch: pip install torch") \
             from None
-    tt = lambda a: torch.tensor(np.ascontiguousarray(a), requires_grad=True)  # noqa: E731
-    x, w = tt(inputs["x"]), tt(inputs["weight"])
-    b = tt(inputs["bias"]) if "bias" in inputs else None
+    def tt(a: np.ndarray) -> "torch.Tensor":
+        """A leaf tensor of the array's dtype (bfloat16: the 16-bit patterns, as they are)."""
+        a = np.ascontiguousarray(a)
+        if a.dtype.name == "bfloat16":
+            return torch.from_numpy(a.view(np.int16).copy()).view(torch.bfloat16)
+        return torch.tensor(a)
+
+    def back(t: "torch.Tensor") -> np.ndarray:
+        t = t.detach()
+        if t.dtype == torch.bfloat16:
+            return t.contiguous().view(torch.int16).numpy().view(np.uint16).view(
+                inputs["x"].dtype)
+        return t.numpy()
+
+    x, w = tt(inputs["x"]).requires_grad_(), tt(inputs["weight"]).requires_grad_()
+    b = tt(inputs["bias"]).requires_grad_() if "bias" in inputs else None
     xc = x.movedim(-1, 1) if params["channel_axis"] == -1 else x
     n, c = xc.shape[:2]
     k, groups = params["k"], params["groups"]
@@ -87,11 +101,11 @@ def torch_adapter(inputs: dict, params: dict) -> dict:
     y = xc * a.reshape(n, c, *([1] * (xc.ndim - 2)))
     if params["channel_axis"] == -1:
         y = y.movedim(1, -1)
-    y.backward(torch.tensor(inputs["grad_out"]))
+    y.backward(tt(inputs["grad_out"]))
     out = {"y": y, "m": m, "z": z, "a": a, "dx": x.grad, "dweight": w.grad}
     if b is not None:
         out["dbias"] = b.grad
-    return {name: t.detach().numpy() for name, t in out.items() if t is not None}
+    return {name: back(t) for name, t in out.items() if t is not None}
 
 
 def onnxruntime_adapter(inputs: dict, params: dict) -> dict:

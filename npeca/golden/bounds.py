@@ -3,9 +3,9 @@
 The contract a backend is judged by (docs/golden.md, "The contract"): every tensor it
 produces (m, z, a, y and the gradients, plus any intermediate such as da or a product
 it stores) may be rounded to the case's dtype (unit roundoff ``rho``), and every
-reduction is accumulated in the case's dtype, or in float32 for float16 cases (unit
-roundoff ``u``), in any order. Under that contract this module bounds, element by element,
-``|computed - exact|`` for each output, carrying first-order terms exactly and the few
+reduction is accumulated in the case's dtype, or in float32 for float16 and bfloat16
+cases (unit roundoff ``u``), in any order. Under that contract this module bounds, element
+by element, ``|computed - exact|`` for each output, carrying first-order terms exactly and the few
 second-order ones that matter (``e_a ** 2``) explicitly:
 
     gamma(n)        = n u / (1 - n u)          (any summation order of n terms)
@@ -44,6 +44,7 @@ from typing import Mapping
 
 import numpy as np
 
+from .dtypes import fmt
 from .schema import INTERMEDIATES, OUTPUTS
 
 GATE_EVAL = 4  # roundings a gate evaluation may make (exp, add, divide, store)
@@ -53,9 +54,10 @@ _DEC = decimal.Context(prec=30, rounding=decimal.ROUND_HALF_EVEN)
 
 
 def contract(dtype: str) -> tuple[float, float]:
-    """(u, rho): unit roundoff of the accumulation and of the storage dtype of a case."""
-    storage = float(np.finfo(np.dtype(dtype)).eps) / 2
-    accumulation = 2.0 ** -24 if dtype == "float16" else storage
+    """(u, rho): unit roundoff of the accumulation and of the storage dtype of a case
+    (float16 and bfloat16 are stored in 16 bits and accumulated in float32)."""
+    storage = fmt(dtype).unit_roundoff
+    accumulation = 2.0 ** -24 if dtype in ("float16", "bfloat16") else storage
     return accumulation, storage
 
 
@@ -223,9 +225,9 @@ def _error_bounds(arrays: Mapping[str, np.ndarray], params: Mapping, dtype: str
             shape: list[int] = list(np.moveaxis(np.empty(expected.shape, dtype=bool), axis,
                                                 1).shape)
             err = np.moveaxis(err.reshape(shape), 1, axis)
-        info = np.finfo(expected.dtype)
-        u_e = float(info.eps) / 2
-        tiny = float(info.smallest_subnormal) / 2
+        info = fmt("float64" if name in INTERMEDIATES else dtype)  # E's format
+        u_e = info.unit_roundoff
+        tiny = info.smallest_subnormal / 2
         bound = (err + u_e * exp_abs[name] * (1 + u_e) + tiny) * SAFETY
         bounds[name] = np.ascontiguousarray(bound, dtype=np.float64)
     return bounds

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..kernel_size import kernel_size
+from .dtypes import round_float64
 
 
 @dataclass(frozen=True)
@@ -53,17 +54,20 @@ class CaseSpec:
 def draw_inputs(spec: CaseSpec, seed: int) -> dict[str, np.ndarray]:
     """x, weight, bias (when used) and grad_out for ``spec``, from ``seed``."""
     rng = np.random.default_rng(seed)
-    dt = np.dtype(spec.dtype)
+
+    def rounded(v: np.ndarray) -> np.ndarray:  # to the case's format, in its carrier dtype
+        return round_float64(v, spec.dtype)
+
     c, k = spec.channels, spec.kernel
-    x = (spec.loc + spec.scale * rng.standard_normal(spec.shape)).astype(dt)
+    x = rounded(spec.loc + spec.scale * rng.standard_normal(spec.shape))
     wshape = {"k": (k,), "11k": (1, 1, k), "Ck": (c, k), "C1k": (c, 1, k)}[spec.weight_form]
-    weight = (rng.standard_normal(wshape) / np.sqrt(k)).astype(dt)
+    weight = rounded(rng.standard_normal(wshape) / np.sqrt(k))
     if spec.special == "saturate":  # all-positive kernel on a large positive mean: z >> 0
-        weight = np.abs(weight) + dt.type(0.25)
+        weight = rounded(np.abs(weight.astype(np.float64)) + 0.25)
     inputs = {"x": x, "weight": weight}
     if spec.bias:
-        inputs["bias"] = rng.uniform(-1, 1, size=(1,)).astype(dt)
-    inputs["grad_out"] = rng.standard_normal(spec.shape).astype(dt)
+        inputs["bias"] = rounded(rng.uniform(-1, 1, size=(1,)))
+    inputs["grad_out"] = rounded(rng.standard_normal(spec.shape))
     if spec.special in ("nan", "inf"):
         xc = np.moveaxis(inputs["x"], spec.channel_axis, 1)  # a view: writes land in x
         value = np.nan if spec.special == "nan" else np.inf
@@ -113,6 +117,22 @@ def core_cases() -> list[CaseSpec]:
         CaseSpec("float16_long_sums", (1, 16, 16, 32), dtype="float16", loc=200.0,
                  notes="512-term sums near 100,000: past float16's 65504, so they need the "
                        "float32 accumulation the contract asks for"),
+        CaseSpec("bfloat16", (2, 16, 3, 3), dtype="bfloat16"),
+        CaseSpec("bfloat16_bias_hard", (2, 8, 6), dtype="bfloat16", bias=True,
+                 gate="hard_sigmoid", scale=8.0),
+        CaseSpec("bfloat16_large_logits", (2, 16, 1), dtype="bfloat16", scale=12.0,
+                 notes="logits up to about +-30, the gate between 1e-13 and 1 - 1e-13"),
+        CaseSpec("bfloat16_long_sums", (1, 16, 16, 32), dtype="bfloat16", loc=200.0,
+                 notes="512-term sums near 100,000: bfloat16's 8 bits lose whole terms "
+                       "there, so they need the float32 accumulation the contract asks for"),
+        CaseSpec("bfloat16_channels_last_everything", (2, 4, 3, 12), dtype="bfloat16",
+                 channel_axis=-1, weight_form="C1k", groups=3, padding="circular", bias=True),
+        CaseSpec("bfloat16_k_wraps_twice_circular", (2, 2, 5), dtype="bfloat16", k=9,
+                 padding="circular", notes="p = 4 = 2C: the circular window wraps twice"),
+        CaseSpec("bfloat16_saturated_sigmoid", (2, 16, 4), dtype="bfloat16", loc=60.0,
+                 special="saturate"),
+        CaseSpec("bfloat16_nan_propagation", (2, 16, 3, 3), dtype="bfloat16", special="nan"),
+        CaseSpec("bfloat16_inf_propagation", (2, 16, 3, 3), dtype="bfloat16", special="inf"),
         CaseSpec("float64", (2, 16, 3, 3), dtype="float64"),
         CaseSpec("float64_hard_sigmoid", (2, 16, 3), dtype="float64", gate="hard_sigmoid",
                  scale=3.0, notes="the hard sigmoid's 1/6 at float64 precision"),
@@ -135,7 +155,7 @@ def core_cases() -> list[CaseSpec]:
 def full_cases() -> list[CaseSpec]:
     """The full suite: the core plus the cross product of the main variants, larger sizes."""
     cases = core_cases()
-    for dtype in ("float16", "float32", "float64"):
+    for dtype in ("float16", "float32", "float64", "bfloat16"):
         for padding in ("zeros", "circular"):
             for gate in ("sigmoid", "hard_sigmoid"):
                 for form in ("k", "11k", "Ck", "C1k"):

@@ -24,6 +24,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from . import dtypes
+
 DIGITS = 60
 
 _DEC = decimal.Context(prec=DIGITS, rounding=decimal.ROUND_HALF_EVEN,
@@ -45,12 +47,9 @@ def _sigmoid_pair(z: Fraction | float) -> tuple[Fraction | float, Fraction | flo
     return Fraction(a), Fraction(b)
 
 
-_INT = {np.dtype(np.float16): np.uint16, np.dtype(np.float32): np.uint32,
-        np.dtype(np.float64): np.uint64}
-
-
 def round_to(q: Fraction | float, dtype: Any) -> float:
-    """The value of ``dtype`` nearest to the exact rational ``q`` (ties to even).
+    """The value of format ``dtype`` (a name from :mod:`npeca.golden.dtypes`, or a NumPy
+    dtype) nearest to the exact rational ``q`` (ties to even).
 
     Overflow rounds to infinity exactly as IEEE 754 does: a value at or beyond the midpoint
     between the largest finite number and the next power of two becomes inf. A float ``q``
@@ -58,34 +57,36 @@ def round_to(q: Fraction | float, dtype: Any) -> float:
     """
     if isinstance(q, float):
         return q
-    dt = np.dtype(dtype)
+    f = dtypes.fmt(dtype)
     try:
         first = float(q)  # Fraction -> float64 is correctly rounded (integer true division)
     except OverflowError:
         first = float("inf") if q > 0 else float("-inf")
-    if dt == np.float64:
+    if f.name == "float64":
         return first
-    c = np.array(first, dtype=np.float64).astype(dt)
-    finfo = np.finfo(dt)
-    overflow_value = Fraction(2) ** (finfo.maxexp)  # what inf stands for in the comparison
+    # float64 then the format may round twice; the exact answer is this or a neighbour
+    at = int(dtypes.ordered(first, f.name))
+    candidates = dtypes.from_ordered([at - 1, at, at + 1], f.name).astype(np.float64)
+    overflow_value = Fraction(2) ** f.maxexp  # what inf stands for in the comparison
 
-    def value(v: np.ndarray) -> Fraction:
-        f = float(v)
-        if np.isinf(f):
-            return overflow_value if f > 0 else -overflow_value
-        return Fraction(f)
+    def value(v: float) -> Fraction:
+        if math.isinf(v):
+            return overflow_value if v > 0 else -overflow_value
+        return Fraction(v)
 
-    candidates = [c, np.nextafter(c, dt.type(-np.inf)), np.nextafter(c, dt.type(np.inf))]
-    best = min(candidates, key=lambda v: (abs(value(v) - q),
-                                          int(np.array(v, dtype=dt).view(_INT[dt])) & 1))
-    return float(best)
+    best = min(range(3), key=lambda i: (abs(value(float(candidates[i])) - q),
+                                        (at - 1 + i) & 1))
+    # position 0 is +0: a negative value that rounds to zero is -0, as in IEEE 754
+    return math.copysign(float(candidates[best]), -1.0 if q < 0 else 1.0)
 
 
 def round_array(values: Sequence[Fraction | float], shape: tuple[int, ...],
                 dtype: Any) -> np.ndarray:
-    """A list of exact values, rounded one by one, as an array of ``shape`` and ``dtype``."""
-    return np.array([round_to(v, dtype) for v in values], dtype=np.float64).reshape(
-        shape).astype(dtype)
+    """A list of exact values, rounded one by one, as an array of ``shape`` in the carrier
+    dtype of format ``dtype``."""
+    f = dtypes.fmt(dtype)
+    return np.array([round_to(v, f.name) for v in values], dtype=np.float64).reshape(
+        shape).astype(f.carrier)
 
 
 def _fractions(a: np.ndarray) -> list:
@@ -98,13 +99,16 @@ def _fractions(a: np.ndarray) -> list:
 # formula, in the page's order
 def exact_eca(x: np.ndarray, weight: np.ndarray, grad_out: np.ndarray, *, bias: Any,
               channel_axis: int, padding: str, groups: int, gate: str,
-              progress: Callable[[], None] | None = None) -> dict[str, np.ndarray]:
+              progress: Callable[[], None] | None = None, dtype: Any = None
+              ) -> dict[str, np.ndarray]:
     """Correctly rounded y, m, z, a, dx, dweight (and dbias); NaN and Inf as IEEE makes them.
 
     ``weight`` is (k,) shared or (C, k) per channel (the caller reshapes other forms).
-    y, dx and dbias are rounded to x's dtype, dweight to the weight's, and m, z, a to
-    float64.
+    y, dx, dweight and dbias are rounded to the format ``dtype`` (default: x's dtype; a
+    bfloat16 case passes "bfloat16" with float32 carriers, see :mod:`.dtypes`), and m, z,
+    a to float64.
     """
+    name = dtypes.fmt(x.dtype if dtype is None else dtype).name
     xc = np.moveaxis(x, -1, 1) if channel_axis == -1 else x
     gc = np.moveaxis(grad_out, -1, 1) if channel_axis == -1 else grad_out
     n, c = xc.shape[:2]
@@ -173,14 +177,14 @@ def exact_eca(x: np.ndarray, weight: np.ndarray, grad_out: np.ndarray, *, bias: 
         return np.ascontiguousarray(np.moveaxis(arr, 1, -1)) if channel_axis == -1 else arr
 
     out = {
-        "y": back(y, x.dtype),
+        "y": back(y, name),
         "m": round_array([v for r in m for v in r], (n, c), np.float64),
         "z": round_array([v for r in z for v in r], (n, c), np.float64),
         "a": round_array([v for r in a for v in r], (n, c), np.float64),
-        "dx": back(dx, x.dtype),
-        "dweight": round_array([v for r in dw for v in r], weight.shape, weight.dtype),
+        "dx": back(dx, name),
+        "dweight": round_array([v for r in dw for v in r], weight.shape, name),
     }
     if bias is not None:
         out["dbias"] = round_array([sum((v for r in dz for v in r), Fraction(0))], (1,),
-                                   x.dtype)
+                                   name)
     return out

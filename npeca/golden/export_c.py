@@ -9,8 +9,8 @@ converts exactly (C99 6.4.4.2: correctly rounded, and these values are represent
 * float64 arrays (the case dtype of float64 cases, m, z, a and every bound) as ``double``:
   ``0x1.8p+1``;
 * float32 arrays as ``float``, with an ``f`` suffix: ``0x1.8p+1f``;
-* float16 arrays as ``float`` too (C99 has no half type; widening is exact), the case's
-  ``dtype`` telling the runner to round its results to binary16;
+* float16 and bfloat16 arrays as ``float`` too (C99 has neither type; widening is exact),
+  the case's ``dtype`` telling the runner to round its results to binary16 or bfloat16;
 * zeros as ``0x0p+0`` and ``-0x0p+0``, subnormals as ``float.hex`` writes them
   (``0x0.0000000000001p-1022``, or normalized for float32 and float16 values);
 * NaN and infinities with <math.h>'s ``NAN``, ``-NAN`` (sign bit set), ``INFINITY`` and
@@ -39,7 +39,8 @@ __all__ = ["HEADER", "c_literal", "write_c"]
 
 HEADER = "npeca_golden.h"
 _PER_LINE = 6
-_DTYPE_CODE = {"float16": 16, "float32": 32, "float64": 64}
+_DTYPE_CODE = {"float16": "FLOAT16", "float32": "FLOAT32", "float64": "FLOAT64",
+               "bfloat16": "BFLOAT16"}
 _CASE_DTYPE_ARRAYS = ("x", "weight", "bias", "grad_out", "y", "dx", "dweight", "dbias")
 _DOUBLE_ARRAYS = ("m", "z", "a")
 
@@ -139,10 +140,12 @@ _HEADER_TEXT = """\
 #define NPECA_GOLDEN_DIGEST "{digest}"
 #define NPECA_GOLDEN_CASE_COUNT {count}
 
-/* npeca_golden_case.dtype: the case's dtype, as its width in bits. */
+/* npeca_golden_case.dtype: the case's dtype, as its width in bits (bfloat16, 16 bits too,
+ * negative to tell it from binary16). */
 #define NPECA_GOLDEN_FLOAT16 16
 #define NPECA_GOLDEN_FLOAT32 32
 #define NPECA_GOLDEN_FLOAT64 64
+#define NPECA_GOLDEN_BFLOAT16 (-16)
 
 /* npeca_golden_case.padding: how the channel window is extended past a group's edge. */
 #define NPECA_GOLDEN_PAD_ZEROS 0    /* by zeros */
@@ -152,8 +155,8 @@ _HEADER_TEXT = """\
 #define NPECA_GOLDEN_GATE_SIGMOID 0      /* 1 / (1 + exp(-z)) */
 #define NPECA_GOLDEN_GATE_HARD_SIGMOID 1 /* min(max(z + 3, 0), 6) / 6; slope 1/6 inside (-3, 3) */
 
-/* An array of the case's dtype. float16 and float32 cases keep it in `f` (float16 values
- * widened exactly to float) with `d` NULL; float64 cases in `d` with `f` NULL. Both are
+/* An array of the case's dtype. float16, bfloat16 and float32 cases keep it in `f` (16-bit
+ * values widened exactly to float) with `d` NULL; float64 cases in `d` with `f` NULL. Both are
  * NULL, and size 0, for an array the case does not have (bias and dbias without a bias). */
 typedef struct {{
     const float *f;
@@ -167,7 +170,7 @@ typedef struct {{
  * output's nan_ok mask is 1. */
 typedef struct {{
     const char *name;        /* the case's name in the suite */
-    int dtype;               /* NPECA_GOLDEN_FLOAT16, _FLOAT32 or _FLOAT64 */
+    int dtype;               /* NPECA_GOLDEN_FLOAT16, _FLOAT32, _FLOAT64 or _BFLOAT16 */
     int n;                   /* batch size N */
     int c;                   /* channels C */
     int s;                   /* spatial positions S (the product of the spatial sizes) */
@@ -260,7 +263,7 @@ def _case_source(case: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
     flag = case["flags"]
     members = [
         (".name", _c_string(case["name"])),
-        (".dtype", f"NPECA_GOLDEN_FLOAT{_DTYPE_CODE[dtype]}"),
+        (".dtype", f"NPECA_GOLDEN_{_DTYPE_CODE[dtype]}"),
         (".n", str(n)), (".c", str(c)), (".s", str(s)),
         (".channel_axis", str(p["channel_axis"])),
         (".k", str(p["k"])),

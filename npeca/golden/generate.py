@@ -28,7 +28,7 @@ def _expected(spec: CaseSpec, inputs: dict[str, np.ndarray]) -> dict[str, np.nda
         w.reshape(spec.kernel)
     out = exact_eca(inputs["x"], w2, inputs["grad_out"], bias=inputs.get("bias"),
                     channel_axis=spec.channel_axis, padding=spec.padding, groups=spec.groups,
-                    gate=spec.gate)
+                    gate=spec.gate, dtype=spec.dtype)
     out["dweight"] = out["dweight"].reshape(w.shape)
     return out
 
@@ -49,7 +49,8 @@ def _draw(spec: CaseSpec) -> tuple[int, dict[str, np.ndarray]]:
     seed = spec.seed
     for _ in range(100):
         inputs = draw_inputs(spec, seed)
-        if not _on_a_kink(spec, {**inputs, **reference_outputs(spec.params(), inputs)}):
+        if not _on_a_kink(spec, {**inputs, **reference_outputs(spec.params(), inputs,
+                                                                spec.dtype)}):
             return seed, inputs
         seed += 1
     raise RuntimeError(f"{spec.name}: no seed keeps the logits off the hard_sigmoid kinks")
@@ -76,7 +77,11 @@ def build_case(spec: CaseSpec) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         },
         "notes": spec.notes,
         "tags": list(spec.tags),
-        "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
+        # wide arrays (m, z, a, bounds) are float64; the others are of the case's format
+        # (a bfloat16 case holds them in float32 carriers: npeca.golden.dtypes)
+        "arrays": {k: {"shape": list(v.shape),
+                       "dtype": "float64" if v.dtype == np.float64 else spec.dtype}
+                   for k, v in arrays.items()},
         "bounds": {name: BOUND_PREFIX + name for name in bounds},
     }
     return entry, arrays

@@ -24,10 +24,12 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from .._bfloat16 import bits_to_float32
 from .._npy import npy_header
 from ..errors import BackendUnavailableError, NpecaError, ParameterError
 from ._atomic import (_identity, _signals_held, _signals_unwind, refuse_cwd,
                       replace_directory)
+from .dtypes import BFLOAT16, carrier, round_float64
 from .schema import (ARRAY_ORDER, BOUND_PREFIX, FORMATS, SCHEMA, SCHEMA_VERSION,
                      GoldenIntegrityError, check_manifest, digest)
 
@@ -60,18 +62,42 @@ def sha256(data: bytes) -> str:
 
 # --- encoders ------------------------------------------------------------------------------
 
-def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+def _specs(arrays: Mapping[str, np.ndarray], specs: Mapping[str, dict] | None
+           ) -> Mapping[str, dict]:
+    """The manifest's array specs, or (None) each array's own dtype name."""
+    return specs if specs is not None else {k: {"dtype": str(v.dtype)}
+                                            for k, v in arrays.items()}
+
+
+def _stored(arr: np.ndarray, spec: Mapping) -> np.ndarray:
+    """An array as a file stores it: bfloat16 carriers as their uint16 bit patterns."""
+    if spec["dtype"] == BFLOAT16:
+        return (np.ascontiguousarray(arr, dtype=np.float32).view(np.uint32) >> 16
+                ).astype("<u2")
+    return np.ascontiguousarray(arr)
+
+
+def _npz_bytes(arrays: Mapping[str, np.ndarray], specs: Mapping[str, dict] | None = None
+               ) -> bytes:
+    specs = _specs(arrays, specs)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
         for name, arr in arrays.items():
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             member = io.BytesIO()
-            np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+            np.lib.format.write_array(member, _stored(arr, specs[name]), allow_pickle=False)
             zf.writestr(info, member.getvalue())
     return buf.getvalue()
 
 
-def _safetensors_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+_SAFETENSORS_DTYPES = {"float16": "F16", "float32": "F32", "float64": "F64", BFLOAT16: "BF16"}
+
+
+def _safetensors_bytes(arrays: Mapping[str, np.ndarray], specs: Mapping[str, dict] | None = None
+                       ) -> bytes:
+    specs = _specs(arrays, specs)
+    if any(spec["dtype"] == BFLOAT16 for spec in specs.values()):
+        return _safetensors_written(arrays, specs)
     try:
         from safetensors.numpy import save
     except ImportError:
@@ -82,15 +108,36 @@ def _safetensors_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
                 metadata={"format": SCHEMA})
 
 
-def _json_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+def _safetensors_written(arrays: Mapping[str, np.ndarray], specs: Mapping[str, dict]) -> bytes:
+    """The safetensors layout written out here, for cases with BF16 tensors (NumPy cannot
+    hand the safetensors package a bfloat16 array): an 8-byte little-endian header length,
+    the JSON header padded with spaces to a multiple of 8, then the tensors' bytes in order,
+    little-endian, without gaps."""
+    header: dict[str, Any] = {"__metadata__": {"format": SCHEMA}}
+    blobs, at = [], 0
+    for name, arr in arrays.items():
+        stored = _stored(arr, specs[name])
+        data = stored.astype(stored.dtype.newbyteorder("<")).tobytes()
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[specs[name]["dtype"]],
+                        "shape": list(arr.shape), "data_offsets": [at, at + len(data)]}
+        blobs.append(data)
+        at += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + b"".join(blobs)
+
+
+def _json_bytes(arrays: Mapping[str, np.ndarray], specs: Mapping[str, dict] | None = None
+                ) -> bytes:
+    specs = _specs(arrays, specs)
     doc = {"format": f"{SCHEMA}-json", "arrays": {
-        name: {"dtype": str(arr.dtype), "shape": list(arr.shape),
+        name: {"dtype": specs[name]["dtype"], "shape": list(arr.shape),
                "data": [float(v).hex() for v in arr.reshape(-1)]}
         for name, arr in arrays.items()}}
     return (json.dumps(doc, separators=(",", ":")) + "\n").encode()
 
 
-ENCODERS: dict[str, Callable[[Mapping[str, np.ndarray]], bytes]] = {
+ENCODERS: dict[str, Callable[..., bytes]] = {
     "npz": _npz_bytes, "safetensors": _safetensors_bytes, "json": _json_bytes}
 
 
@@ -108,7 +155,7 @@ def _from_npz(data: bytes, specs: Mapping[str, dict]) -> dict[str, np.ndarray]:
                                            f"members are stored (docs/golden.md)")
             key = info.filename[:-4]
             spec = specs[key]
-            dt = np.dtype(spec["dtype"])
+            dt = np.dtype("<u2") if spec["dtype"] == BFLOAT16 else np.dtype(spec["dtype"])
             if info.file_size > math.prod(spec["shape"]) * dt.itemsize + 2 ** 16:
                 raise GoldenIntegrityError(f"{info.filename} is larger than its array")
             with zf.open(info) as member:
@@ -123,8 +170,14 @@ def _from_npz(data: bytes, specs: Mapping[str, dict]) -> dict[str, np.ndarray]:
                 raise GoldenIntegrityError(f"{info.filename} holds {dtype}{list(shape)}, the "
                                            f"manifest says {dt}{spec['shape']}")
             with zf.open(info) as member:
-                out[key] = np.lib.format.read_array(member, allow_pickle=False)
+                out[key] = _carried(np.lib.format.read_array(member, allow_pickle=False),
+                                    spec)
     return out
+
+
+def _carried(arr: np.ndarray, spec: Mapping) -> np.ndarray:
+    """A stored array in memory: bfloat16 bit patterns as float32 carriers."""
+    return bits_to_float32(arr) if spec["dtype"] == BFLOAT16 else arr
 
 
 def _from_safetensors(data: bytes, specs: Mapping[str, dict]) -> dict[str, np.ndarray]:
@@ -134,7 +187,28 @@ def _from_safetensors(data: bytes, specs: Mapping[str, dict]) -> dict[str, np.nd
         raise BackendUnavailableError(
             "reading .safetensors needs the safetensors package: pip install safetensors") \
             from None
+    if any(spec["dtype"] == BFLOAT16 for spec in specs.values()):
+        return _from_safetensors_bf16(data, specs)
     return load(data)  # offsets are checked against the buffer: no allocation beyond it
+
+
+def _from_safetensors_bf16(data: bytes, specs: Mapping[str, dict]) -> dict[str, np.ndarray]:
+    """A case with BF16 tensors, parsed by the safetensors package (which checks the header
+    and the offsets against the buffer), each tensor checked against the manifest."""
+    from safetensors import deserialize
+    names = {"F16": "float16", "F32": "float32", "F64": "float64", "BF16": BFLOAT16}
+    out = {}
+    for key, info in deserialize(bytes(data)):
+        spec = specs.get(key)
+        label = str(info["dtype"])  # "BF16" (safetensors 0.8) or "bfloat16" (older)
+        dtype = names.get(label.upper(), label.lower())
+        if spec is None or dtype != spec["dtype"] or list(info["shape"]) != spec["shape"]:
+            raise GoldenIntegrityError(f"tensor {str(key)[:40]!r} ({dtype}{info['shape']}) "
+                                       f"does not match the manifest")
+        raw = np.dtype("<u2") if dtype == BFLOAT16 else np.dtype(dtype).newbyteorder("<")
+        arr = np.frombuffer(bytes(info["data"]), dtype=raw).astype(raw.newbyteorder("="))
+        out[key] = _carried(arr.reshape(spec["shape"]), spec)
+    return out
 
 
 def _from_json(data: bytes, specs: Mapping[str, dict]) -> dict[str, np.ndarray]:
@@ -150,7 +224,7 @@ def _from_json(data: bytes, specs: Mapping[str, dict]) -> dict[str, np.ndarray]:
             raise GoldenIntegrityError(f"{name}: data must list {math.prod(spec['shape'])} "
                                        f"hex strings")
         wide = np.array([float.fromhex(v) for v in values], dtype=np.float64)
-        arr = wide.astype(spec["dtype"]).reshape(spec["shape"])
+        arr = round_float64(wide, spec["dtype"]).reshape(spec["shape"])
         if not np.array_equal(arr.astype(np.float64).reshape(-1), wide, equal_nan=True):
             raise GoldenIntegrityError(f"{name}: a value is not representable in "
                                        f"{spec['dtype']}")
@@ -241,7 +315,7 @@ def _write_into(tmp: Path, manifest: dict[str, Any], case_arrays: Callable[[], A
             if fmt == "json" and arrays["x"].size > JSON_MAX_ELEMENTS:
                 continue
             rel = f"cases/{entry['name']}.{fmt}"
-            data = ENCODERS[fmt](ordered)
+            data = ENCODERS[fmt](ordered, entry["arrays"])
             (tmp / rel).write_bytes(data)
             entry["files"][fmt] = rel
             hashes[rel] = sha256(data)
@@ -383,7 +457,7 @@ class Suite:
                                        f"manifest lists {sorted(case['arrays'])}")
         for key, spec in case["arrays"].items():
             arr = arrays[key]
-            if list(arr.shape) != spec["shape"] or str(arr.dtype) != spec["dtype"]:
+            if list(arr.shape) != spec["shape"] or arr.dtype != carrier(spec["dtype"]):
                 raise GoldenIntegrityError(f"case {name}: array {key} should be {spec}; got "
                                            f"{[list(arr.shape), str(arr.dtype)]}")
         return arrays

@@ -2,7 +2,7 @@
 
 :func:`contract_eca` is an ECA that keeps the contract of docs/golden.md and nothing more:
 every tensor is stored in the case's dtype and every sum is accumulated in that dtype (in
-float32 for float16 cases), left to right in the order asked for (``"sequential"``,
+float32 for float16 and bfloat16 cases), left to right in the order asked for (``"sequential"``,
 ``"reverse"``, ``"shuffled"``) or pairwise. A suite must pass it in every order.
 
 :data:`MUTANTS` is a catalogue of ECA bugs seen in, or easily made by, real ports. Each is
@@ -42,7 +42,8 @@ MUTANTS: dict[str, str] = {
     "hard_slope_unclamped": "hard sigmoid's derivative 1/6 everywhere, clamp ignored",
     "hard_slope_float32": "hard sigmoid's derivative with 1/6 as a float32 constant",
     "slope_in_storage": "sigmoid' as exp(-z) / (1 + exp(-z))**2 in the storage dtype",
-    "float16_accumulation": "sums accumulated in float16 (float16 cases), not float32",
+    "half_accumulation": "sums accumulated in the 16-bit storage dtype (float16 and "
+                         "bfloat16 cases), not float32",
     "zero_dweight": "dweight = 0",
     "negated_dweight": "dweight with the wrong sign",
     "dbias_from_da": "dbias summed from da instead of dz",
@@ -92,9 +93,8 @@ def contract_eca(inputs: Mapping[str, np.ndarray], params: Mapping[str, Any], *,
     """ECA forward and backward under the golden contract (see the module docstring), with
     the bug ``mutant`` (a key of :data:`MUTANTS`) planted when given."""
     x = np.asarray(inputs["x"])
-    st = x.dtype
-    acc = np.dtype(np.float32) if st == np.float16 and mutant != "float16_accumulation" \
-        else st
+    st = x.dtype  # float16/32/64, or ml_dtypes' bfloat16 (npeca.golden.dtypes.to_backend)
+    acc = np.dtype(np.float32) if st.itemsize == 2 and mutant != "half_accumulation" else st
     rng = np.random.default_rng(seed)
     axis = params["channel_axis"]
     xc = np.moveaxis(x, axis, 1)
@@ -255,8 +255,8 @@ def kill_table(suite: Any, *, seed: int = 0) -> tuple[list[KillRow], list[KillRo
 
 def format_kill_table(correct: list[KillRow], mutants: list[KillRow]) -> str:
     """The table ``npeca golden mutants`` prints."""
-    head = f"{'implementation':<24} {'cases failed':>12} {'f16':>4} {'f32':>4} {'f64':>4}  " \
-           f"{'caught by':<28} verdict"
+    head = f"{'implementation':<24} {'cases failed':>12} {'f16':>4} {'f32':>4} {'f64':>4} " \
+           f"{'bf16':>4}  {'caught by':<28} verdict"
     lines = [head, "-" * len(head)]
     for rows, good in ((correct, "passes"), (mutants, "killed")):
         for r in rows:
@@ -265,7 +265,8 @@ def format_kill_table(correct: list[KillRow], mutants: list[KillRow]) -> str:
             d = r.failed_by_dtype
             lines.append(f"{r.name:<24} {len(r.failed):>5} of {r.ran:<4} "
                          f"{d.get('float16', 0):>4} {d.get('float32', 0):>4} "
-                         f"{d.get('float64', 0):>4}  {' '.join(r.outputs) or '-':<28} {verdict}")
+                         f"{d.get('float64', 0):>4} {d.get('bfloat16', 0):>4}  "
+                         f"{' '.join(r.outputs) or '-':<28} {verdict}")
     return "\n".join(lines)
 
 

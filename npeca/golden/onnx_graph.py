@@ -14,7 +14,8 @@ from ..errors import BackendUnavailableError
 OPSET = 18  # default domain only; from 18 on, ReduceMean takes its axes as an input
 IR_VERSION = 8  # the IR version of onnx 1.13, which introduced opset 18
 
-_ONNX_TYPES = {"float16": 10, "float32": 1, "float64": 11}  # TensorProto.FLOAT16, FLOAT, DOUBLE
+# TensorProto.FLOAT16, FLOAT, DOUBLE, BFLOAT16
+_ONNX_TYPES = {"float16": 10, "float32": 1, "float64": 11, "bfloat16": 16}
 
 
 def _onnx():
@@ -48,16 +49,16 @@ def eca_model(x_shape: Sequence[int], weight_shape: Sequence[int], dtype: Any,
     accumulation the suite's bounds assume.
     """
     _, helper, numpy_helper = _onnx()
-    dt = np.dtype(dtype)
-    if dt.name not in _ONNX_TYPES:
-        raise NotImplementedError(f"dtype {dt} has no golden contract")
+    name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+    if name not in _ONNX_TYPES:
+        raise NotImplementedError(f"dtype {name} has no golden contract")
     x_shape, weight_shape = tuple(int(v) for v in x_shape), tuple(int(v) for v in weight_shape)
     if len(x_shape) < 3:
         raise NotImplementedError(f"x must have a batch, a channel and a spatial axis; got "
                                   f"shape {x_shape}")
-    elem = _ONNX_TYPES[dt.name]
-    acc = np.dtype(np.float32) if dt == np.float16 else dt
-    acc_elem = _ONNX_TYPES[acc.name]
+    elem = _ONNX_TYPES[name]
+    acc = "float32" if name in ("float16", "bfloat16") else name  # 16-bit: sums in float32
+    acc_elem = _ONNX_TYPES[acc]
     last = params["channel_axis"] == -1
     ndim = len(x_shape)
     n = x_shape[0]
@@ -73,9 +74,10 @@ def eca_model(x_shape: Sequence[int], weight_shape: Sequence[int], dtype: Any,
 
     def const(label: str, value: Any, dtype_: Any = np.int64) -> str:
         out = f"{label}_const"
-        nodes.append(helper.make_node(
-            "Constant", [], [out], name=out,
-            value=numpy_helper.from_array(np.asarray(value, dtype=dtype_), out)))
+        tensor = helper.make_tensor(out, _ONNX_TYPES[dtype_], [], [float(value)]) \
+            if dtype_ == "bfloat16" else numpy_helper.from_array(np.asarray(value, dtype=dtype_),
+                                                                 out)
+        nodes.append(helper.make_node("Constant", [], [out], name=out, value=tensor))
         return out
 
     def node(op: str, inputs: list[str], output: str, **attrs: Any) -> str:
@@ -84,10 +86,10 @@ def eca_model(x_shape: Sequence[int], weight_shape: Sequence[int], dtype: Any,
 
     # m = mean over the spatial axes (accumulated in `acc`), stored in the case's dtype
     spatial = list(range(1, ndim - 1)) if last else list(range(2, ndim))
-    x_acc = "x" if acc == dt else node("Cast", ["x"], "x_acc", to=acc_elem)
+    x_acc = "x" if acc == name else node("Cast", ["x"], "x_acc", to=acc_elem)
     m = node("ReduceMean", [x_acc, const("spatial_axes", spatial)],
-             "m" if acc == dt else "m_acc", keepdims=0)
-    if acc != dt:
+             "m" if acc == name else "m_acc", keepdims=0)
+    if acc != name:
         m = node("Cast", [m], "m", to=elem)
     # per group, the channel row padded by p on either side: (N, G, C/G + 2p)
     mg = node("Reshape", [m, const("group_shape", [n, groups, cg])], "m_groups")
@@ -96,12 +98,12 @@ def eca_model(x_shape: Sequence[int], weight_shape: Sequence[int], dtype: Any,
         mp = node("Gather", [mg, const("wrap_index", wrap)], "m_padded", axis=2)
     else:
         mp = node("Pad", [mg, const("pads", [0, 0, p, 0, 0, p])], "m_padded", mode="constant")
-    mp_acc = mp if acc == dt else node("Cast", [mp], "m_padded_acc", to=acc_elem)
-    w_acc = "weight" if acc == dt else node("Cast", ["weight"], "weight_acc", to=acc_elem)
+    mp_acc = mp if acc == name else node("Cast", [mp], "m_padded_acc", to=acc_elem)
+    w_acc = "weight" if acc == name else node("Cast", ["weight"], "weight_acc", to=acc_elem)
     b_acc = None
     if params["bias"]:
-        b_acc = "bias" if acc == dt else node("Cast", ["bias"], "bias_acc", to=acc_elem)
-    use_conv = not per_channel and acc == np.float32
+        b_acc = "bias" if acc == name else node("Cast", ["bias"], "bias_acc", to=acc_elem)
+    use_conv = not per_channel and acc == "float32"
     if use_conv:  # the shared kernel: Conv1d(1, 1, k) over N * G rows
         rows = node("Reshape", [mp_acc, const("row_shape", [n * groups, 1, cg + 2 * p])],
                     "rows")
@@ -118,15 +120,15 @@ def eca_model(x_shape: Sequence[int], weight_shape: Sequence[int], dtype: Any,
         if b_acc:
             z_acc = node("Add", [z_acc, b_acc], "tap_sum_bias")
     z_nc = node("Reshape", [z_acc, const("nc_shape", [n, c])],
-                "z" if acc == dt else "z_acc")
-    z = z_nc if acc == dt else node("Cast", [z_nc], "z", to=elem)
+                "z" if acc == name else "z_acc")
+    z = z_nc if acc == name else node("Cast", [z_nc], "z", to=elem)
     if params["gate"] == "sigmoid":
         a = node("Sigmoid", [z], "a")
     elif params["gate"] == "hard_sigmoid":  # relu6(z + 3) / 6, as the reference writes it
-        shifted = node("Add", [z, const("three", 3.0, dt)], "z_plus_3")
-        clipped = node("Clip", [shifted, const("zero", 0.0, dt), const("six", 6.0, dt)],
+        shifted = node("Add", [z, const("three", 3.0, name)], "z_plus_3")
+        clipped = node("Clip", [shifted, const("zero", 0.0, name), const("six", 6.0, name)],
                        "relu6")
-        a = node("Div", [clipped, const("six_div", 6.0, dt)], "a")
+        a = node("Div", [clipped, const("six_div", 6.0, name)], "a")
     else:
         raise NotImplementedError(f"gate {params['gate']!r} has no ONNX formulation here")
     bshape = [n] + [1] * (ndim - 2) + [c] if last else [n, c] + [1] * (ndim - 2)
@@ -146,7 +148,7 @@ def eca_model(x_shape: Sequence[int], weight_shape: Sequence[int], dtype: Any,
     model.doc_string = (f"ECA forward (npeca golden): k={k}, padding={params['padding']}, "
                         f"groups={groups}, gate={params['gate']}, bias={bool(params['bias'])}, "
                         f"channel_axis={params['channel_axis']}, weight_form="
-                        f"{params.get('weight_form', '?')}, dtype={dt.name}")
+                        f"{params.get('weight_form', '?')}, dtype={name}")
     return model
 
 __all__ = ["OPSET", "IR_VERSION", "eca_model"]

@@ -19,7 +19,7 @@ from ..errors import NpecaError
 SCHEMA = "npeca-golden"
 SCHEMA_VERSION = 2
 FORMATS = ("npz", "safetensors", "json")
-DTYPES = ("float16", "float32", "float64")
+DTYPES = ("float16", "float32", "float64", "bfloat16")  # as npeca.golden.dtypes.DTYPES
 INPUTS = ("x", "weight", "bias", "grad_out")
 OUTPUTS = ("y", "m", "z", "a", "dx", "dweight", "dbias")
 EXPORT_MARKER = "NPECA_EXPORT"  # the file at the top of every export (npeca golden export)

@@ -23,24 +23,15 @@ from .adapters import Adapter, get_adapter
 from .bounds import checkable, error_bounds, nonfinite_reach
 from .io import Suite
 from .progress import Progress
+from .dtypes import BFLOAT16, fmt, from_backend, ordered, round_float64, to_backend
 from .schema import INPUTS, INTERMEDIATES, OUTPUTS, SATURATION, GoldenIntegrityError
 
-_INT = {np.dtype(np.float16): np.int16, np.dtype(np.float32): np.int32,
-        np.dtype(np.float64): np.int64}
-
-
 def ulp_distance(actual: np.ndarray, expected: np.ndarray, dtype: Any) -> np.ndarray:
-    """Representable values of ``dtype`` between actual and expected, both rounded to
-    ``dtype`` first; +0 and -0 are one value."""
-    dt = np.dtype(dtype)
-    bits = 8 * dt.itemsize
-
-    def ordered(v: np.ndarray) -> np.ndarray:
-        with np.errstate(over="ignore", invalid="ignore"):
-            i = np.asarray(v, dtype=np.float64).astype(dt).view(_INT[dt]).astype(np.int64)
-        return np.where(i < 0, -(i & ((1 << (bits - 1)) - 1)), i)
-
-    return np.abs(ordered(actual) - ordered(expected))
+    """Representable values of format ``dtype`` (a name or NumPy dtype; bfloat16 too)
+    between actual and expected, both rounded to it first; +0 and -0 are one value."""
+    name = fmt(dtype).name
+    wide = [np.asarray(v, dtype=np.float64) for v in (actual, expected)]
+    return np.abs(ordered(wide[0], name) - ordered(wide[1], name))
 
 
 @dataclass
@@ -94,17 +85,22 @@ def compare(actual: Any, expected: np.ndarray, bound: np.ndarray, name: str,
     non-finite input, see :func:`~npeca.golden.bounds.nonfinite_reach`). ``actual`` must
     have the case's ``dtype`` (m, z and a: that dtype or a wider float); ulp are counted in
     the case's dtype, at the worst element."""
-    dt = np.dtype(dtype)
+    dt = fmt(dtype)
     try:
         act = np.asarray(actual)
     except Exception as exc:  # noqa: BLE001 - a backend's odd object: its verdict, not a crash
         return _fail(name, f"not convertible to an array ({type(exc).__name__})")
     if act.shape != expected.shape:
         return _fail(name, f"shape {act.shape}, expected {expected.shape}")
-    wider = name in INTERMEDIATES and act.dtype.kind == "f" and act.dtype.itemsize > dt.itemsize
-    if act.dtype != dt and not wider:
-        return _fail(name, f"returned {act.dtype}, the case's dtype is {dt}"
+    own = from_backend(act, dt.name)  # bfloat16 results as float32 carriers; None: not bf16
+    of_format = own is not None and (dt.name == BFLOAT16 or act.dtype == dt.carrier)
+    width = 2 if dt.name == BFLOAT16 else dt.carrier.itemsize  # bytes per value
+    wider = name in INTERMEDIATES and act.dtype.kind == "f" and act.dtype.itemsize > width
+    if not of_format and not wider:
+        return _fail(name, f"returned {act.dtype}, the case's dtype is {dt.name}"
                      + (" (or a wider float)" if name in INTERMEDIATES else ""))
+    if of_format:
+        act = own
     a64, e64 = act.astype(np.float64), expected.astype(np.float64)
     finite = np.isfinite(e64)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
@@ -117,7 +113,7 @@ def compare(actual: Any, expected: np.ndarray, bound: np.ndarray, name: str,
         diff = np.where(excused, 0.0, np.where(ok | finite, diff, np.inf))
         diff = np.where(np.isnan(diff), np.inf, diff)
         ratio = np.where(diff == 0, 0.0, diff / bound)
-    ulps = np.where(finite & np.isfinite(a64), ulp_distance(a64, e64, dt), -1)
+    ulps = np.where(finite & np.isfinite(a64), ulp_distance(a64, e64, dt.name), -1)
     worst = np.unravel_index(int(np.argmax(np.where(ok, -np.inf, ratio))
                                  if not ok.all() else np.argmax(ratio)), act.shape) \
         if act.size else ()
@@ -134,8 +130,14 @@ def compare(actual: Any, expected: np.ndarray, bound: np.ndarray, name: str,
     return result
 
 
-def reference_outputs(p: Mapping, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """npeca's float64 reference on a case's inputs (``p``: the case's params)."""
+def reference_outputs(p: Mapping, arrays: Mapping[str, np.ndarray], dtype: str | None = None
+                      ) -> dict[str, np.ndarray]:
+    """npeca's float64 reference on a case's inputs (``p``: the case's params), each output
+    rounded once to the case's format ``dtype`` (default: the arrays' own dtype)."""
+    if dtype == BFLOAT16:  # carriers: compute on the exact float64 values, round at the end
+        wide = {k: arrays[k].astype(np.float64) for k in INPUTS if k in arrays}
+        out = reference_outputs(p, wide)
+        return {k: v if k in INTERMEDIATES else round_float64(v, dtype) for k, v in out.items()}
     problem = eca_problem(arrays["x"], arrays["weight"], bias=arrays.get("bias"),
                           channel_axis=p["channel_axis"], padding=p["padding"],
                           groups=p["groups"], gate=p["gate"])
@@ -159,13 +161,13 @@ def check_case(case: Mapping, arrays: Mapping[str, np.ndarray]) -> None:
     with np.errstate(all="ignore"):
         derived = error_bounds(arrays, p, case["dtype"])
         own = error_bounds(arrays, p, "float64")  # the reference's bound
-    ref = reference_outputs(p, arrays)
+    ref = reference_outputs(p, arrays, case["dtype"])
     for out in case["bounds"]:
         e, r = arrays[out].astype(np.float64), ref[out].astype(np.float64)
-        info = np.finfo(arrays[out].dtype)
-        u = float(info.eps) / 2
+        info = fmt("float64" if out in INTERMEDIATES else case["dtype"])
+        u = info.unit_roundoff
         with np.errstate(invalid="ignore"):
-            slack = own[out] + u * np.abs(e) * (1 + u) + float(info.smallest_subnormal)
+            slack = own[out] + u * np.abs(e) * (1 + u) + info.smallest_subnormal
             finite = np.isfinite(e) & np.isfinite(r)
             agree = np.where(finite, np.abs(e - r) <= slack,
                              (np.isnan(e) & np.isnan(r)) | (e == r))
@@ -217,8 +219,8 @@ def run_case(case: Mapping, arrays: Mapping[str, np.ndarray], adapter: Adapter,
              require: Iterable[str] = ("y",)) -> CaseResult:
     """Run ``adapter`` on a case whose arrays were checked, and judge what it returns."""
     name = case["name"]
-    inputs = {k: arrays[k].copy() for k in INPUTS if k in arrays}
     try:
+        inputs = {k: to_backend(arrays[k].copy(), case["dtype"]) for k in INPUTS if k in arrays}
         got = adapter(inputs, dict(case["params"]))
     except NotImplementedError as exc:
         return CaseResult(name, "SKIP", message=str(exc) or "not supported")
