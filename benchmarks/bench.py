@@ -48,6 +48,8 @@ STANDARD = [
     ((8, 2048, 7, 7), "float32"),
     ((1, 64, 56, 56), "float32"),
     ((16, 256, 56, 56), "float64"),
+    ((16, 256, 56, 56), "bfloat16"),
+    ((32, 64, 112, 112), "bfloat16"),
 ]
 
 FORWARD = [
@@ -270,6 +272,7 @@ def main(argv=None) -> int:
                            "least": least, "quick": args.quick, "warmup_s": warm_s,
                            "elapsed_s": time.perf_counter() - started}
     results["targets"] = check_targets(results)
+    results["bfloat16_vs_float32"] = bfloat16_ratios(results)
     results["inference_targets"] = inference.targets(
         results["inference_forward"], results["inference_train"], _medians)
     report(results)
@@ -277,6 +280,33 @@ def main(argv=None) -> int:
         Path(args.json).write_text(json.dumps(results, indent=1))
         print(f"wrote {args.json}")
     return 0
+
+
+def bfloat16_ratios(results: dict) -> list[dict]:
+    """Per shape with a bfloat16 and a float32 row: bfloat16 median / float32 median of the
+    copy floor and of npeca's numba columns (forward, and forward+backward)."""
+    rows = {}
+    for key in ("forward", "train"):
+        for row in results[key]:
+            rows[(key, row["case"])] = _medians(row)
+    out = []
+    for row in results["forward"]:
+        if row["dtype"] != "bfloat16":
+            continue
+        shape = row["case"].split()[0]
+        f32 = rows.get(("forward", f"{shape} float32"))
+        if f32 is None:
+            continue
+        bf = rows[("forward", row["case"])]
+        entry = {"shape": shape}
+        for col in ("copy", "numba", "numba new y"):
+            if col in bf and col in f32:
+                entry[col] = bf[col] / f32[col]
+        t_bf, t_32 = rows.get(("train", row["case"])), rows.get(("train", f"{shape} float32"))
+        if t_bf and t_32 and "numba" in t_bf and "numba" in t_32:
+            entry["numba fwd+bwd"] = t_bf["numba"] / t_32["numba"]
+        out.append(entry)
+    return out
 
 
 def _verdict(met) -> str:
@@ -295,6 +325,14 @@ def report(results: dict) -> None:
     if results["forward"]:
         print_table("forward", results["forward"], [n for n, _ in FORWARD])
         print_table("forward+backward", results["train"], [n for n, _ in TRAIN])
+        halves = bfloat16_ratios(results)
+        if halves:
+            print("\nbfloat16 against float32 on the same shape (issue 17: half the bytes, so "
+                  "about half the time; ratio = bfloat16 median / float32 median):")
+            for h in halves:
+                print(f"  {h['shape']:<16} " + "  ".join(
+                    f"{col}: {h[col]:.2f}" for col in ("copy", "numba", "numba new y",
+                                                       "numba fwd+bwd") if col in h))
         print("\ntargets of issue 4:")
         for t in results["targets"]:
             ratio = "n/a" if t["ratio"] is None else f"{t['ratio']:.2f} (limit {t['limit']:.2f})"

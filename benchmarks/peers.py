@@ -39,6 +39,9 @@ class Case:
     def make(cls, shape, dtype, seed: int = 0, channels_last: bool = False) -> "Case":
         """Random x and upstream gradient, the paper's k for C, a small random kernel."""
         rng = np.random.default_rng(seed)
+        if dtype == "bfloat16":
+            import ml_dtypes  # the bfloat16 extra: pip install -e ".[bfloat16]"
+            dtype = ml_dtypes.bfloat16
         dtype = np.dtype(dtype)
         k = npeca.kernel_size(shape[1])
         stored = (shape[0],) + tuple(shape[2:]) + (shape[1],) if channels_last else shape
@@ -134,10 +137,17 @@ def _torch_eca(torch, x, weight):
     return x * a
 
 
+def _torch_tensor(torch, array: np.ndarray):
+    """torch.from_numpy, bfloat16 included (its 16-bit patterns, shared)."""
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)
+
+
 def _torch_input(torch, case: Case, array: np.ndarray):
     """A torch view of a case array as (N, C, H, W): channels_last memory format for a
     channels-last case (what ``x.to(memory_format=torch.channels_last)`` gives)."""
-    t = torch.from_numpy(array)
+    t = _torch_tensor(torch, array)
     return t.permute(0, t.dim() - 1, *range(1, t.dim() - 1)) if case.channels_last else t
 
 
@@ -146,7 +156,7 @@ def torch_forward(case: Case) -> Call:
     torch = _torch()
     if torch is None:
         return None
-    x, w = _torch_input(torch, case, case.x), torch.from_numpy(case.weight)
+    x, w = _torch_input(torch, case, case.x), _torch_tensor(torch, case.weight)
 
     def run():
         with torch.no_grad():
@@ -160,7 +170,7 @@ def torch_train_step(case: Case) -> Call:
     if torch is None:
         return None
     g = _torch_input(torch, case, case.grad_out)
-    w = torch.from_numpy(case.weight.copy()).requires_grad_(True)
+    w = _torch_tensor(torch, case.weight.copy()).requires_grad_(True)
 
     def step():
         x = _torch_input(torch, case, case.x).detach().requires_grad_(True)
@@ -212,6 +222,8 @@ def onnxruntime_forward(case: Case) -> Call:
         import onnxruntime as ort
     except ImportError:
         return None
+    if case.dtype.name == "bfloat16":
+        raise NotAvailable("onnxruntime's CPU provider has no bfloat16 Pad, Conv or Sigmoid")
     try:
         model = eca_onnx_model(list(case.shape), case.dtype, case.weight, case.channels_last)
     except ImportError:  # onnxruntime without the onnx package

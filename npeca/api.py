@@ -16,7 +16,9 @@ __all__ = ["eca", "eca_forward", "eca_backward"]
 _KEYWORDS_DOC = """\
     x : array_like
         Input of shape (N, C, *spatial) with 1 to 3 spatial axes, or (N, *spatial, C) with
-        ``channel_axis=-1``; dtype float16, float32 or float64; any strides.
+        ``channel_axis=-1``; dtype float16, float32, float64 or bfloat16 (an
+        ``ml_dtypes.bfloat16`` array or a CPU ``torch.bfloat16`` tensor: ``pip install
+        'npeca[bfloat16]'``); any strides.
     weight : array_like
         The kernel: (k,) shared by all channels, (1, 1, k) as ``torch.nn.Conv1d(1, 1, k)``
         stores it, or (C, k) / (C, 1, k) with one kernel per channel (ECA-NS). k is odd and
@@ -215,7 +217,7 @@ eca_backward.__doc__ = f"""Gradients of ECA with respect to x, weight and bias.
     ----------
 {_KEYWORDS_DOC}
     grad_out : array_like
-        dL/dy, shaped like ``x``, float16/32/64.
+        dL/dy, shaped like ``x``, float16/32/64 or bfloat16.
 {_OUT_DX_DOC}
 
     Returns

@@ -152,10 +152,11 @@ def test_warmup_prepares_every_kind_of_call_and_auto_uses_numba_at_once(tmp_path
     (the background compile switched on, as for users)."""
     code = ("import numpy as np, npeca, npeca.backends as b\n"
             "steps = b.warmup()\n"
-            "assert len(steps) == 8, steps\n"
+            "import ml_dtypes\n"
+            "assert len(steps) == 10, steps\n"
             "from npeca._validate import eca_problem\n"
             "for shape, axis in (((1, 8, 5), 1), ((2, 300, 300, 2), -1)):\n"
-            "    for dtype in (np.float32, np.float64):\n"
+            "    for dtype in (np.float32, np.float64, ml_dtypes.bfloat16):\n"
             "        p = eca_problem(np.ones(shape, dtype), np.ones(3), channel_axis=axis)\n"
             "        assert b.select_backend('auto', p).__name__.endswith('numba_cpu')\n"
             "        g = np.ones(shape, dtype)\n"
@@ -167,8 +168,8 @@ def test_warmup_prepares_every_kind_of_call_and_auto_uses_numba_at_once(tmp_path
     cli = subprocess.run([sys.executable, "-m", "npeca", "warmup"], capture_output=True,
                          text=True, timeout=900)
     assert cli.returncode == 0, cli.stderr
-    assert "8 kinds of call ready" in cli.stdout and "backward channels-last float64" in \
-        cli.stdout
+    assert "10 kinds of call ready" in cli.stdout and "backward channels-last float64" in \
+        cli.stdout and "backward channels-first bfloat16" in cli.stdout
 
 
 def test_results_do_not_depend_on_the_background_switch(monkeypatch):

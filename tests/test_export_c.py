@@ -264,8 +264,8 @@ def _fnv(data: bytes) -> str:
 
 def test_exported_suite_is_bit_exact_in_c(build, tmp_path):
     """Every array of every case of the core suite, read back in C, has the suite's bits
-    (float16 arrays: the exactly widened float32; bfloat16: its float32 carrier), the struct's fields the manifest's
-    parameters, and the nan_ok masks nonfinite_reach."""
+    (float16 arrays: the exactly widened float32; bfloat16: its float32 carrier), the
+    struct's fields the manifest's parameters, and the nan_ok masks nonfinite_reach."""
     from npeca.golden.bounds import nonfinite_reach
 
     (tmp_path / "dump.c").write_text(_DUMP)

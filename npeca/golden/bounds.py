@@ -103,22 +103,24 @@ def taps(c: int, k: int, groups: int, padding: str) -> np.ndarray:
     return np.where((t >= 0) & (t < cg), start + t, -1)
 
 
-def error_bounds(arrays: Mapping[str, np.ndarray], params: Mapping, dtype: str
-                 ) -> dict[str, np.ndarray]:
+def error_bounds(arrays: Mapping[str, np.ndarray], params: Mapping, dtype: str, *,
+                 roundoffs: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
     """Per-element bounds on |actual - expected| for every output present in ``arrays``.
 
     ``arrays`` holds a case's inputs (x, weight, grad_out, bias when used) and its stored
-    expected values; ``params`` is the case's manifest ``params``.
+    expected values; ``params`` is the case's manifest ``params``. ``roundoffs`` = (u, rho)
+    replaces the contract of ``dtype`` (what-if analyses, such as docs/numerics.md's on
+    float8; the stored expected values are still taken to be of ``dtype``).
     """
     with np.errstate(over="ignore", invalid="ignore"):  # inf bounds for absurd magnitudes
-        return _error_bounds(arrays, params, dtype)
+        return _error_bounds(arrays, params, dtype, roundoffs)
 
 
 # long: the bound table of docs/golden.md, one row per output in order, each row using the ones
 # above
-def _error_bounds(arrays: Mapping[str, np.ndarray], params: Mapping, dtype: str
-                  ) -> dict[str, np.ndarray]:
-    u, rho = contract(dtype)
+def _error_bounds(arrays: Mapping[str, np.ndarray], params: Mapping, dtype: str,
+                  roundoffs: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
+    u, rho = contract(dtype) if roundoffs is None else roundoffs
 
     def gamma(n: int) -> float:
         return n * u / (1 - n * u)

@@ -156,8 +156,9 @@ class _Notice(event.Listener):
         dispatcher = ev.data.get("dispatcher")
         if depth or not _is_ours(dispatcher) or getattr(_local, "quiet", False):
             return
-        dtypes = sorted({str(a.dtype) for a in ev.data.get("args", ())
-                         if hasattr(a, "dtype") and str(a.dtype).startswith("float")})
+        dtypes = sorted({"bfloat16" if str(a.dtype) == "uint16" else str(a.dtype)
+                         for a in ev.data.get("args", ()) if hasattr(a, "dtype")
+                         and (str(a.dtype).startswith("float") or str(a.dtype) == "uint16")})
         key = f"{_what(dispatcher)} {dtypes}"
         with _told_lock:
             if key in _told:

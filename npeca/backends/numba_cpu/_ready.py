@@ -7,11 +7,12 @@ import threading
 
 import numpy as np
 
+from ... import _bfloat16 as bfloat16
 from ..._validate import ECAProblem
 from . import _compile
 from ._compile import _background_jobs, mark_ready, quiet, wait_for_background
 from ._run import backward, forward
-from ._schedule import _FAST_DTYPES, _direct, _recording
+from ._schedule import _FAST_DTYPES, _bfloat16_bits, _direct, _recording
 
 
 _prepared: set = set()
@@ -28,6 +29,8 @@ def _auto_key(problem: ECAProblem, kind: str, grad_out=None) -> tuple:
         if flags.c_contiguous and x.dtype in _FAST_DTYPES:
             return (kind, problem.channels_last, x.dtype.char, (flags.writeable,))
     arrays = (problem.x,) if grad_out is None else (problem.x, grad_out)
+    if _bfloat16_bits(problem.channels_last, *arrays) is not None:  # 16-bit kernels
+        return (kind, False, "H", tuple(a.flags.writeable for a in arrays))
     direct = all(a.dtype in _FAST_DTYPES and a.flags.c_contiguous and a.dtype == arrays[0].dtype
                  for a in arrays)
     if direct:
@@ -111,6 +114,8 @@ def _run_dummy(kind: str, channels_last: bool, dtype: np.dtype, writeable: tuple
     """forward or backward on a tiny problem whose kernel arguments have the given types."""
     from ..._validate import eca_problem
     shape = (1, 3, 8) if channels_last else (1, 8, 3)
+    if dtype == np.uint16:  # the bfloat16 kernels (they see the 16-bit patterns)
+        dtype = bfloat16.dtype("compiling the bfloat16 kernels")
     x = np.linspace(-1.0, 1.0, 24).reshape(shape).astype(dtype)
     x.flags.writeable = writeable[0]
     problem = eca_problem(x, np.array([0.25, 0.5, 0.25]), bias=0.1,
@@ -126,21 +131,26 @@ def _run_dummy(kind: str, channels_last: bool, dtype: np.dtype, writeable: tuple
 
 def warmup(progress=None, done=None) -> list[tuple[str, float]]:
     """Compile (or load from numba's cache) every kernel for float32 and float64, both
-    layouts, forward and backward, serial and parallel, in the foreground: for container
-    images and before timing. ``progress(text)`` is called before each step. Returns
-    (what, seconds) per step. Read-only inputs compile their own variant on first use."""
+    layouts, forward and backward, serial and parallel, and the channels-first bfloat16
+    kernels when ml_dtypes is installed, in the foreground: for container images and before
+    timing. ``progress(text)`` is called before each step. Returns (what, seconds) per
+    step. Read-only inputs compile their own variant on first use."""
     import time
+    kinds: list[tuple[str, bool, np.dtype]] = [
+        (kind, channels_last, dtype) for kind in ("forward", "backward")
+        for channels_last in (False, True)
+        for dtype in (np.dtype(np.float32), np.dtype(np.float64))]
+    if bfloat16.available():  # channels-last bfloat16 is staged: the float64 kernels
+        kinds += [(kind, False, np.dtype(np.uint16)) for kind in ("forward", "backward")]
     steps = []
-    for kind in ("forward", "backward"):
-        for channels_last in (False, True):
-            for dtype in (np.dtype(np.float32), np.dtype(np.float64)):
-                what = (f"{kind} {'channels-last' if channels_last else 'channels-first'} "
-                        f"{dtype.name}")
-                if progress is not None:
-                    progress(what)
-                start = time.perf_counter()
-                _compile_all(kind, channels_last, dtype, (True,) * (1 if kind == "forward" else 2))
-                steps.append((what, time.perf_counter() - start))
-                if done is not None:
-                    done(steps[-1][1])
+    for kind, channels_last, dtype in kinds:
+        what = (f"{kind} {'channels-last' if channels_last else 'channels-first'} "
+                f"{'bfloat16' if dtype == np.uint16 else dtype.name}")
+        if progress is not None:
+            progress(what)
+        start = time.perf_counter()
+        _compile_all(kind, channels_last, dtype, (True,) * (1 if kind == "forward" else 2))
+        steps.append((what, time.perf_counter() - start))
+        if done is not None:
+            done(steps[-1][1])
     return steps

@@ -258,6 +258,19 @@ def _fast(x: np.ndarray, *others: np.ndarray) -> bool:
     return True
 
 
+def _bfloat16_bits(channels_last: bool, *arrays: np.ndarray) -> tuple | None:
+    """The arrays as uint16 views of their bfloat16 patterns, which the channels-first
+    kernels read and write directly (2 bytes per element; see _simd), when every one is
+    bfloat16, C-contiguous and aligned and the layout is channels-first; else None (the
+    stager widens them to float64 instead)."""
+    if channels_last:
+        return None
+    for a in arrays:
+        if not (is_bfloat16(a.dtype) and a.flags.c_contiguous and a.flags.aligned):
+            return None
+    return tuple(a.view(np.uint16) for a in arrays)
+
+
 class _Stager:
     """Copies a few samples at a time into reused C-contiguous buffers of the compute dtype
     (bounded extra memory: about _STAGE_BYTES per staged array)."""

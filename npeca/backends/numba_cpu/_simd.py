@@ -1,6 +1,11 @@
 """SIMD building blocks written in LLVM IR: the lane sum (a float64 sum in a fixed order,
 bit-identical on every CPU) and streaming (non-temporal) stores.
 
+Arrays are float32, float64 or uint16; uint16 holds bfloat16 bit patterns (the upper half
+of a float32). A bfloat16 element is widened by a shift (exact), and a float64 result is
+rounded to bfloat16 once, to nearest even, as npeca._bfloat16.round_bits does: to float32
+rounded to odd, then to nearest even on the 16 dropped bits (see _bfloat16_bits).
+
 Numba has no vector types; these intrinsics emit LLVM vector code directly, which LLVM then
 lowers to AVX2 or AVX-512 (or SSE2) for the CPU it compiles for. Nothing here chooses a
 schedule or touches Python objects: each intrinsic is inlined at its call site in a kernel.
@@ -20,16 +25,94 @@ LANES = 16  # float64 accumulators per sum: two AVX-512 or four AVX2 registers
 
 # --- the lane sum: an explicit SIMD reduction in a fixed order ------------------------------
 
+_STORAGE = (types.float32, types.float64, types.uint16)  # uint16: bfloat16 patterns
+
+
 def _elem(dtype):
-    """The LLVM type of a float32 or float64 element."""
+    """The LLVM type of a float32, float64 or bfloat16 (uint16) element."""
+    if dtype == types.uint16:
+        return ir.IntType(16)
     return ir.FloatType() if dtype == types.float32 else ir.DoubleType()
 
 
+def _like(value, elem):
+    """``elem``, or a vector of it as long as ``value`` when ``value`` is a vector."""
+    if isinstance(value.type, ir.VectorType):
+        return ir.VectorType(elem, value.type.count)
+    return elem
+
+
+def _const(value, elem, number):
+    """The constant ``number`` of type ``elem``, splat like ``value``."""
+    ty = _like(value, elem)
+    if isinstance(ty, ir.VectorType):
+        return ir.Constant(ty, [number] * ty.count)
+    return ir.Constant(ty, number)
+
+
 def _widen(builder, vec, dtype):
-    """A vector of float32 or float64 as float64 (exact)."""
+    """Elements (a vector or one) of float32, float64 or bfloat16 as float64 (exact)."""
+    if dtype == types.uint16:  # bfloat16 -> float32 is a shift of the bit pattern
+        i32 = builder.zext(vec, _like(vec, ir.IntType(32)))
+        f32 = builder.bitcast(builder.shl(i32, _const(i32, ir.IntType(32), 16)),
+                              _like(vec, ir.FloatType()))
+        return builder.fpext(f32, _like(vec, ir.DoubleType()))
     if dtype == types.float32:
-        return builder.fpext(vec, ir.VectorType(ir.DoubleType(), LANES))
+        return builder.fpext(vec, _like(vec, ir.DoubleType()))
     return vec
+
+
+def _bfloat16_bits(builder, v):
+    """float64 ``v`` (a vector or one) rounded once to bfloat16, to nearest even, as i16 bit
+    patterns; the same results as npeca._bfloat16.round_bits (tests/test_bfloat16.py
+    compares them on every midpoint and its neighbours).
+
+    Where bfloat16 is normal and v finite (2^-126 <= |v| < inf, nearly always), to nearest
+    even on the float64 bits directly: bfloat16 keeps 7 of float64's 52 fraction bits, so
+    add 2^44 - 1 (half the dropped place, less one) plus the last kept bit and clear the 45
+    bits below it (a carry into the exponent is the next binade; 2^128 becomes inf in the
+    conversion below). Only when some element of the vector is below 2^-126, infinite or
+    NaN does a second block run: there the spacing is fixed at 2^-133, and
+    (v + 1.5 * 2^-81) - 1.5 * 2^-81 rounds v to it exactly (the sum's ulp is 2^-133; v's
+    sign is put back on a zero); infinities keep their bits and NaN becomes the quiet NaN
+    of its sign. Either way the result is a bfloat16, so converting it to float32 is exact,
+    and the upper 16 bits of that float32 are the answer."""
+    i64, i32, i16 = ir.IntType(64), ir.IntType(32), ir.IntType(16)
+    bits = builder.bitcast(v, _like(v, i64))
+    lsb = builder.and_(builder.lshr(bits, _const(bits, i64, 45)), _const(bits, i64, 1))
+    up = builder.add(bits, builder.add(_const(bits, i64, (1 << 44) - 1), lsb))
+    normal = builder.bitcast(builder.and_(up, _const(bits, i64, ~((1 << 45) - 1))), v.type)
+
+    def upper_half(r):  # a float64 that is a bfloat16 -> its 16-bit pattern
+        f = builder.bitcast(builder.fptrunc(r, _like(v, ir.FloatType())), _like(v, i32))
+        return builder.trunc(builder.lshr(f, _const(f, i32, 16)), _like(v, i16))
+
+    result = cgutils.alloca_once(builder, _like(v, i16))
+    builder.store(upper_half(normal), result)
+    magnitude = builder.and_(bits, _const(bits, i64, (1 << 63) - 1))
+    special = builder.or_(
+        builder.icmp_unsigned("<", magnitude, _const(bits, i64, (1023 - 126) << 52)),
+        builder.icmp_unsigned(">=", magnitude, _const(bits, i64, 0x7FF << 52)))
+    if isinstance(v.type, ir.VectorType):  # any lane special: one test per vector
+        count = v.type.count
+        special_any = builder.icmp_unsigned(
+            "!=", builder.bitcast(special, ir.IntType(count)), ir.Constant(ir.IntType(count), 0))
+    else:
+        special_any = special
+    with builder.if_then(special_any, likely=False):
+        magic = _const(v, ir.DoubleType(), 1.5 * 2.0 ** -81)
+        tiny = builder.fsub(builder.fadd(v, magic), magic)  # +0 for a small negative v
+        tiny = builder.bitcast(builder.or_(builder.bitcast(tiny, bits.type),
+                                           builder.and_(bits, _const(bits, i64, 1 << 63))),
+                               v.type)
+        small = builder.icmp_unsigned("<", magnitude, _const(bits, i64, (1023 - 126) << 52))
+        r = builder.select(small, tiny, builder.select(special, v, normal))  # inf as it is
+        sign = builder.trunc(builder.lshr(bits, _const(bits, i64, 48)), _like(v, i16))
+        quiet = builder.or_(builder.and_(sign, _const(sign, i16, 0x8000)),
+                            _const(sign, i16, 0x7FC0))
+        nan = builder.fcmp_unordered("uno", v, v)  # true only for NaN
+        builder.store(builder.select(nan, quiet, upper_half(r)), result)
+    return builder.load(result)
 
 
 def _load_lanes(builder, ptr, dtype):
@@ -101,7 +184,8 @@ def _lane_codegen(context, builder, sig, args):
                 for a, d in zip(arrays, dtypes):
                     buf_ty = ir.ArrayType(_elem(d), LANES)
                     buf = cgutils.alloca_once(builder, buf_ty)
-                    builder.store(ir.Constant(buf_ty, [0.0] * LANES), buf)
+                    builder.store(ir.Constant(buf_ty, [0] * LANES if d == types.uint16
+                                              else [0.0] * LANES), buf)
                     with cgutils.for_range(builder, rest) as loop:
                         slot = builder.gep(buf, [ir.Constant(intp, 0), loop.index])
                         src = builder.gep(a.data, [builder.add(at, loop.index)])
@@ -115,9 +199,9 @@ def _lane_codegen(context, builder, sig, args):
 
 
 def _is_flat(t) -> bool:
-    """True for a 1-D C-contiguous float32/float64 array type."""
+    """True for a 1-D C-contiguous float32/float64/bfloat16 (uint16) array type."""
     return (isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C"
-            and t.dtype in (types.float32, types.float64))
+            and t.dtype in _STORAGE)
 
 
 @intrinsic
@@ -174,17 +258,16 @@ def _scale_codegen(context, builder, sig, args, nontemporal):
     intp = count.type
     d_elem, s_elem = _elem(dst_ty.dtype), _elem(src_ty.dtype)
     d_size = dst_ty.dtype.bitwidth // 8
-    f64 = ir.DoubleType()
 
     def value(x, a_, t_):
-        x = builder.fpext(x, x.type.__class__(f64, LANES) if isinstance(x.type, ir.VectorType)
-                          else f64) if src_ty.dtype == types.float32 else x
+        x = _widen(builder, x, src_ty.dtype)
         y = builder.fmul(x, a_)  # the plain loops' order: (x * a) + t, no fused multiply-add
         if t_ is not None:
             y = builder.fadd(y, t_)
         if dst_ty.dtype == types.float32:
-            y = builder.fptrunc(y, ir.VectorType(d_elem, LANES)
-                                if isinstance(y.type, ir.VectorType) else d_elem)
+            y = builder.fptrunc(y, _like(y, d_elem))
+        elif dst_ty.dtype == types.uint16:
+            y = _bfloat16_bits(builder, y)
         return y
 
     d0 = builder.gep(dst.data, [start])
