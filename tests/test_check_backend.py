@@ -240,6 +240,28 @@ def test_npeca_numba_backend_passes_float32_and_float64():
     assert check_backend("numba", dtypes=("float32", "float64"), max_examples=40).passed == 40
 
 
+def test_bfloat16_problems_pass_npeca_and_the_contract_and_catch_a_wrong_port(ml_dtypes):
+    """On request the strategy draws bfloat16 problems (ml_dtypes arrays): both npeca
+    backends, forward and gradients, and the bfloat16 contract implementation (stored in
+    bfloat16, summed in float32) pass; a port that treats circular padding as zeros fails."""
+    from npeca.golden.mutants import contract_eca
+
+    for backend in ("numpy", "numba"):
+        assert check_backend(backend, dtypes=("bfloat16",), max_examples=40,
+                             seed=3).passed == 40
+    assert check_backend(contract_eca, dtypes=["bfloat16"], max_examples=40).passed == 40
+    problem = ECAProblemDraw.build("bfloat16", (2, 6, 3), k=3, padding="circular")
+    assert problem.inputs["x"].dtype == ml_dtypes.bfloat16
+
+    def zeros_padding(inputs, params):
+        return {"y": npeca.eca(inputs["x"], inputs["weight"], padding="zeros",
+                               channel_axis=params["channel_axis"], groups=params["groups"],
+                               gate=params["gate"], bias=inputs.get("bias"))}
+    with pytest.raises(BackendMismatch, match="bfloat16 x"):
+        check_backend(zeros_padding, dtypes=("bfloat16",), gradients=False, max_examples=60,
+                      seed=0, problems=None)
+
+
 @pytest.mark.parametrize("order", ["sequential", "reverse", "shuffled", "pairwise"])
 def test_contract_implementations_pass(order):
     # npeca.golden.mutants.contract_eca stores every tensor in the problem's dtype and

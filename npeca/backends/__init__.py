@@ -199,7 +199,8 @@ def warmup(progress=None, done=None) -> list[tuple[str, float]]:
     """Compile every kernel of the numba backend now (or load it from numba's cache): float32
     and float64, channels-first and channels-last, forward and backward, serial and parallel.
     Afterwards ``backend="auto"`` uses numba from the first call. ``progress(what)`` and
-    ``done(seconds)`` are called around each of the 8 steps.
+    ``done(seconds)`` are called around each of the 8 steps (10 with ml_dtypes installed:
+    the channels-first bfloat16 forward and backward too).
 
     Returns
     -------

@@ -31,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from .._bfloat16 import is_bfloat16
 from .._validate import ECAProblem
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, DTypeError
 from ..results import ECAForward, ECAGrads
 
 __all__ = ["forward", "backward", "THREADS", "available", "is_device_array", "as_device_array"]
@@ -370,9 +371,19 @@ class _Run:
             arr.copy_to_host().reshape(self.n, self.c)
 
 
+def _no_bfloat16(*arrays: Any) -> None:
+    """DTypeError for bfloat16 data: these kernels read float16/32/64 only."""
+    for a in arrays:
+        if is_bfloat16(getattr(a, "dtype", None)):
+            raise DTypeError("backend='cuda' has no bfloat16 kernels yet; use "
+                             "backend='numba' (it reads channels-first bfloat16 directly) "
+                             "or backend='numpy'")
+
+
 def forward(problem: ECAProblem, out: Any = None) -> ECAForward:
     """ECA forward on the GPU: y in x's dtype, m, z, a in float64 (device arrays when x
     is a device array, NumPy arrays otherwise)."""
+    _no_bfloat16(problem.x)
     r = _Run(problem)
     m, z, a = r.forward_small()
     y = r.cuda.device_array(r.total, dtype=problem.x.dtype)
@@ -384,6 +395,7 @@ def forward(problem: ECAProblem, out: Any = None) -> ECAForward:
 def backward(problem: ECAProblem, grad_out: Any, out: Any = None) -> ECAGrads:
     """ECA backward on the GPU: dx in x's dtype (device or host like x), dweight and dbias
     as NumPy arrays in the weight's and bias's shapes and dtypes."""
+    _no_bfloat16(problem.x, grad_out)
     r = _Run(problem)
     m, z, a = r.forward_small()
     g = _flat_device(r.cuda, grad_out, problem)

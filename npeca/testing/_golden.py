@@ -99,7 +99,7 @@ def golden_cases(path: str | os.PathLike, fmt: str | None = None,
     >>> from npeca.testing import golden_cases
     >>> cases = golden_cases("tests/golden/core")
     >>> len(cases), cases[0].id
-    (43, 'ksize_c1')
+    (52, 'ksize_c1')
     >>> cases[0].values[0].check("numpy")  # passes: returns None
 
     In a test module::

@@ -99,6 +99,7 @@ def judge(problem: ECAProblemDraw, fn: Callable, require: Iterable[str] = ("y",)
     """Run ``fn`` on one problem and judge it: a :class:`npeca.golden.CaseResult`
     (PASS, FAIL, ERROR or SKIP), exactly as ``npeca golden verify`` judges a case."""
     from ..golden.bounds import error_bounds
+    from ..golden.dtypes import carrier
     from ..golden.io import BOUND_PREFIX
     from ..golden.schema import SATURATION
     from ..golden.verify import reference_outputs, run_case
@@ -129,9 +130,9 @@ def judge(problem: ECAProblemDraw, fn: Callable, require: Iterable[str] = ("y",)
             arrays = {**inputs, **exp}
             bounds = error_bounds(arrays, p, dtype)
         else:
-            ref = reference_outputs(p, inputs)
-            exp = {name: v if name in ("m", "z", "a") else v.astype(dtype)
-                   for name, v in ref.items()}
+            ref = reference_outputs(p, inputs, dtype)  # rounded once to dtype (bfloat16:
+            exp = {name: v if name in ("m", "z", "a") else v.astype(carrier(dtype))
+                   for name, v in ref.items()}  # in float32 carriers, npeca.golden.dtypes)
             arrays = {**inputs, **exp}
             own = error_bounds(arrays, p, "float64")
             bounds = {name: b + own[name] for name, b in error_bounds(arrays, p, dtype).items()}
@@ -195,8 +196,9 @@ def check_backend(fn: str | Callable, *, max_examples: int = 100,
     max_examples : int
         Problems to judge (Hypothesis' ``max_examples``). 100 problems take a few seconds
         plus the backend's own time.
-    dtypes : sequence of {"float64", "float32", "float16"}, optional
-        The dtypes to draw problems in (default all three); not with ``problems``.
+    dtypes : sequence of {"float64", "float32", "float16", "bfloat16"}, optional
+        The dtypes to draw problems in (default the first three; bfloat16 needs
+        ml_dtypes); not with ``problems``.
     require : str or sequence of str
         Outputs that must be returned (default y), as ``npeca golden verify --require``.
     gradients : bool

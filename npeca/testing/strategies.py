@@ -42,6 +42,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .. import _bfloat16
 from ..errors import BackendUnavailableError, ParameterError
 
 try:
@@ -51,10 +52,23 @@ except ImportError:  # pragma: no cover - exercised by the test without hypothes
         "npeca.testing.strategies and npeca.testing.check_backend need the hypothesis "
         "package: pip install hypothesis") from None
 
-__all__ = ["ECAProblemDraw", "eca_problems", "make_inputs", "DTYPES", "WEIGHT_FORMS",
-           "PADDINGS", "GATES", "CHANNEL_AXES"]
+__all__ = ["ECAProblemDraw", "eca_problems", "make_inputs", "DTYPES", "ALL_DTYPES",
+           "WEIGHT_FORMS", "PADDINGS", "GATES", "CHANNEL_AXES"]
 
-DTYPES = ("float64", "float32", "float16")
+DTYPES = ("float64", "float32", "float16")  # drawn by default
+#: every dtype a problem may have: bfloat16 too, on request (it needs ml_dtypes)
+ALL_DTYPES = DTYPES + ("bfloat16",)
+
+
+def _dtype_name(dtype: Any) -> str:
+    """A dtype's name, "bfloat16" included without importing ml_dtypes."""
+    if isinstance(dtype, str) and dtype == "bfloat16":
+        return dtype
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        raise ParameterError(f"dtype must be one of {', '.join(ALL_DTYPES)}; got "
+                             f"{dtype!r}") from None
 WEIGHT_FORMS = ("k", "11k", "Ck", "C1k")
 PADDINGS = ("zeros", "circular")
 GATES = ("sigmoid", "hard_sigmoid")
@@ -76,11 +90,13 @@ def make_inputs(dtype: Any, shape: Sequence[int], params: Mapping[str, Any], see
     ``x = loc + scale * N(0, 1)`` of ``shape`` (in its own layout: channels last when
     ``params["channel_axis"]`` is -1), the weight ``N(0, 1) / sqrt(k)`` in
     ``params["weight_form"]``, a bias ``U(-1, 1)`` of shape (1,) when ``params["bias"]``,
-    and ``grad_out ~ N(0, 1)``, all of ``dtype``. With ``saturate`` the weight is made
-    positive and at least 0.75 and ``x`` is centred on +-24, so that most logits are beyond
-    +-17 (a sigmoid that rounds to 0 or 1).
+    and ``grad_out ~ N(0, 1)``, all of ``dtype`` (each value rounded once to it; bfloat16:
+    ml_dtypes arrays). With ``saturate`` the weight is made positive and at least 0.75 and
+    ``x`` is centred on +-24, so that most logits are beyond +-17 (a sigmoid that rounds
+    to 0 or 1).
     """
-    dt = np.dtype(dtype)
+    name = _dtype_name(dtype)
+    dt = _bfloat16.dtype("strategies") if name == "bfloat16" else np.dtype(name)
     shape = tuple(int(d) for d in shape)
     k = int(params["k"])
     c = shape[-1] if params["channel_axis"] == -1 else shape[1]
@@ -92,10 +108,10 @@ def make_inputs(dtype: Any, shape: Sequence[int], params: Mapping[str, Any], see
     if saturate:
         weight = np.abs(weight) + 0.75
         x += _SATURATED_LOC * (1.0 if rng.integers(2) else -1.0)
-    inputs = {"x": x.astype(dt), "weight": weight.astype(dt)}
+    inputs = {"x": _bfloat16.round_to(x, dt), "weight": _bfloat16.round_to(weight, dt)}
     if params["bias"]:
-        inputs["bias"] = bias.astype(dt)
-    inputs["grad_out"] = grad_out.astype(dt)
+        inputs["bias"] = _bfloat16.round_to(bias, dt)
+    inputs["grad_out"] = _bfloat16.round_to(grad_out, dt)
     return inputs
 
 
@@ -130,8 +146,8 @@ class ECAProblemDraw:
         params = {"k": int(k), "padding": padding, "groups": int(groups), "gate": gate,
                   "bias": bool(bias), "channel_axis": int(channel_axis),
                   "weight_form": weight_form}
-        _check_params(np.dtype(dtype), tuple(shape), params)
-        dt = np.dtype(dtype).name
+        dt = _dtype_name(dtype)
+        _check_params(dt, tuple(shape), params)
         inputs = make_inputs(dt, shape, params, seed, scale=scale, loc=loc, saturate=saturate)
         return cls(dt, tuple(int(d) for d in shape), params, int(seed), inputs, float(scale),
                    float(loc), bool(saturate))
@@ -203,9 +219,9 @@ class ECAProblemDraw:
                 + (", saturated logits" if self.saturate else ""))
 
 
-def _check_params(dt: np.dtype, shape: tuple, params: Mapping[str, Any]) -> None:
-    if dt.name not in DTYPES:
-        raise ParameterError(f"dtype must be one of {', '.join(DTYPES)}; got {dt}")
+def _check_params(dt: str, shape: tuple, params: Mapping[str, Any]) -> None:
+    if dt not in ALL_DTYPES:
+        raise ParameterError(f"dtype must be one of {', '.join(ALL_DTYPES)}; got {dt}")
     if not 3 <= len(shape) <= 5 or any(int(d) < 1 for d in shape):
         raise ParameterError(f"shape must be (N, C, *spatial) or (N, *spatial, C) with 1 to 3 "
                              f"spatial axes, every size >= 1; got {shape}")
@@ -251,8 +267,10 @@ def eca_problems(*, dtypes: Sequence[Any] = DTYPES, max_batch: int = 2,
 
     Parameters
     ----------
-    dtypes : sequence of {"float64", "float32", "float16"}
-        The dtypes to draw (every input of a problem has the same dtype).
+    dtypes : sequence of {"float64", "float32", "float16", "bfloat16"}
+        The dtypes to draw (every input of a problem has the same dtype); by default the
+        first three. bfloat16 problems hold ml_dtypes arrays and are judged by the
+        bfloat16 contract (stored in bfloat16, accumulated in float32).
     max_batch : int
         N is drawn from 1 to ``max_batch``.
     max_channels : int
@@ -279,9 +297,9 @@ def eca_problems(*, dtypes: Sequence[Any] = DTYPES, max_batch: int = 2,
     -----
     Shrinking goes towards the first value of each choice and the smallest sizes.
     """
-    dts = tuple(np.dtype(d).name for d in _choices("dtypes", tuple(
-        np.dtype(d).name if not isinstance(d, str) else d for d in
-        ((dtypes,) if isinstance(dtypes, str) else dtypes)), DTYPES))
+    dts = _choices("dtypes", tuple(_dtype_name(d) for d in
+                                   ((dtypes,) if isinstance(dtypes, str) else dtypes)),
+                   ALL_DTYPES)
     max_batch = _positive("max_batch", max_batch)
     max_channels = _positive("max_channels", max_channels)
     max_side = _positive("max_side", max_side)
