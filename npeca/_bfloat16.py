@@ -25,8 +25,8 @@ import numpy as np
 
 from .errors import DTypeError
 
-__all__ = ["NAME", "INSTALL_HINT", "is_bfloat16", "dtype", "available", "round_bits",
-           "bits_to_float32", "round_to", "from_torch"]
+__all__ = ["NAME", "INSTALL_HINT", "is_bfloat16", "native", "is_torch_bfloat16", "dtype",
+           "available", "round_bits", "bits_to_float32", "round_to", "from_torch"]
 
 NAME = "bfloat16"
 INSTALL_HINT = "bfloat16 needs the ml_dtypes package: pip install 'npeca[bfloat16]'"
@@ -58,8 +58,25 @@ def dtype(what: str = "bfloat16") -> np.dtype:
 
 
 def is_bfloat16(dt: Any) -> bool:
-    """True for ml_dtypes' bfloat16 dtype (checked by name: no import needed)."""
+    """True for ml_dtypes' bfloat16 dtype, in either byte order (checked by name: no import
+    needed)."""
     return isinstance(dt, np.dtype) and dt.name == NAME and dt.itemsize == 2
+
+
+def native(arr: np.ndarray) -> np.ndarray:
+    """A bfloat16 array in native byte order (byte-swapped data: the same values, swapped
+    into a new array; NumPy's dtype.kind is "V" for it, so the float checks miss it)."""
+    if is_bfloat16(arr.dtype) and not arr.dtype.isnative:
+        return arr.byteswap().view(arr.dtype.newbyteorder("="))
+    return arr
+
+
+def is_torch_bfloat16(value: Any) -> bool:
+    """True for a torch.bfloat16 tensor (subclasses too), without importing torch."""
+    import sys
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor) and \
+        value.dtype == torch.bfloat16
 
 
 def round_bits(values: Any) -> np.ndarray:
@@ -101,12 +118,20 @@ def round_to(values: Any, dt: Any) -> np.ndarray:
 
 
 def from_torch(tensor: Any, name: str) -> np.ndarray:
-    """A CPU torch.bfloat16 tensor as a NumPy bfloat16 array, sharing its memory when
-    contiguous (the 16-bit patterns are reinterpreted, never rounded)."""
+    """A CPU torch.bfloat16 tensor as a NumPy bfloat16 array, sharing its memory (the 16-bit
+    patterns are reinterpreted, never rounded); DTypeError for what is not a plain CPU
+    tensor (on a GPU or the meta device, sparse, quantized)."""
     dt = dtype(f"{name} is a torch.bfloat16 tensor")
     t = tensor.detach()
     if t.device.type != "cpu":
         raise DTypeError(f"{name} is a torch.bfloat16 tensor on {t.device}; npeca takes CPU "
-                         f"tensors: pass {name}.cpu()")
+                         f"tensors with data: pass {name}.cpu()")
     import torch
-    return t.view(torch.int16).numpy().view(np.uint16).view(dt)
+    if t.layout != torch.strided:
+        raise DTypeError(f"{name} is a {t.layout} torch.bfloat16 tensor; pass a dense one "
+                         f"({name}.to_dense())")
+    try:
+        return t.view(torch.int16).numpy().view(np.uint16).view(dt)
+    except (TypeError, RuntimeError, NotImplementedError) as exc:
+        raise DTypeError(f"{name}: cannot read this torch.bfloat16 tensor's memory "
+                         f"({exc})") from None

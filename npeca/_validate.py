@@ -82,7 +82,7 @@ def float_array(value: Any, name: str) -> np.ndarray:
     if type(value) is np.ndarray and value.dtype in FLOAT_DTYPES:  # native byte order
         return value  # the common case, in a fraction of a microsecond
     _refuse_masked(value, name)
-    if _is_torch_bfloat16(value):
+    if bfloat16.is_torch_bfloat16(value):
         return bfloat16.from_torch(value, name)
     try:
         arr = np.asarray(value)
@@ -93,6 +93,7 @@ def float_array(value: Any, name: str) -> np.ndarray:
         ) from None
     if arr.dtype.kind == "f" and not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))  # big-endian data: same values, native
+    arr = bfloat16.native(arr)
     if arr.dtype not in FLOAT_DTYPES and not bfloat16.is_bfloat16(arr.dtype):
         kind = {"b": "boolean", "i": "integer", "u": "unsigned integer", "c": "complex",
                 "O": "object", "U": "string", "S": "bytes"}.get(arr.dtype.kind, "unsupported")
@@ -103,11 +104,6 @@ def float_array(value: Any, name: str) -> np.ndarray:
             f"dtype {arr.dtype}.{fix}"
         )
     return arr
-
-
-def _is_torch_bfloat16(value: Any) -> bool:
-    return (type(value).__module__.split(".")[0] == "torch"
-            and str(getattr(value, "dtype", "")) == "torch.bfloat16")
 
 
 def _channel_axis(channel_axis: Any, ndim: int) -> bool:
@@ -280,6 +276,10 @@ def _input_array(value: Any, name: str):
         return value
     if not is_device_array(value):
         return float_array(value, name)
+    if bfloat16.is_torch_bfloat16(value):
+        raise DTypeError(f"{name} is a torch.bfloat16 tensor on {value.device}: "
+                         f"backend='cuda' has no bfloat16 kernels yet; pass {name}.cpu() for "
+                         f"the CPU backends, or a float16/float32 tensor")
     try:
         dtype = np.dtype(value.dtype)
         shape = tuple(int(d) for d in value.shape)
@@ -398,7 +398,7 @@ def float_dtype(dtype: Any) -> np.dtype:
                          f"{describe(dtype)}") from None
     if dt not in FLOAT_DTYPES and not bfloat16.is_bfloat16(dt):
         raise DTypeError(f"dtype must be float16, float32, float64 or bfloat16; got {dt}")
-    return dt
+    return dt.newbyteorder("=") if bfloat16.is_bfloat16(dt) else dt
 
 
 def to_numpy(value: Any, name: str) -> np.ndarray:
@@ -421,11 +421,16 @@ def to_numpy(value: Any, name: str) -> np.ndarray:
         tensor = value.detach()
         if str(getattr(tensor, "dtype", "")) == "torch.bfloat16":
             if bfloat16.available():
-                return bfloat16.from_torch(tensor.cpu(), name)
-            tensor = tensor.float()
+                return bfloat16.from_torch(tensor, name)
+            try:
+                tensor = tensor.float()
+            except (TypeError, RuntimeError, NotImplementedError) as exc:
+                raise DTypeError(f"{name}: cannot convert this torch.bfloat16 tensor "
+                                 f"({exc})") from None
         try:
             return tensor.cpu().numpy()
-        except (TypeError, RuntimeError) as exc:  # e.g. complex32, quantized tensors
+        # e.g. complex32, quantized, sparse or meta tensors
+        except (TypeError, RuntimeError, NotImplementedError) as exc:
             raise DTypeError(f"{name}: cannot convert a torch tensor of dtype {tensor.dtype} "
                              f"to NumPy ({exc})") from None
     try:
@@ -439,7 +444,7 @@ def to_numpy(value: Any, name: str) -> np.ndarray:
     check_parameter_size(arr.shape, name)
     if arr.dtype.kind == "f" and not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))  # big-endian data: same values
-    return arr
+    return bfloat16.native(arr)
 
 
 def check_parameter_size(shape: tuple[int, ...], name: str) -> None:
@@ -458,9 +463,12 @@ def float_parameter(value: Any, name: str, dtype: np.dtype | None = None) -> np.
     it), or DTypeError / ShapeError / ParameterError naming ``name``."""
     arr = to_numpy(value, name)
     if arr.dtype not in FLOAT_DTYPES and not bfloat16.is_bfloat16(arr.dtype):
+        why = (" A raw 2-byte type is what NumPy writes for bfloat16 (the dtype's name is "
+               "lost in .npy): save bfloat16 weights with safetensors, or as float32"
+               if arr.dtype.kind == "V" and arr.dtype.itemsize == 2 else
+               " An integer tensor here is not a trained ECA weight")
         raise DTypeError(f"{name} must hold floating-point weights (float16, float32, "
-                         f"float64 or bfloat16); got dtype {arr.dtype}. An integer tensor "
-                         f"here is not a trained ECA weight")
+                         f"float64 or bfloat16); got dtype {arr.dtype}.{why}")
     if dtype is None or arr.dtype == dtype:
         return arr
     wide = arr.astype(np.float64)

@@ -238,3 +238,43 @@ def test_numba_reads_and_writes_bfloat16_directly(ml_dtypes, monkeypatch, shape)
         assert got.dtype == bf
         d = ulp_distance(got, ref)
         assert d.max() <= 1 and np.mean(d == 0) > 0.999
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_byte_swapped_bfloat16_is_read_as_its_values(ml_dtypes, backend):
+    """Big-endian bfloat16 (dtype kind "V", so the float byte-order checks miss it) is
+    brought to native order first: the same results as native input."""
+    x, w, g, kw = _problem(ml_dtypes, (2, 6, 4))
+    swapped = x.astype(x.dtype.newbyteorder(">"))
+    assert not swapped.dtype.isnative
+    want = npeca.eca(x, w, backend=backend)
+    got = npeca.eca(swapped, w.astype(w.dtype.newbyteorder(">")), backend=backend)
+    assert got.dtype == x.dtype and got.dtype.isnative
+    np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
+    layer = npeca.ECA(6, dtype=x.dtype.newbyteorder(">"), seed=0)
+    assert layer.dtype.isnative and np.array_equal(
+        layer.weight.view(np.uint16), npeca.ECA(6, dtype="bfloat16", seed=0).weight.view(
+            np.uint16))
+
+
+def test_torch_bfloat16_tensors_that_hold_no_dense_cpu_data_are_refused(ml_dtypes, torch):
+    from npeca.checkpoint import load_eca_layers
+
+    sparse = torch.randn(1, 4, 3).bfloat16().to_sparse()
+    with pytest.raises(DTypeError, match="x is a torch.sparse_coo torch.bfloat16 tensor"):
+        npeca.eca(sparse, np.zeros(3))
+    meta = torch.empty(1, 1, 3, dtype=torch.bfloat16, device="meta")
+    with pytest.raises(DTypeError, match="on meta"):
+        load_eca_layers({"eca.conv.weight": meta})
+    with pytest.raises(DTypeError, match="on meta"):
+        npeca.eca(np.ones((1, 4, 3), np.float32), meta)
+
+
+def test_a_bfloat16_npz_checkpoint_gets_a_useful_message(ml_dtypes, tmp_path):
+    """NumPy saves bfloat16 as a nameless 2-byte type; the error says so, not "integer"."""
+    from npeca.checkpoint import load_eca_layers
+
+    layer = npeca.ECA(8, dtype="bfloat16", seed=0)
+    np.savez(tmp_path / "m.npz", **{"eca." + k: v for k, v in layer.state_dict().items()})
+    with pytest.raises(DTypeError, match="save bfloat16 weights with safetensors"):
+        load_eca_layers(tmp_path / "m.npz")

@@ -571,3 +571,29 @@ def test_signals_remove_the_temporary_directory(tmp_path, signame):
     proc.wait(timeout=60)
     assert proc.returncode != 0
     assert list(tmp_path.iterdir()) == []  # neither the temporary directory nor the claim
+
+
+def test_exact_values_overflow_to_infinity_as_ieee_says():
+    """An exact value at or beyond the midpoint past a format's largest finite number
+    rounds to infinity, in every format (regression: the neighbour past inf is a NaN
+    pattern, and comparing with it crashed)."""
+    from fractions import Fraction
+
+    import npeca
+    from npeca.golden.exact import exact_eca, round_to
+
+    assert round_to(Fraction(65519), "float16") == 65504.0
+    assert round_to(Fraction(65520), "float16") == np.inf  # the midpoint: ties to even
+    assert round_to(-Fraction(70000), "float16") == -np.inf
+    big = Fraction(2) ** 128
+    assert round_to(big - Fraction(2) ** 119, "bfloat16") == np.inf
+    largest = float(Fraction(255, 128) * 2 ** 127)  # bfloat16's largest finite value
+    assert round_to(big - Fraction(2) ** 119 - 1, "bfloat16") == largest
+    assert round_to(big, "float32") == np.inf and round_to(-big * 2, "bfloat16") == -np.inf
+    x = np.ones((1, 3, 2), np.float16)
+    g = np.full(x.shape, 65000.0, np.float16)
+    out = exact_eca(x, np.ones(3), g, bias=None, channel_axis=1, padding="zeros", groups=1,
+                    gate="sigmoid")
+    ref = npeca.eca_backward(x, np.ones(3), g, backend="numpy")
+    np.testing.assert_array_equal(np.isinf(out["dx"]), np.isinf(ref.x))
+    assert np.isinf(out["dx"]).any()

@@ -40,6 +40,11 @@ __all__ = ["forward", "backward", "THREADS", "available", "is_device_array", "as
 
 #: Threads per block of every kernel (a power of two, at most 1024).
 THREADS = 256
+#: Largest grid launched along x, and along y (CUDA's limit for gridDim.y is 65,535):
+#: every kernel loops over what a capped grid does not cover (grid-stride), so the caps
+#: change how work is spread, never which work is done. Tests lower them to 2.
+MAX_BLOCKS = 65535 * 32
+MAX_BLOCKS_Y = 65535
 
 try:  # this module is imported only when backend="cuda" is asked for
     from numba import cuda  # a module global: Numba's CUDA simulator patches it by name
@@ -115,51 +120,59 @@ def _kernels(threads: int):
             stride //= 2
 
     @cuda.jit
-    def rows_first(x, g, use_g, s, out, scale):
-        """out[row] = scale * sum_s x[row, s] (* g[row, s]): one block per row."""
-        row = int64(cuda.blockIdx.x)
+    def rows_first(x, g, use_g, rows, s, out, scale):
+        """out[row] = scale * sum_s x[row, s] (* g[row, s]): a block per row, grid-stride
+        over the rows (the grid is capped)."""
         t = cuda.threadIdx.x
-        acc = 0.0
-        base = row * s
-        i = int64(t)
-        while i < s:
-            v = float64(x[base + i])
-            if use_g:
-                v *= float64(g[base + i])
-            acc += v
-            i += threads
         sh = cuda.shared.array(threads, float64)
-        block_sum(sh, t, acc)
-        if t == 0:
-            out[row] = sh[0] * scale
+        row = int64(cuda.blockIdx.x)
+        while row < rows:  # the same trip count for every thread of the block
+            acc = 0.0
+            base = row * s
+            i = int64(t)
+            while i < s:
+                v = float64(x[base + i])
+                if use_g:
+                    v *= float64(g[base + i])
+                acc += v
+                i += threads
+            block_sum(sh, t, acc)
+            if t == 0:
+                out[row] = sh[0] * scale
+            cuda.syncthreads()  # sh[0] read before the next row overwrites sh
+            row += cuda.gridDim.x
 
     @cuda.jit
-    def rows_last(x, g, use_g, s, c, out, scale):
-        """The same for (N, S, C) data: block (n, tile), thread (lane in tile, s lane)."""
-        n = int64(cuda.blockIdx.y)
+    def rows_last(x, g, use_g, nn, s, c, out, scale):
+        """The same for (N, S, C) data: block (tile of channels, n), thread (lane in tile,
+        s lane); grid-stride over n (gridDim.y is capped at 65,535)."""
         ch = int64(cuda.blockIdx.x) * tc_last + cuda.threadIdx.x
         lane = cuda.threadIdx.y
-        acc = 0.0
-        if ch < c:
-            i = int64(lane)
-            while i < s:
-                k = (n * s + i) * c + ch
-                v = float64(x[k])
-                if use_g:
-                    v *= float64(g[k])
-                acc += v
-                i += ts_last
         sh = cuda.shared.array((ts_last, tc_last), float64)
-        sh[lane, cuda.threadIdx.x] = acc
-        cuda.syncthreads()
-        stride = ts_last // 2
-        while stride > 0:
-            if lane < stride:
-                sh[lane, cuda.threadIdx.x] += sh[lane + stride, cuda.threadIdx.x]
+        n = int64(cuda.blockIdx.y)
+        while n < nn:  # the same trip count for every thread of the block
+            acc = 0.0
+            if ch < c:
+                i = int64(lane)
+                while i < s:
+                    k = (n * s + i) * c + ch
+                    v = float64(x[k])
+                    if use_g:
+                        v *= float64(g[k])
+                    acc += v
+                    i += ts_last
+            sh[lane, cuda.threadIdx.x] = acc
             cuda.syncthreads()
-            stride //= 2
-        if lane == 0 and ch < c:
-            out[n * c + ch] = sh[0, cuda.threadIdx.x] * scale
+            stride = ts_last // 2
+            while stride > 0:
+                if lane < stride:
+                    sh[lane, cuda.threadIdx.x] += sh[lane + stride, cuda.threadIdx.x]
+                cuda.syncthreads()
+                stride //= 2
+            if lane == 0 and ch < c:
+                out[n * c + ch] = sh[0, cuda.threadIdx.x] * scale
+            cuda.syncthreads()
+            n += cuda.gridDim.y
 
     @cuda.jit(device=True)
     def source(ch, j, k, cg, circular):
@@ -183,23 +196,24 @@ def _kernels(threads: int):
 
     @cuda.jit
     def logits(m, w, bias, n, c, k, cg, circular, hard, z, a):
-        """z = bias + sum_j w[c, j] m~[n, c + j - p]; a = gate(z); one thread per (n, c)."""
+        """z = bias + sum_j w[c, j] m~[n, c + j - p]; a = gate(z); a thread per (n, c),
+        grid-stride."""
         i = int64(cuda.blockIdx.x) * threads + cuda.threadIdx.x
-        if i >= n * c:
-            return
-        row, ch = i // c, i % c
-        acc = bias
-        for j in range(k):
-            t = source(ch, j, k, cg, circular)
-            if t >= 0:
-                acc += w[ch * k + j] * m[row * c + t]
-            else:  # a zero pad: w * 0 (NaN for a non-finite tap, as the reference)
-                acc += w[ch * k + j] * 0.0
-        z[i] = acc
-        if hard:
-            a[i] = min(max(acc + 3.0, 0.0), 6.0) / 6.0
-        else:
-            a[i] = sigmoid(acc)
+        while i < n * c:
+            row, ch = i // c, i % c
+            acc = bias
+            for j in range(k):
+                t = source(ch, j, k, cg, circular)
+                if t >= 0:
+                    acc += w[ch * k + j] * m[row * c + t]
+                else:  # a zero pad: w * 0 (NaN for a non-finite tap, as the reference)
+                    acc += w[ch * k + j] * 0.0
+            z[i] = acc
+            if hard:
+                a[i] = min(max(acc + 3.0, 0.0), 6.0) / 6.0
+            else:
+                a[i] = sigmoid(acc)
+            i += int64(cuda.gridDim.x) * threads
 
     @cuda.jit(device=True)
     def row_of(i, s, c, last):
@@ -220,15 +234,16 @@ def _kernels(threads: int):
 
     @cuda.jit
     def slope(da, z, a, total, hard, dz):
-        """dz = da * gate'(z); the sigmoid's a (1 - a) with 1 - a as sigmoid(-z)."""
+        """dz = da * gate'(z); the sigmoid's a (1 - a) with 1 - a as sigmoid(-z);
+        grid-stride."""
         i = int64(cuda.blockIdx.x) * threads + cuda.threadIdx.x
-        if i >= total:
-            return
-        if hard:
-            d = 1.0 / 6.0 if (z[i] > -3.0 and z[i] < 3.0) else 0.0
-        else:
-            d = a[i] * sigmoid(-z[i])
-        dz[i] = da[i] * d
+        while i < total:
+            if hard:
+                d = 1.0 / 6.0 if (z[i] > -3.0 and z[i] < 3.0) else 0.0
+            else:
+                d = a[i] * sigmoid(-z[i])
+            dz[i] = da[i] * d
+            i += int64(cuda.gridDim.x) * threads
 
     @cuda.jit
     def weight_grad(dz, m, n, c, k, cg, circular, per_channel, dw):
@@ -259,17 +274,18 @@ def _kernels(threads: int):
 
     @cuda.jit
     def dm_kernel(dz, w, n, c, k, cg, circular, dm):
-        """dm[n, c'] = sum_j w[c, j] dz[n, c] with c = c' - j + p (same padding rule)."""
+        """dm[n, c'] = sum_j w[c, j] dz[n, c] with c = c' - j + p (same padding rule);
+        grid-stride."""
         i = int64(cuda.blockIdx.x) * threads + cuda.threadIdx.x
-        if i >= n * c:
-            return
-        row, cp = i // c, i % c
-        acc = 0.0
-        for j in range(k):
-            ch = source(cp, k - 1 - j, k, cg, circular)  # cp - j + p, wrapped or dropped
-            if ch >= 0:
-                acc += w[ch * k + j] * dz[row * c + ch]
-        dm[i] = acc
+        while i < n * c:
+            row, cp = i // c, i % c
+            acc = 0.0
+            for j in range(k):
+                ch = source(cp, k - 1 - j, k, cg, circular)  # cp - j + p, wrapped or dropped
+                if ch >= 0:
+                    acc += w[ch * k + j] * dz[row * c + ch]
+            dm[i] = acc
+            i += int64(cuda.gridDim.x) * threads
 
     @cuda.jit
     def dx_kernel(g, a, dm, dx, total, s, c, last, inv_s):
@@ -288,8 +304,9 @@ def _kernels(threads: int):
 
 # --- host side ------------------------------------------------------------------------------
 
-def _blocks(count: int, threads: int, cap: int = 65535 * 32) -> int:
-    return max(1, min((count + threads - 1) // threads, cap))
+def _blocks(count: int, threads: int) -> int:
+    """Blocks for ``count`` items of ``threads`` each, at most MAX_BLOCKS (grid-stride)."""
+    return max(1, min((count + threads - 1) // threads, MAX_BLOCKS))
 
 
 def _flat_device(cuda, arr: Any, problem: ECAProblem):
@@ -332,12 +349,13 @@ class _Run:
         gg = self.x if g is None else g
         if self.p.channels_last:
             tc, ts = self.k["tc_last"], self.k["ts_last"]
-            grid = ((self.c + tc - 1) // tc, self.n)
-            self.k["rows_last"][grid, (tc, ts)](self.x, gg, g is not None, self.s, self.c,
-                                                 out, scale)
+            grid = ((self.c + tc - 1) // tc, max(1, min(self.n, MAX_BLOCKS_Y)))
+            self.k["rows_last"][grid, (tc, ts)](self.x, gg, g is not None, self.n, self.s,
+                                                 self.c, out, scale)
         else:
-            self.k["rows_first"][self.n * self.c, self.threads](self.x, gg, g is not None,
-                                                                 self.s, out, scale)
+            rows = self.n * self.c
+            self.k["rows_first"][max(1, min(rows, MAX_BLOCKS)), self.threads](
+                self.x, gg, g is not None, rows, self.s, out, scale)
         return out
 
     def forward_small(self):
@@ -350,16 +368,30 @@ class _Run:
             self.hard, z, a)
         return m, z, a
 
-    def shaped(self, flat_device, out: np.ndarray | None):
+    def result(self, out: Any):
+        """Where a kernel writes y or dx (flat): a contiguous device ``out`` itself (no
+        allocation, no copy afterwards), else a new device array."""
+        if self.device_io and out is not None:
+            dev = as_device_array(out)
+            if dev.is_c_contiguous():
+                return dev.reshape(dev.size)
+        return self.cuda.device_array(self.total, dtype=self.p.x.dtype)
+
+    def shaped(self, flat_device, out: Any):
         """A flat device result in x's shape: a device array for device input, else host
-        (written into ``out`` when given)."""
+        (written into ``out`` when given: copied from the device straight into a
+        C-contiguous ``out``)."""
         shape = self.p.x.shape
         if self.device_io:
-            res = flat_device.reshape(shape)
-            if out is not None:
-                as_device_array(out).copy_to_device(res)
-                return out
-            return res
+            if out is None:
+                return flat_device.reshape(shape)
+            dev = as_device_array(out)
+            if not dev.is_c_contiguous():  # written elsewhere: copy it over
+                dev.copy_to_device(flat_device.reshape(shape))
+            return out
+        if out is not None and out.flags.c_contiguous:
+            flat_device.copy_to_host(out.reshape(-1))
+            return out
         host = flat_device.copy_to_host().reshape(shape)
         if out is not None:
             np.copyto(out, host)
@@ -386,7 +418,7 @@ def forward(problem: ECAProblem, out: Any = None) -> ECAForward:
     _no_bfloat16(problem.x)
     r = _Run(problem)
     m, z, a = r.forward_small()
-    y = r.cuda.device_array(r.total, dtype=problem.x.dtype)
+    y = r.result(out)
     r.k["scale"][_blocks(r.total, r.threads), r.threads](
         r.x, a, y, r.total, r.s, r.c, problem.channels_last)
     return ECAForward(y=r.shaped(y, out), m=r.nc(m), z=r.nc(z), a=r.nc(a))
@@ -410,7 +442,7 @@ def backward(problem: ECAProblem, grad_out: Any, out: Any = None) -> ECAGrads:
     dm = r.cuda.device_array(nc, dtype=np.float64)
     r.k["dm"][_blocks(nc, r.threads), r.threads](dz, r.w, r.n, r.c, problem.k, r.cg,
                                                  r.circular, dm)
-    dx = r.cuda.device_array(r.total, dtype=problem.x.dtype)
+    dx = r.result(out)
     r.k["dx"][_blocks(r.total, r.threads), r.threads](
         g, a, dm, dx, r.total, r.s, r.c, problem.channels_last, 1.0 / r.s)
     dbias = None
@@ -418,7 +450,7 @@ def backward(problem: ECAProblem, grad_out: Any, out: Any = None) -> ECAGrads:
         ones = r.cuda.to_device(np.ones(nc))
         total = r.cuda.device_array(1, dtype=np.float64)
         # dbias = sum dz: the per-row reduction kernel over one "row" of N * C values
-        r.k["rows_first"][1, r.threads](dz, ones, True, nc, total, 1.0)
+        r.k["rows_first"][1, r.threads](dz, ones, True, 1, nc, total, 1.0)
         dbias = np.asarray(total.copy_to_host()[0], dtype=problem.bias_dtype).reshape(
             problem.bias_shape)
     return ECAGrads(

@@ -39,6 +39,8 @@ def npeca_adapter(backend: str) -> Adapter:
     import npeca
 
     def run(inputs: dict, params: dict) -> dict:
+        if backend == "cuda" and inputs["x"].dtype.name == "bfloat16":
+            raise NotImplementedError("backend='cuda' has no bfloat16 kernels yet")
         kw = _eca_kwargs(inputs, params)
         fwd = npeca.eca_forward(inputs["x"], inputs["weight"], backend=backend, **kw)
         grads = npeca.eca_backward(inputs["x"], inputs["weight"], inputs["grad_out"],

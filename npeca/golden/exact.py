@@ -65,8 +65,11 @@ def round_to(q: Fraction | float, dtype: Any) -> float:
     if f.name == "float64":
         return first
     # float64 then the format may round twice; the exact answer is this or a neighbour
+    # (positions beyond +-inf are NaN patterns: clamp to the infinities)
     at = int(dtypes.ordered(first, f.name))
-    candidates = dtypes.from_ordered([at - 1, at, at + 1], f.name).astype(np.float64)
+    top = int(dtypes.ordered(math.inf, f.name))
+    positions = [max(at - 1, -top), at, min(at + 1, top)]
+    candidates = dtypes.from_ordered(positions, f.name).astype(np.float64)
     overflow_value = Fraction(2) ** f.maxexp  # what inf stands for in the comparison
 
     def value(v: float) -> Fraction:
@@ -75,7 +78,7 @@ def round_to(q: Fraction | float, dtype: Any) -> float:
         return Fraction(v)
 
     best = min(range(3), key=lambda i: (abs(value(float(candidates[i])) - q),
-                                        (at - 1 + i) & 1))
+                                        positions[i] & 1))
     # position 0 is +0: a negative value that rounds to zero is -0, as in IEEE 754
     return math.copysign(float(candidates[best]), -1.0 if q < 0 else 1.0)
 

@@ -136,12 +136,16 @@ def _check_case(folder: Path, ort: Any) -> tuple[str, str]:
         if extra:
             return "ERROR", f"{DATA_SET}/{extra[0]}: the model has {len(names_in)} inputs"
         expected = _load_array(data / "output_0.pb")
+        bf16 = onnx.load_tensor(str(data / "output_0.pb")).data_type == _ONNX_TYPES["bfloat16"]
         bound = _load_array(bounds / "output_0.pb")
         nan_path = bounds / "nan_ok_0.pb"
         nan_ok = _load_array(nan_path) if nan_path.exists() else None
     # a missing file (OSError), protobuf's DecodeError, ...
     except Exception as exc:  # noqa: BLE001
         return "ERROR", _why("test data", exc)
+    if bf16 and expected.dtype.name != "bfloat16":  # onnx < 1.19: BFLOAT16 read as float32
+        return "SKIP", (f"onnx {onnx.__version__} reads BFLOAT16 tensors as float32, so this "
+                        f"bfloat16 case cannot be judged here; it needs onnx >= 1.19")
     if expected.dtype.name not in _ONNX_TYPES:
         return "ERROR", f"{DATA_SET}/output_0.pb holds {expected.dtype}, not a float type"
     if bound.shape != expected.shape or bound.dtype != np.float64:
@@ -159,7 +163,7 @@ def _check_case(folder: Path, ort: Any) -> tuple[str, str]:
                                        providers=["CPUExecutionProvider"])
         (y,) = session.run(["y"], feeds)
     except Exception as exc:  # noqa: BLE001 - onnxruntime's own error types
-        if "NOT_IMPLEMENTED" not in str(exc) or expected.dtype.name != "bfloat16":
+        if "NOT_IMPLEMENTED" not in str(exc) or not bf16:
             return "ERROR", _why("onnxruntime", exc)
         # onnxruntime's CPU provider has no bfloat16 Pad or Sigmoid: onnx's own reference
         # evaluator runs the graph instead (NumPy, each operator in its declared dtype)

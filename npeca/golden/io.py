@@ -38,7 +38,7 @@ MANIFEST_MAX_BYTES = 64 * 2 ** 20
 CONTRACT = ("per output, |actual - expected| <= bound_<output> element by element (NaN and "
             "Inf must match exactly); bounds from a rounding-error analysis of a backend that "
             "stores every tensor in the case's dtype and accumulates in that dtype (float32 "
-            "for float16 cases), in any summation order; see docs/golden.md")
+            "for float16 and bfloat16 cases), in any summation order; see docs/golden.md")
 
 
 def _no_duplicates(pairs: list) -> dict:

@@ -3,8 +3,8 @@ bit-identical on every CPU) and streaming (non-temporal) stores.
 
 Arrays are float32, float64 or uint16; uint16 holds bfloat16 bit patterns (the upper half
 of a float32). A bfloat16 element is widened by a shift (exact), and a float64 result is
-rounded to bfloat16 once, to nearest even, as npeca._bfloat16.round_bits does: to float32
-rounded to odd, then to nearest even on the 16 dropped bits (see _bfloat16_bits).
+rounded to bfloat16 once, to nearest even, with the same results as
+npeca._bfloat16.round_bits by a cheaper route (see _bfloat16_bits).
 
 Numba has no vector types; these intrinsics emit LLVM vector code directly, which LLVM then
 lowers to AVX2 or AVX-512 (or SSE2) for the CPU it compiles for. Nothing here chooses a
@@ -297,7 +297,9 @@ def _scale_codegen(context, builder, sig, args, nontemporal):
         store = builder.store(value(x, a_vec, t_vec),
                               builder.bitcast(builder.gep(d0, [i]),
                                               ir.VectorType(d_elem, LANES).as_pointer()),
-                              align=64 if nontemporal else d_size)
+                              # whole vectors from a 64-byte boundary: each one is aligned
+                              # to its own size, up to 64 (bfloat16: 32 bytes)
+                              align=min(64, LANES * d_size) if nontemporal else d_size)
         if nontemporal:
             store.set_metadata("nontemporal", hint)
     with cgutils.for_range(builder, count, start=builder.add(peel, builder.mul(blocks, lanes))
