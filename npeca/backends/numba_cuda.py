@@ -98,10 +98,16 @@ def as_device_array(value: Any):
 
 # long: every kernel is a closure over the block size, which numba.cuda needs as a compile-time
 # constant; each kernel inside is short
-@functools.lru_cache(maxsize=None)
 def _kernels(threads: int):
-    """Compile (once per threads-per-block value) and return the kernels."""
+    """The kernels for ``threads`` per block (compiled by numba on first launch)."""
     _cuda()
+    return _build_kernels(threads)
+
+
+@functools.lru_cache(maxsize=None)
+def _build_kernels(threads: int):
+    """Define (once per threads-per-block value) and return the kernels; needs numba.cuda
+    but no GPU (npeca.backends.cuda_ptx compiles them to PTX without one)."""
     float64, int64 = np.float64, np.int64  # casts that work in kernels and the simulator
 
     tc_last = min(32, threads)  # channels per block, channels-last reductions
@@ -304,6 +310,53 @@ def _kernels(threads: int):
 
 # --- host side ------------------------------------------------------------------------------
 
+#: When a list, every launch appends (kernel name, grid, block, argument kinds): the
+#: simulator tests count launches per call and check that npeca.backends.cuda_ptx covers
+#: every signature launched (see launch_signatures).
+LAUNCHES: list | None = None
+
+
+def _arg_kind(value: Any) -> tuple:
+    """How numba types a kernel argument: ("array", dtype name) for a 1-D contiguous array,
+    ("bool",), ("int64",) or ("float64",) for Python scalars."""
+    if hasattr(value, "dtype") and hasattr(value, "shape"):
+        return ("array", np.dtype(value.dtype).name)
+    if isinstance(value, bool):
+        return ("bool",)
+    if isinstance(value, int):
+        return ("int64",)
+    return ("float64",)
+
+
+def _launch(k: dict, name: str, grid: Any, block: Any, *args: Any) -> None:
+    """Launch kernel ``name`` of the table ``k``."""
+    if LAUNCHES is not None:
+        LAUNCHES.append((name, grid, block, tuple(_arg_kind(a) for a in args)))
+    k[name][grid, block](*args)
+
+
+def launch_signatures() -> list[tuple[str, tuple]]:
+    """Every (kernel name, argument kinds) the host code below can launch, for x of float16,
+    float32 or float64 and grad_out of any of the three: the list npeca.backends.cuda_ptx
+    compiles. A simulator test records real launches and checks each is listed here."""
+    A = lambda d: ("array", d)  # noqa: E731
+    B, N, F = ("bool",), ("int64",), ("float64",)  # bool, integer, float scalars
+    floats = ("float16", "float32", "float64")
+    f64 = A("float64")
+    sigs: set[tuple[str, tuple]] = set()
+    for xd in floats:
+        for gd in floats:
+            sigs.add(("rows_first", (A(xd), A(gd), B, N, N, f64, F)))
+            sigs.add(("rows_last", (A(xd), A(gd), B, N, N, N, f64, F)))
+            sigs.add(("dx", (A(gd), f64, f64, A(xd), N, N, N, B, F)))
+        sigs.add(("scale", (A(xd), f64, A(xd), N, N, N, B)))
+    sigs.add(("rows_first", (f64, f64, B, N, N, f64, F)))  # dbias
+    sigs.add(("logits", (f64, f64, F, N, N, N, N, B, B, f64, f64)))
+    sigs.add(("slope", (f64, f64, f64, N, B, f64)))
+    sigs.add(("weight_grad", (f64, f64, N, N, N, N, B, B, f64)))
+    sigs.add(("dm", (f64, f64, N, N, N, N, B, f64)))
+    return sorted(sigs)
+
 def _blocks(count: int, threads: int) -> int:
     """Blocks for ``count`` items of ``threads`` each, at most MAX_BLOCKS (grid-stride)."""
     return max(1, min((count + threads - 1) // threads, MAX_BLOCKS))
@@ -350,12 +403,12 @@ class _Run:
         if self.p.channels_last:
             tc, ts = self.k["tc_last"], self.k["ts_last"]
             grid = ((self.c + tc - 1) // tc, max(1, min(self.n, MAX_BLOCKS_Y)))
-            self.k["rows_last"][grid, (tc, ts)](self.x, gg, g is not None, self.n, self.s,
-                                                 self.c, out, scale)
+            _launch(self.k, "rows_last", grid, (tc, ts), self.x, gg, g is not None, self.n,
+                    self.s, self.c, out, scale)
         else:
             rows = self.n * self.c
-            self.k["rows_first"][max(1, min(rows, MAX_BLOCKS)), self.threads](
-                self.x, gg, g is not None, rows, self.s, out, scale)
+            _launch(self.k, "rows_first", max(1, min(rows, MAX_BLOCKS)), self.threads,
+                    self.x, gg, g is not None, rows, self.s, out, scale)
         return out
 
     def forward_small(self):
@@ -363,9 +416,9 @@ class _Run:
         nc = self.n * self.c
         z = self.cuda.device_array(nc, dtype=np.float64)
         a = self.cuda.device_array(nc, dtype=np.float64)
-        self.k["logits"][_blocks(nc, self.threads), self.threads](
-            m, self.w, self.bias, self.n, self.c, self.p.k, self.cg, self.circular,
-            self.hard, z, a)
+        _launch(self.k, "logits", _blocks(nc, self.threads), self.threads,
+                m, self.w, self.bias, self.n, self.c, self.p.k, self.cg, self.circular,
+                self.hard, z, a)
         return m, z, a
 
     def result(self, out: Any):
@@ -419,8 +472,8 @@ def forward(problem: ECAProblem, out: Any = None) -> ECAForward:
     r = _Run(problem)
     m, z, a = r.forward_small()
     y = r.result(out)
-    r.k["scale"][_blocks(r.total, r.threads), r.threads](
-        r.x, a, y, r.total, r.s, r.c, problem.channels_last)
+    _launch(r.k, "scale", _blocks(r.total, r.threads), r.threads,
+            r.x, a, y, r.total, r.s, r.c, problem.channels_last)
     return ECAForward(y=r.shaped(y, out), m=r.nc(m), z=r.nc(z), a=r.nc(a))
 
 
@@ -434,23 +487,23 @@ def backward(problem: ECAProblem, grad_out: Any, out: Any = None) -> ECAGrads:
     nc = r.n * r.c
     da = r.reduce_rows(g)
     dz = r.cuda.device_array(nc, dtype=np.float64)
-    r.k["slope"][_blocks(nc, r.threads), r.threads](da, z, a, nc, r.hard, dz)
+    _launch(r.k, "slope", _blocks(nc, r.threads), r.threads, da, z, a, nc, r.hard, dz)
     rows = problem.c if problem.per_channel else 1
     dw = r.cuda.device_array(rows * problem.k, dtype=np.float64)
-    r.k["weight_grad"][rows * problem.k, r.threads](
-        dz, m, r.n, r.c, problem.k, r.cg, r.circular, problem.per_channel, dw)
+    _launch(r.k, "weight_grad", rows * problem.k, r.threads,
+            dz, m, r.n, r.c, problem.k, r.cg, r.circular, problem.per_channel, dw)
     dm = r.cuda.device_array(nc, dtype=np.float64)
-    r.k["dm"][_blocks(nc, r.threads), r.threads](dz, r.w, r.n, r.c, problem.k, r.cg,
-                                                 r.circular, dm)
+    _launch(r.k, "dm", _blocks(nc, r.threads), r.threads,
+            dz, r.w, r.n, r.c, problem.k, r.cg, r.circular, dm)
     dx = r.result(out)
-    r.k["dx"][_blocks(r.total, r.threads), r.threads](
-        g, a, dm, dx, r.total, r.s, r.c, problem.channels_last, 1.0 / r.s)
+    _launch(r.k, "dx", _blocks(r.total, r.threads), r.threads,
+            g, a, dm, dx, r.total, r.s, r.c, problem.channels_last, 1.0 / r.s)
     dbias = None
     if problem.bias is not None:
         ones = r.cuda.to_device(np.ones(nc))
         total = r.cuda.device_array(1, dtype=np.float64)
         # dbias = sum dz: the per-row reduction kernel over one "row" of N * C values
-        r.k["rows_first"][1, r.threads](dz, ones, True, 1, nc, total, 1.0)
+        _launch(r.k, "rows_first", 1, r.threads, dz, ones, True, 1, nc, total, 1.0)
         dbias = np.asarray(total.copy_to_host()[0], dtype=problem.bias_dtype).reshape(
             problem.bias_shape)
     return ECAGrads(
