@@ -307,7 +307,7 @@ def output_array(out: Any, problem: ECAProblem, name: str = "out", *,
                                     for _, other in in_place)):
             return out
     if is_device_array(x) or is_device_array(out):
-        return _device_output(out, x, name)
+        return _device_output(out, x, name, in_place)
     _refuse_masked(out, name, output=True)
     if not isinstance(out, np.ndarray):
         raise DTypeError(f"{name} must be a numpy.ndarray (shape {x.shape}, dtype {x.dtype}); "
@@ -335,9 +335,11 @@ def output_array(out: Any, problem: ECAProblem, name: str = "out", *,
     return out
 
 
-def _device_output(out: Any, x: Any, name: str):
-    """``out=`` for GPU input: a GPU array of x's shape and dtype (results are computed into
-    a new device array and then copied to out, so out may alias x)."""
+def _device_output(out: Any, x: Any, name: str,
+                   in_place: tuple[tuple[str, Any], ...] = ()):
+    """``out=`` for GPU input: a C-contiguous GPU array of x's shape and dtype, which the
+    kernels write directly; it may be one of the inputs named in ``in_place`` (x, or
+    grad_out) but must not otherwise overlap them."""
     if not (is_device_array(out) and is_device_array(x)):
         where = "a GPU array" if is_device_array(x) else "a numpy.ndarray"
         raise DTypeError(f"{name} must be {where} like x; got {type(out).__name__}")
@@ -347,7 +349,53 @@ def _device_output(out: Any, x: Any, name: str):
     if np.dtype(out.dtype) != np.dtype(x.dtype):
         raise DTypeError(f"{name} must have the dtype of x, {np.dtype(x.dtype)}; got dtype "
                          f"{np.dtype(out.dtype)}")
+    mine = _device_extent(out)
+    if mine is not None and not mine[2]:
+        raise ShapeError(f"{name} must be a C-contiguous GPU array (the kernels write it "
+                         f"directly); got a strided view: pass a contiguous one")
+    for label, other in in_place:
+        theirs = _device_extent(other) if is_device_array(other) else None
+        if mine is None or theirs is None:
+            continue
+        same = mine == theirs
+        if not same and mine[0] < theirs[1] and theirs[0] < mine[1]:
+            raise ParameterError(f"{name} overlaps {label} without being {label} itself; "
+                                 f"pass {label} (in place) or a separate array")
     return out
+
+
+def _device_extent(a: Any) -> tuple[int, int, bool] | None:
+    """(first byte, one past the last byte, C-contiguous) of a GPU array, from its
+    __cuda_array_interface__ (the simulator's arrays: their host memory); None if unknown."""
+    cai = getattr(a, "__cuda_array_interface__", None)
+    if cai is None:
+        host = getattr(a, "_ary", None)  # numba's CUDA simulator
+        if not isinstance(host, np.ndarray):
+            return None
+        cai = dict(host.__array_interface__)
+    try:
+        start = int(cai["data"][0])
+        shape = tuple(int(d) for d in cai["shape"])
+        itemsize = np.dtype(cai["typestr"]).itemsize
+        strides = cai.get("strides")
+    except (KeyError, TypeError, ValueError):
+        return None
+    size = int(np.prod(shape))
+    c_strides = []
+    step = itemsize
+    for d in reversed(shape):
+        c_strides.append(step)
+        step *= d
+    c_strides = c_strides[::-1]
+    contiguous = strides is None or size <= 1 or all(
+        st == cs for st, cs, d in zip(strides, c_strides, shape) if d > 1)
+    if size == 0:
+        return (start, start, contiguous)
+    if contiguous or strides is None:
+        return (start, start + size * itemsize, True)
+    lo = start + sum(st * (d - 1) for st, d in zip(strides, shape) if st < 0)
+    hi = start + sum(st * (d - 1) for st, d in zip(strides, shape) if st > 0) + itemsize
+    return (lo, hi, False)
 
 
 def _same_view(a: np.ndarray, b: np.ndarray) -> bool:

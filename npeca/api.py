@@ -85,17 +85,20 @@ def eca(
     backend: str = "auto",
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    return _forward(x, weight, bias, channel_axis, padding, groups, gate, backend, out).y
+    return _forward(x, weight, bias, channel_axis, padding, groups, gate, backend, out,
+                    intermediates=False).y
 
 
-def _forward(x, weight, bias, channel_axis, padding, groups, gate, backend, out) -> ECAForward:
-    """Validate, choose the backend, run its forward (eca and eca_forward share this)."""
+def _forward(x, weight, bias, channel_axis, padding, groups, gate, backend, out, *,
+             intermediates: bool = True) -> ECAForward:
+    """Validate, choose the backend, run its forward (eca and eca_forward share this;
+    ``intermediates=False``: m, z and a are not wanted, and a backend may leave them out)."""
     problem = eca_problem(x, weight, bias=bias, channel_axis=channel_axis,
                           padding=padding, groups=groups, gate=gate)
     out = output_array(out, problem, in_place=(("x", problem.x),))
     module = select_backend(backend, problem, "forward", device=is_device_array(problem.x))
     try:
-        return module.forward(problem, out)
+        return module.forward(problem, out, intermediates=intermediates)
     except MemoryError:
         raise _out_of_memory(problem) from None
 

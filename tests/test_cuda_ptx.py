@@ -25,8 +25,10 @@ def ptx():
 def test_a_kernel_that_does_not_compile_fails_the_check(ptx, monkeypatch):
     from npeca.backends import numba_cuda
 
-    bad = ("scale", (("array", "float32"), ("array", "float64"), ("bool",), ("int64",),
-                     ("int64",), ("int64",), ("bool",)))  # y as a bool: y[i] = a * x fails
+    good = [s for s in numba_cuda.launch_signatures() if s[0] == "gate_scale_first"][0]
+    kinds = list(good[1])
+    kinds[13] = ("bool",)  # y as a scalar bool: y[off + i] = a * x does not compile
+    bad = (good[0], tuple(kinds))
     monkeypatch.setattr(numba_cuda, "launch_signatures", lambda: [bad])
     (result,) = ptx.check([(9, 0)])
     assert not result.ok and "compile_ptx" in result.message
@@ -34,10 +36,10 @@ def test_a_kernel_that_does_not_compile_fails_the_check(ptx, monkeypatch):
 
 def test_register_spills_fail_the_check(ptx, monkeypatch):
     """The same kernel passes as it is and fails when ptxas may use only 16 registers (it
-    needs about 50): spills are detected, not just errors."""
+    needs about 60): spills are detected, not just errors."""
     from npeca.backends import numba_cuda
 
-    sig = [s for s in numba_cuda.launch_signatures() if s[0] == "weight_grad"]
+    sig = [s for s in numba_cuda.launch_signatures() if s[0] == "dx_params_first"][:1]
     monkeypatch.setattr(numba_cuda, "launch_signatures", lambda: sig)
     (good,) = ptx.check([(8, 0)])
     assert good.ok and good.spill_stores == 0 and good.registers > 16

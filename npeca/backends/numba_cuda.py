@@ -1,50 +1,63 @@
-"""ECA on NVIDIA GPUs with numba-cuda: deterministic block reductions, 64-bit indexing.
+"""ECA on NVIDIA GPUs with numba-cuda: the memory passes of the model, deterministic
+reductions, 64-bit indexing.
 
-Forward, for x of N * C * S elements:
+The N * C * S tensor is cut into *items*: a chunk of one row (n, c) of S values
+(channels-first), or a chunk of positions of one sample for a tile of 32 channels
+(channels-last, so that a warp reads 32 consecutive channels: coalesced). Rows are cut into
+P chunks when there are too few rows to fill the GPU (N = 1, a few long rows), and a block
+of THREADS threads works on THREADS / L items at once, L lanes each, when rows are short
+(a 7x7 map: 49 values, 8 lanes), so that short rows do not leave most threads idle.
 
-1. ``_rows``: one block per (n, c) row (channels-first) or per (n, tile of channels)
-   (channels-last, so that a warp reads consecutive channels: coalesced). Each thread sums
-   its strided share of the S values in float64, then the block adds the per-thread sums
-   in a fixed shared-memory tree. No atomics: the same input gives the same bits every run.
-   The same kernel computes m = sum(x) / S and, for the backward, da = sum(g * x).
-2. ``_logits``: one thread per (n, c): z = bias + sum_j w[c, j] * m~[n, c + j - p] (zero or
-   circular padding per group), a = gate(z), all float64.
-3. ``_scale``: a grid-stride loop over every element, y = a * x, rounded once to x's dtype.
+Forward, 2 launches, 3 passes over memory (x read twice, y written once):
 
-Backward: ``_rows`` for da; ``_slope`` for dz = da * gate'(z); ``_weight_grad`` (one block
-per kernel tap, or per (channel, tap) for per-channel kernels, tree-reduced over its terms)
-for dweight; the same for dbias; ``_dm`` (one thread per (n, c')) for the transposed
-correlation; ``_dx`` for dx = g * a + dm / S.
+1. ``partial``: the sum of each item, in float64, each lane over its strided share, then a
+   fixed shared-memory tree: part[row, chunk]. No atomics: the same input gives the same
+   bits on every run.
+2. ``gate_scale``: per item, one lane adds the row's partial sums (in chunk order) to m,
+   likewise for the k channels its window reads, forms z = bias + sum_j w[c, j] m~[n, c +
+   j - p] and a = gate(z), writes m, z, a (the item that holds chunk 0), and every lane
+   scales its share: y = a x, rounded once to x's dtype.
 
-Every index into x is computed in 64-bit integers, so tensors with more than 2**31 elements
-are addressed correctly. The gate is evaluated in float64 with ``math.exp`` (no fastmath).
+Backward, 3 launches, 4 passes (x and g read once together, g read again, dx written):
 
-Kernels are compiled per threads-per-block value (:data:`THREADS`, a power of two); tests
-lower it to force several blocks on Numba's CUDA simulator.
+1. ``partial`` with g: part[row, chunk] of x and of g x, in one read of both.
+2. ``slope``: per row, m and da from the partials, z, a, dz = da gate'(z).
+3. ``dx_params``: items as above, dm[n, c'] = sum_j w[c, j] dz[n, c] (c = c' - j + p) and
+   dx = g a + dm / S; the blocks after the items' reduce dweight (one block per tap, or per
+   channel and tap for per-channel kernels) and dbias in fixed trees.
+
+Every index into x is a 64-bit integer; every loop covers what a capped grid does not
+(MAX_BLOCKS). The gate is evaluated in float64 with ``math.exp`` (no
+fastmath). Per call, nothing is allocated on the device beyond a workspace cached per
+thread and device (partials, m, z, a, dz and the host input's device copies) and the
+weight, copied only when it changed; with a device ``out=`` (and ``eca``, which does not
+return m, z and a) nothing at all. Kernels are compiled per threads-per-block value
+(:data:`THREADS`, a power of two); tests lower it to force several blocks on Numba's CUDA
+simulator.
 """
 
 from __future__ import annotations
 
-import functools
-import math
+import threading
 from typing import Any
 
 import numpy as np
 
 from .._bfloat16 import is_bfloat16
+from ._cuda_kernels import _build_kernels
 from .._validate import ECAProblem
 from ..errors import BackendUnavailableError, DTypeError
 from ..results import ECAForward, ECAGrads
 
-__all__ = ["forward", "backward", "THREADS", "available", "is_device_array", "as_device_array"]
+__all__ = ["forward", "backward", "THREADS", "MAX_BLOCKS", "available", "is_device_array",
+           "as_device_array", "launch_signatures", "plan"]
 
 #: Threads per block of every kernel (a power of two, at most 1024).
 THREADS = 256
-#: Largest grid launched along x, and along y (CUDA's limit for gridDim.y is 65,535):
-#: every kernel loops over what a capped grid does not cover (grid-stride), so the caps
-#: change how work is spread, never which work is done. Tests lower them to 2.
+#: Largest grid launched (1-D grids only): every kernel loops over what a capped grid does
+#: not cover, so the cap changes how work is spread, never which work is done. Tests lower
+#: it to 2.
 MAX_BLOCKS = 65535 * 32
-MAX_BLOCKS_Y = 65535
 
 try:  # this module is imported only when backend="cuda" is asked for
     from numba import cuda  # a module global: Numba's CUDA simulator patches it by name
@@ -52,6 +65,12 @@ try:  # this module is imported only when backend="cuda" is asked for
 except ImportError as exc:  # pragma: no cover - numba is a dependency of npeca
     cuda = None  # type: ignore[assignment]
     _IMPORT_ERROR = exc
+
+
+def _kernels(threads: int):
+    """The kernels for ``threads`` per block (compiled by numba on first launch)."""
+    _cuda()
+    return _build_kernels(threads)
 
 
 def _cuda():
@@ -96,224 +115,20 @@ def as_device_array(value: Any):
     return _cuda().as_cuda_array(value)
 
 
-# long: every kernel is a closure over the block size, which numba.cuda needs as a compile-time
-# constant; each kernel inside is short
-def _kernels(threads: int):
-    """The kernels for ``threads`` per block (compiled by numba on first launch)."""
-    _cuda()
-    return _build_kernels(threads)
-
-
-@functools.lru_cache(maxsize=None)
-def _build_kernels(threads: int):
-    """Define (once per threads-per-block value) and return the kernels; needs numba.cuda
-    but no GPU (npeca.backends.cuda_ptx compiles them to PTX without one)."""
-    float64, int64 = np.float64, np.int64  # casts that work in kernels and the simulator
-
-    tc_last = min(32, threads)  # channels per block, channels-last reductions
-    ts_last = threads // tc_last  # spatial lanes per channel
-
-    @cuda.jit(device=True)
-    def block_sum(sh, t, acc):
-        """Leave the sum of every thread's ``acc`` in sh[0]: a fixed tree, no atomics."""
-        sh[t] = acc
-        cuda.syncthreads()
-        stride = threads // 2
-        while stride > 0:
-            if t < stride:
-                sh[t] += sh[t + stride]
-            cuda.syncthreads()
-            stride //= 2
-
-    @cuda.jit
-    def rows_first(x, g, use_g, rows, s, out, scale):
-        """out[row] = scale * sum_s x[row, s] (* g[row, s]): a block per row, grid-stride
-        over the rows (the grid is capped)."""
-        t = cuda.threadIdx.x
-        sh = cuda.shared.array(threads, float64)
-        row = int64(cuda.blockIdx.x)
-        while row < rows:  # the same trip count for every thread of the block
-            acc = 0.0
-            base = row * s
-            i = int64(t)
-            while i < s:
-                v = float64(x[base + i])
-                if use_g:
-                    v *= float64(g[base + i])
-                acc += v
-                i += threads
-            block_sum(sh, t, acc)
-            if t == 0:
-                out[row] = sh[0] * scale
-            cuda.syncthreads()  # sh[0] read before the next row overwrites sh
-            row += cuda.gridDim.x
-
-    @cuda.jit
-    def rows_last(x, g, use_g, nn, s, c, out, scale):
-        """The same for (N, S, C) data: block (tile of channels, n), thread (lane in tile,
-        s lane); grid-stride over n (gridDim.y is capped at 65,535)."""
-        ch = int64(cuda.blockIdx.x) * tc_last + cuda.threadIdx.x
-        lane = cuda.threadIdx.y
-        sh = cuda.shared.array((ts_last, tc_last), float64)
-        n = int64(cuda.blockIdx.y)
-        while n < nn:  # the same trip count for every thread of the block
-            acc = 0.0
-            if ch < c:
-                i = int64(lane)
-                while i < s:
-                    k = (n * s + i) * c + ch
-                    v = float64(x[k])
-                    if use_g:
-                        v *= float64(g[k])
-                    acc += v
-                    i += ts_last
-            sh[lane, cuda.threadIdx.x] = acc
-            cuda.syncthreads()
-            stride = ts_last // 2
-            while stride > 0:
-                if lane < stride:
-                    sh[lane, cuda.threadIdx.x] += sh[lane + stride, cuda.threadIdx.x]
-                cuda.syncthreads()
-                stride //= 2
-            if lane == 0 and ch < c:
-                out[n * c + ch] = sh[0, cuda.threadIdx.x] * scale
-            cuda.syncthreads()
-            n += cuda.gridDim.y
-
-    @cuda.jit(device=True)
-    def source(ch, j, k, cg, circular):
-        """The channel tap j of output channel ch reads, or -1 for a zero pad."""
-        start = (ch // cg) * cg
-        t = ch - start + j - (k - 1) // 2
-        if circular:
-            t = t % cg
-            if t < 0:
-                t += cg
-        elif t < 0 or t >= cg:
-            return -1
-        return start + t
-
-    @cuda.jit(device=True)
-    def sigmoid(z):
-        if z >= 0:
-            return 1.0 / (1.0 + math.exp(-z))
-        e = math.exp(z)
-        return e / (1.0 + e)
-
-    @cuda.jit
-    def logits(m, w, bias, n, c, k, cg, circular, hard, z, a):
-        """z = bias + sum_j w[c, j] m~[n, c + j - p]; a = gate(z); a thread per (n, c),
-        grid-stride."""
-        i = int64(cuda.blockIdx.x) * threads + cuda.threadIdx.x
-        while i < n * c:
-            row, ch = i // c, i % c
-            acc = bias
-            for j in range(k):
-                t = source(ch, j, k, cg, circular)
-                if t >= 0:
-                    acc += w[ch * k + j] * m[row * c + t]
-                else:  # a zero pad: w * 0 (NaN for a non-finite tap, as the reference)
-                    acc += w[ch * k + j] * 0.0
-            z[i] = acc
-            if hard:
-                a[i] = min(max(acc + 3.0, 0.0), 6.0) / 6.0
-            else:
-                a[i] = sigmoid(acc)
-            i += int64(cuda.gridDim.x) * threads
-
-    @cuda.jit(device=True)
-    def row_of(i, s, c, last):
-        """The (n, c) row, as n * C + c, of element i of x in its layout."""
-        if last:  # (N, S, C)
-            return (i // (s * c)) * c + i % c
-        return i // s  # (N, C, S)
-
-    @cuda.jit
-    def scale(x, a, y, total, s, c, last):
-        """y = a[n, c] * x, every element, grid-stride, 64-bit indices."""
-        i = int64(cuda.blockIdx.x) * threads + cuda.threadIdx.x
-        step = int64(cuda.gridDim.x) * threads
-        while i < total:
-            nc = row_of(i, s, c, last)
-            y[i] = a[nc] * float64(x[i])
-            i += step
-
-    @cuda.jit
-    def slope(da, z, a, total, hard, dz):
-        """dz = da * gate'(z); the sigmoid's a (1 - a) with 1 - a as sigmoid(-z);
-        grid-stride."""
-        i = int64(cuda.blockIdx.x) * threads + cuda.threadIdx.x
-        while i < total:
-            if hard:
-                d = 1.0 / 6.0 if (z[i] > -3.0 and z[i] < 3.0) else 0.0
-            else:
-                d = a[i] * sigmoid(-z[i])
-            dz[i] = da[i] * d
-            i += int64(cuda.gridDim.x) * threads
-
-    @cuda.jit
-    def weight_grad(dz, m, n, c, k, cg, circular, per_channel, dw):
-        """dw[r, j] = sum dz[n, ch] m~[n, ch + j - p] over n (and ch for a shared kernel):
-        one block per output element, a fixed tree over its terms."""
-        out = int64(cuda.blockIdx.x)  # r * k + j
-        j = out % k
-        r = out // k
-        t = cuda.threadIdx.x
-        terms = n if per_channel else n * c
-        acc = 0.0
-        q = int64(t)
-        while q < terms:
-            if per_channel:
-                row, ch = q, r
-            else:
-                row, ch = q // c, q % c
-            src = source(ch, j, k, cg, circular)
-            if src >= 0:
-                acc += dz[row * c + ch] * m[row * c + src]
-            else:  # a zero pad: dz * 0 (NaN where dz is not finite, as the reference)
-                acc += dz[row * c + ch] * 0.0
-            q += threads
-        sh = cuda.shared.array(threads, float64)
-        block_sum(sh, t, acc)
-        if t == 0:
-            dw[out] = sh[0]
-
-    @cuda.jit
-    def dm_kernel(dz, w, n, c, k, cg, circular, dm):
-        """dm[n, c'] = sum_j w[c, j] dz[n, c] with c = c' - j + p (same padding rule);
-        grid-stride."""
-        i = int64(cuda.blockIdx.x) * threads + cuda.threadIdx.x
-        while i < n * c:
-            row, cp = i // c, i % c
-            acc = 0.0
-            for j in range(k):
-                ch = source(cp, k - 1 - j, k, cg, circular)  # cp - j + p, wrapped or dropped
-                if ch >= 0:
-                    acc += w[ch * k + j] * dz[row * c + ch]
-            dm[i] = acc
-            i += int64(cuda.gridDim.x) * threads
-
-    @cuda.jit
-    def dx_kernel(g, a, dm, dx, total, s, c, last, inv_s):
-        """dx = g * a + dm / S, every element."""
-        i = int64(cuda.blockIdx.x) * threads + cuda.threadIdx.x
-        step = int64(cuda.gridDim.x) * threads
-        while i < total:
-            nc = row_of(i, s, c, last)
-            dx[i] = float64(g[i]) * a[nc] + dm[nc] * inv_s
-            i += step
-
-    return {"rows_first": rows_first, "rows_last": rows_last, "logits": logits,
-            "scale": scale, "slope": slope, "weight_grad": weight_grad, "dm": dm_kernel,
-            "dx": dx_kernel, "tc_last": tc_last, "ts_last": ts_last}
-
-
 # --- host side ------------------------------------------------------------------------------
 
 #: When a list, every launch appends (kernel name, grid, block, argument kinds): the
 #: simulator tests count launches per call and check that npeca.backends.cuda_ptx covers
 #: every signature launched (see launch_signatures).
 LAUNCHES: list | None = None
+#: When a dict, device allocations ("alloc") and copies ("h2d", "d2h", "d2d") are counted
+#: into it: the simulator tests check the numbers per call.
+COUNTS: dict | None = None
+
+
+def _count(what: str) -> None:
+    if COUNTS is not None:
+        COUNTS[what] = COUNTS.get(what, 0) + 1
 
 
 def _arg_kind(value: Any) -> tuple:
@@ -341,119 +156,235 @@ def launch_signatures() -> list[tuple[str, tuple]]:
     compiles. A simulator test records real launches and checks each is listed here."""
     A = lambda d: ("array", d)  # noqa: E731
     B, N, F = ("bool",), ("int64",), ("float64",)  # bool, integer, float scalars
-    floats = ("float16", "float32", "float64")
     f64 = A("float64")
     sigs: set[tuple[str, tuple]] = set()
-    for xd in floats:
-        for gd in floats:
-            sigs.add(("rows_first", (A(xd), A(gd), B, N, N, f64, F)))
-            sigs.add(("rows_last", (A(xd), A(gd), B, N, N, N, f64, F)))
-            sigs.add(("dx", (A(gd), f64, f64, A(xd), N, N, N, B, F)))
-        sigs.add(("scale", (A(xd), f64, A(xd), N, N, N, B)))
-    sigs.add(("rows_first", (f64, f64, B, N, N, f64, F)))  # dbias
-    sigs.add(("logits", (f64, f64, F, N, N, N, N, B, B, f64, f64)))
-    sigs.add(("slope", (f64, f64, f64, N, B, f64)))
-    sigs.add(("weight_grad", (f64, f64, N, N, N, N, B, B, f64)))
-    sigs.add(("dm", (f64, f64, N, N, N, N, B, f64)))
+    for xd in ("float16", "float32", "float64"):
+        for gd in ("float16", "float32", "float64"):
+            sigs.add(("partial_first", (A(xd), A(gd), B, N, N, N, N, N, f64, f64)))
+            sigs.add(("partial_last", (A(xd), A(gd), B, N, N, N, N, N, f64, f64)))
+            sigs.add(("dx_params_first", (A(gd), f64, f64, f64, f64, N, N, N, N, N, N, N, N,
+                                          B, N, B, N, A(xd), f64, f64)))
+            sigs.add(("dx_params_last", (A(gd), f64, f64, f64, f64, N, N, N, N, N, N, N, B,
+                                         N, B, N, A(xd), f64, f64)))
+        sigs.add(("gate_scale_first", (A(xd), f64, f64, F, N, N, N, N, N, N, N, B, B, A(xd),
+                                       f64, f64, f64)))
+        sigs.add(("gate_scale_last", (A(xd), f64, f64, F, N, N, N, N, N, N, N, B, B, A(xd),
+                                      f64, f64, f64)))
+    sigs.add(("slope", (f64, f64, f64, F, N, N, N, N, N, B, B, f64, f64, f64)))
     return sorted(sigs)
 
-def _blocks(count: int, threads: int) -> int:
-    """Blocks for ``count`` items of ``threads`` each, at most MAX_BLOCKS (grid-stride)."""
-    return max(1, min((count + threads - 1) // threads, MAX_BLOCKS))
+
+def _blocks(count: int) -> int:
+    """Blocks for ``count`` work units, at least 1 and at most MAX_BLOCKS (the kernels
+    loop over the rest)."""
+    return max(1, min(count, MAX_BLOCKS))
 
 
-def _flat_device(cuda, arr: Any, problem: ECAProblem):
-    """x-shaped data as a flat contiguous device array in (N, C, S) or (N, S, C) order."""
-    if is_device_array(arr):
-        dev = as_device_array(arr)
-        if not dev.is_c_contiguous():
-            raise BackendUnavailableError(
-                "backend='cuda' needs C-contiguous device arrays; make a contiguous copy first")
-        return dev.reshape(dev.size)
-    host = np.ascontiguousarray(arr)  # channels-last stays channels-last: coalesced reads
-    return cuda.to_device(host.reshape(-1))
+def plan(n: int, c: int, s: int, channels_last: bool, sms: int,
+         threads: int | None = None) -> tuple[int, int, int, int]:
+    """(lanes per item, chunks per row, chunk length, blocks of the item kernels) for an
+    N x C x S problem on a GPU with ``sms`` multiprocessors: lanes for short rows so that a
+    block holds several (channels-first; channels-last tiles have THREADS / 32 lanes), and
+    rows cut into chunks, of at least 2 values per lane, until there are 4 blocks per SM.
+    Needs no GPU: docs/backends.md prints it for the benchmark shapes."""
+    t = THREADS if threads is None else threads
+    tc = min(32, t)
+    if channels_last:
+        lanes, units, per_block = t // tc, -(-c // tc) * n, 1
+    else:
+        lanes = min(t, _pow2_at_least(-(-s // 4)))
+        units, per_block = n * c, t // lanes
+    chunks = 1
+    while units * chunks < 4 * sms * per_block and s >= 4 * lanes * chunks:
+        chunks *= 2
+    return lanes, chunks, -(-s // chunks), _blocks(-(-units * chunks // per_block))
+
+
+def _pow2_at_least(v: int) -> int:
+    return 1 << max(0, (int(v) - 1).bit_length())
+
+
+_local = threading.local()  # per thread: {device: (workspace, weight cache)}
+
+
+def _device_key(cuda) -> Any:
+    try:
+        return getattr(cuda.get_current_device(), "id", 0)
+    except Exception:  # noqa: BLE001 - the simulator's device may lack an id
+        return 0
+
+
+def _sm_count(cuda) -> int:
+    try:
+        return int(getattr(cuda.get_current_device(), "MULTIPROCESSOR_COUNT", 1) or 1)
+    except Exception:  # noqa: BLE001
+        return 1
+
+
+class _Workspace:
+    """A device buffer kept per thread and device, carved into the arrays of one call
+    (256-byte aligned); it grows, and is allocated, only when a call needs more."""
+
+    def __init__(self, cuda) -> None:
+        self.cuda = cuda
+        self.buffer: Any = None
+        self.at = 0
+
+    def ensure(self, nbytes: int) -> None:
+        if self.buffer is None or self.buffer.size < nbytes:
+            _count("alloc")
+            self.buffer = self.cuda.device_array(max(nbytes, 1), dtype=np.uint8)
+        self.at = 0
+
+    def take(self, count: int, dtype: Any):
+        dt = np.dtype(dtype)
+        size = max(int(count), 1) * dt.itemsize
+        view = self.buffer[self.at:self.at + size].view(dt)
+        self.at += (size + 255) // 256 * 256
+        return view
+
+
+def _state(cuda) -> dict:
+    per_thread = getattr(_local, "devices", None)
+    if per_thread is None:
+        per_thread = _local.devices = {}
+    return per_thread.setdefault(_device_key(cuda), {"ws": _Workspace(cuda),
+                                                     "w_host": None, "w_dev": None})
 
 
 class _Run:
-    """Shared state of one forward (and backward) on the device."""
+    """One forward or backward: the plan (lanes, chunks, blocks) and the device arrays."""
 
-    def __init__(self, problem: ECAProblem) -> None:
-        self.cuda = _cuda()
+    def __init__(self, problem: ECAProblem, grad_out: Any = None, out: Any = None) -> None:
+        cuda = self.cuda = _cuda()
         self.threads = THREADS
         self.k = _kernels(THREADS)
-        p = problem
-        self.p = p
+        p = self.p = problem
         self.device_io = is_device_array(p.x)
         self.n, self.c, self.s = p.n, p.c, p.s
-        self.total = p.n * p.c * p.s
+        self.rows = p.n * p.c
+        self.total = self.rows * p.s
         self.cg = p.c // p.groups
         self.circular = p.padding == "circular"
         self.hard = p.gate == "hard_sigmoid"
-        w = np.asarray(p.weight, dtype=np.float64).reshape(-1, p.k)
-        self.w = self.cuda.to_device(np.ascontiguousarray(np.broadcast_to(w, (p.c, p.k)))
-                                     .reshape(-1))
         self.bias = 0.0 if p.bias is None else float(p.bias)
-        self.x = _flat_device(self.cuda, p.x, p)
+        self.last = p.channels_last
+        self._plan(_sm_count(cuda))
+        state = _state(cuda)
+        self.ws = state["ws"]
+        need = 8 * (2 * self.rows * self.chunks + 6 * self.rows + self.c * p.k + 2) + 256 * 16
+        x_bytes = self.total * np.dtype(p.x.dtype).itemsize
+        if not self.device_io:
+            need += 2 * x_bytes  # x's device copy, and y or dx before they go to the host
+        elif out is not None and not as_device_array(out).is_c_contiguous():
+            need += x_bytes  # y or dx, then copied into the strided out
+        if grad_out is not None and not is_device_array(grad_out):
+            need += self.total * np.dtype(grad_out.dtype).itemsize
+        self.ws.ensure(need)
+        self.w = self._weight(state)
+        self.x = self._input(p.x)
 
-    def reduce_rows(self, g=None):
-        """sum over S of x (or g * x), divided by S for the pool: (N * C,) float64."""
-        out = self.cuda.device_array(self.n * self.c, dtype=np.float64)
-        scale = 1.0 / self.s if g is None else 1.0
-        gg = self.x if g is None else g
-        if self.p.channels_last:
-            tc, ts = self.k["tc_last"], self.k["ts_last"]
-            grid = ((self.c + tc - 1) // tc, max(1, min(self.n, MAX_BLOCKS_Y)))
-            _launch(self.k, "rows_last", grid, (tc, ts), self.x, gg, g is not None, self.n,
-                    self.s, self.c, out, scale)
-        else:
-            rows = self.n * self.c
-            _launch(self.k, "rows_first", max(1, min(rows, MAX_BLOCKS)), self.threads,
-                    self.x, gg, g is not None, rows, self.s, out, scale)
-        return out
+    def _plan(self, sms: int) -> None:
+        self.lanes, self.chunks, self.chunk_len, self.item_blocks = plan(
+            self.n, self.c, self.s, self.last, sms, self.threads)
 
-    def forward_small(self):
-        m = self.reduce_rows()
-        nc = self.n * self.c
-        z = self.cuda.device_array(nc, dtype=np.float64)
-        a = self.cuda.device_array(nc, dtype=np.float64)
-        _launch(self.k, "logits", _blocks(nc, self.threads), self.threads,
-                m, self.w, self.bias, self.n, self.c, self.p.k, self.cg, self.circular,
-                self.hard, z, a)
-        return m, z, a
+    def _weight(self, state: dict):
+        """The weight as (C, k) float64 on the device, copied only when it changed."""
+        w = np.ascontiguousarray(np.broadcast_to(
+            np.asarray(self.p.weight, dtype=np.float64).reshape(-1, self.p.k),
+            (self.c, self.p.k))).reshape(-1)
+        old = state["w_host"]
+        if old is None or old.shape != w.shape or \
+                not np.array_equal(old.view(np.uint64), w.view(np.uint64)):  # every bit
+            _count("alloc")
+            _count("h2d")
+            state["w_dev"] = self.cuda.to_device(w)
+            state["w_host"] = w
+        return state["w_dev"]
+
+    def _input(self, arr: Any):
+        """x-shaped data as a flat contiguous device array (NumPy input: copied into the
+        workspace; channels-last stays channels-last, for coalesced reads)."""
+        if is_device_array(arr):
+            dev = as_device_array(arr)
+            if not dev.is_c_contiguous():
+                raise BackendUnavailableError(
+                    "backend='cuda' needs C-contiguous device arrays; make a contiguous "
+                    "copy first")
+            return dev.reshape(dev.size)
+        host = np.ascontiguousarray(arr).reshape(-1)
+        dev = self.ws.take(host.size, host.dtype)
+        _count("h2d")
+        dev.copy_to_device(host)
+        return dev
 
     def result(self, out: Any):
-        """Where a kernel writes y or dx (flat): a contiguous device ``out`` itself (no
-        allocation, no copy afterwards), else a new device array."""
-        if self.device_io and out is not None:
+        """Where y or dx is written (flat): a contiguous device ``out`` itself; for device
+        input without ``out``, a new device array (the result the caller keeps); else the
+        workspace (then copied to the host, or into a strided device ``out``)."""
+        if self.device_io:
+            if out is None:
+                _count("alloc")
+                return self.cuda.device_array(self.total, dtype=self.p.x.dtype)
             dev = as_device_array(out)
             if dev.is_c_contiguous():
                 return dev.reshape(dev.size)
-        return self.cuda.device_array(self.total, dtype=self.p.x.dtype)
+        return self.ws.take(self.total, self.p.x.dtype)
 
-    def shaped(self, flat_device, out: Any):
-        """A flat device result in x's shape: a device array for device input, else host
-        (written into ``out`` when given: copied from the device straight into a
-        C-contiguous ``out``)."""
+    def shaped(self, flat, out: Any):
+        """The result in x's shape: on the device for device input (``out`` itself when it
+        was written there; a new array otherwise), else a NumPy array (``out`` when
+        given, filled straight from the device when it is C-contiguous)."""
         shape = self.p.x.shape
         if self.device_io:
             if out is None:
-                return flat_device.reshape(shape)
+                return flat.reshape(shape)
             dev = as_device_array(out)
-            if not dev.is_c_contiguous():  # written elsewhere: copy it over
-                dev.copy_to_device(flat_device.reshape(shape))
+            if not dev.is_c_contiguous():
+                _count("d2d")
+                dev.copy_to_device(flat.reshape(shape))
             return out
+        _count("d2h")
         if out is not None and out.flags.c_contiguous:
-            flat_device.copy_to_host(out.reshape(-1))
+            flat.copy_to_host(out.reshape(-1))
             return out
-        host = flat_device.copy_to_host().reshape(shape)
+        host = flat.copy_to_host().reshape(shape)
         if out is not None:
             np.copyto(out, host)
             return out
         return host
 
-    def nc(self, arr):
-        return arr.reshape(self.n, self.c) if self.device_io else \
-            arr.copy_to_host().reshape(self.n, self.c)
+    def partial(self, g=None):
+        """The partial sums of x (and of g x): (rows * chunks,) float64 each."""
+        px = self.ws.take(self.rows * self.chunks, np.float64)
+        pgx = self.ws.take(self.rows * self.chunks, np.float64) if g is not None else px
+        gg = self.x if g is None else g
+        if self.last:
+            _launch(self.k, "partial_last", self.item_blocks, (self.k["tc"], self.k["ts"]),
+                    self.x, gg, g is not None, self.n, self.s, self.c, self.chunks,
+                    self.chunk_len, px, pgx)
+        else:
+            _launch(self.k, "partial_first", self.item_blocks, self.threads, self.x, gg,
+                    g is not None, self.rows, self.s, self.chunks, self.chunk_len,
+                    self.lanes, px, pgx)
+        return px, pgx
+
+    def intermediates(self, keep: bool):
+        """m, z, a: a new (3, rows) device array for device input when they are returned,
+        else workspace (copied to the host for NumPy input)."""
+        if keep and self.device_io:
+            _count("alloc")
+            mza = self.cuda.device_array((3, self.rows), dtype=np.float64)
+        else:
+            mza = self.ws.take(3 * self.rows, np.float64).reshape((3, self.rows))
+        return mza
+
+    def host_nc(self, mza):
+        if self.device_io:
+            return [mza[i].reshape(self.n, self.c) for i in range(3)]
+        _count("d2h")
+        host = mza.copy_to_host()
+        return [host[i].reshape(self.n, self.c) for i in range(3)]
 
 
 def _no_bfloat16(*arrays: Any) -> None:
@@ -465,49 +396,64 @@ def _no_bfloat16(*arrays: Any) -> None:
                              "or backend='numpy'")
 
 
-def forward(problem: ECAProblem, out: Any = None) -> ECAForward:
-    """ECA forward on the GPU: y in x's dtype, m, z, a in float64 (device arrays when x
-    is a device array, NumPy arrays otherwise)."""
+def forward(problem: ECAProblem, out: Any = None, *,
+            intermediates: bool = True) -> ECAForward:
+    """ECA forward on the GPU, 2 launches: y in x's dtype, and m, z, a in float64 (device
+    arrays when x is a device array, NumPy arrays otherwise; None with
+    ``intermediates=False``, which ``npeca.eca`` passes)."""
     _no_bfloat16(problem.x)
-    r = _Run(problem)
-    m, z, a = r.forward_small()
+    r = _Run(problem, out=out)
+    px, _ = r.partial()
+    mza = r.intermediates(intermediates)
     y = r.result(out)
-    _launch(r.k, "scale", _blocks(r.total, r.threads), r.threads,
-            r.x, a, y, r.total, r.s, r.c, problem.channels_last)
-    return ECAForward(y=r.shaped(y, out), m=r.nc(m), z=r.nc(z), a=r.nc(a))
+    args = (r.x, px, r.w, r.bias)
+    if r.last:
+        _launch(r.k, "gate_scale_last", r.item_blocks, (r.k["tc"], r.k["ts"]), *args, r.n,
+                r.c, r.s, r.chunks, r.chunk_len, problem.k, r.cg, r.circular, r.hard, y,
+                mza[0], mza[1], mza[2])
+    else:
+        _launch(r.k, "gate_scale_first", r.item_blocks, r.threads, *args, r.c, r.s,
+                r.chunks, r.chunk_len, r.lanes, problem.k, r.cg, r.circular, r.hard, y,
+                mza[0], mza[1], mza[2])
+    y = r.shaped(y, out)
+    if not intermediates:
+        return ECAForward(y=y, m=None, z=None, a=None)  # type: ignore[arg-type]
+    m, z, a = r.host_nc(mza)
+    return ECAForward(y=y, m=m, z=z, a=a)
 
 
 def backward(problem: ECAProblem, grad_out: Any, out: Any = None) -> ECAGrads:
-    """ECA backward on the GPU: dx in x's dtype (device or host like x), dweight and dbias
-    as NumPy arrays in the weight's and bias's shapes and dtypes."""
+    """ECA backward on the GPU, 3 launches: dx in x's dtype (device or host like x), dweight
+    and dbias as NumPy arrays in the weight's and bias's shapes and dtypes."""
     _no_bfloat16(problem.x, grad_out)
-    r = _Run(problem)
-    m, z, a = r.forward_small()
-    g = _flat_device(r.cuda, grad_out, problem)
-    nc = r.n * r.c
-    da = r.reduce_rows(g)
-    dz = r.cuda.device_array(nc, dtype=np.float64)
-    _launch(r.k, "slope", _blocks(nc, r.threads), r.threads, da, z, a, nc, r.hard, dz)
-    rows = problem.c if problem.per_channel else 1
-    dw = r.cuda.device_array(rows * problem.k, dtype=np.float64)
-    _launch(r.k, "weight_grad", rows * problem.k, r.threads,
-            dz, m, r.n, r.c, problem.k, r.cg, r.circular, problem.per_channel, dw)
-    dm = r.cuda.device_array(nc, dtype=np.float64)
-    _launch(r.k, "dm", _blocks(nc, r.threads), r.threads,
-            dz, r.w, r.n, r.c, problem.k, r.cg, r.circular, dm)
+    r = _Run(problem, grad_out, out)
+    g = r._input(grad_out)
+    px, pgx = r.partial(g)
+    rows = r.rows
+    m, a, dz = (r.ws.take(rows, np.float64) for _ in range(3))
+    _launch(r.k, "slope", _blocks(-(-rows // r.threads)), r.threads, px, pgx, r.w, r.bias,
+            r.c, r.s, r.chunks, problem.k, r.cg, r.circular, r.hard, m, a, dz)
+    wrows = problem.c if problem.per_channel else 1
+    params = wrows * problem.k + (1 if problem.bias is not None else 0)
+    dx_blocks = max(1, min(r.item_blocks, MAX_BLOCKS - params))
+    dwdb = r.ws.take(wrows * problem.k + 1, np.float64)
+    dw, db = dwdb[:wrows * problem.k], dwdb[wrows * problem.k:]
     dx = r.result(out)
-    _launch(r.k, "dx", _blocks(r.total, r.threads), r.threads,
-            g, a, dm, dx, r.total, r.s, r.c, problem.channels_last, 1.0 / r.s)
+    common = (g, a, dz, m, r.w, r.n, r.c, r.s, r.chunks, r.chunk_len)
+    tail = (problem.k, r.cg, r.circular, dx_blocks, problem.per_channel, wrows, dx, dw, db)
+    if r.last:
+        _launch(r.k, "dx_params_last", dx_blocks + params, (r.k["tc"], r.k["ts"]), *common,
+                *tail)
+    else:
+        _launch(r.k, "dx_params_first", dx_blocks + params, r.threads, *common, r.lanes,
+                *tail)
+    _count("d2h")
+    dwdb_host = dwdb.copy_to_host()
     dbias = None
     if problem.bias is not None:
-        ones = r.cuda.to_device(np.ones(nc))
-        total = r.cuda.device_array(1, dtype=np.float64)
-        # dbias = sum dz: the per-row reduction kernel over one "row" of N * C values
-        _launch(r.k, "rows_first", 1, r.threads, dz, ones, True, 1, nc, total, 1.0)
-        dbias = np.asarray(total.copy_to_host()[0], dtype=problem.bias_dtype).reshape(
-            problem.bias_shape)
+        dbias = np.asarray(dwdb_host[-1], dtype=problem.bias_dtype).reshape(problem.bias_shape)
     return ECAGrads(
         x=r.shaped(dx, out),
-        weight=dw.copy_to_host().astype(problem.weight_dtype).reshape(problem.weight_shape),
+        weight=dwdb_host[:-1].astype(problem.weight_dtype).reshape(problem.weight_shape),
         bias=dbias,
     )

@@ -11,9 +11,11 @@ from ..results import ECAForward, ECAGrads
 __all__ = ["forward", "backward"]
 
 
-def forward(problem: ECAProblem, out: np.ndarray | None = None) -> ECAForward:
+def forward(problem: ECAProblem, out: np.ndarray | None = None, *,
+            intermediates: bool = True) -> ECAForward:
     """The reference forward; y is copied into ``out`` when given (x may be ``out``:
-    the reference has finished reading x before the copy)."""
+    the reference has finished reading x before the copy). m, z and a are returned
+    whatever ``intermediates`` says (they cost nothing extra here)."""
     result = reference.forward(problem)
     if out is None:
         return result

@@ -12,7 +12,8 @@ from ._compile import deferring
 from ._schedule import _bfloat16_bits, _Call, _fast
 
 
-def forward(problem: ECAProblem, out: np.ndarray | None = None) -> ECAForward:
+def forward(problem: ECAProblem, out: np.ndarray | None = None, *,
+            intermediates: bool = True) -> ECAForward:
     """y and the float64 intermediates m, z, a (N, C) of a validated problem.
 
     Parameters
@@ -21,6 +22,8 @@ def forward(problem: ECAProblem, out: np.ndarray | None = None) -> ECAForward:
         From :func:`npeca._validate.eca_problem`.
     out : numpy.ndarray, optional
         A validated output array (shape and dtype of x, any strides; may be x itself).
+    intermediates : bool
+        Ignored: m, z and a are computed anyway (the CUDA backend may leave them out).
 
     Returns
     -------
