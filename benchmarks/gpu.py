@@ -1,5 +1,7 @@
-"""Check and time backend="cuda" on a GPU: correctness at full sizes, then CUDA-event timings
-against the device-to-device copy floor and PyTorch CUDA eager.
+"""Check and time backend="cuda" on a GPU: every variant and dtype of the golden suite, the
+benchmark shapes at full size, then CUDA-event timings against the device-to-device copy
+floor and PyTorch CUDA eager; meant to finish within 5 minutes on one GPU (not yet timed:
+no GPU so far).
 
     python benchmarks/gpu.py              # on a machine with an NVIDIA GPU and numba-cuda
     python benchmarks/gpu.py --huge       # also a float16 tensor of more than 2**31 elements
@@ -7,14 +9,19 @@ against the device-to-device copy floor and PyTorch CUDA eager.
     NUMBA_ENABLE_CUDASIM=1 python benchmarks/gpu.py --smoke   # code paths only: the
                                                               # simulator times nothing
 
-Correctness: for every shape, forward and backward on device arrays compared with the NumPy
-reference (float64 inside), max abs and relative error printed, failure if beyond the golden
-suite's float32 tolerances. Timing: warm-up, then the median of many runs timed with CUDA
-events, rotating between several input buffers so that the L2 cache does not flatter (each
-buffer of the standard shapes is larger than an H100's 50 MB L2 anyway). Ratios as in
-docs/performance.md: the copy floor is one device-to-device copy (one read and one write);
-forward needs 3 passes (read x twice, write y: 1.5 copies), backward 4 (read g and x, read g
-again, write dx: 2 copies). "% of floor bandwidth" is floor time / measured time.
+Correctness: the committed golden suite (tests/golden/core: every padding, gate, weight form,
+layout and dtype, exact expected values and derived bounds; bfloat16 is declined, the
+backend has no bfloat16 kernels) judged as `npeca golden verify` judges it; then for every
+channels-first shape, forward and backward on device arrays compared with the NumPy
+reference (float64 inside), max abs and relative error printed, failure if beyond float32
+tolerances. Timing: warm-up, then the median of many runs timed with CUDA events, rotating
+between several input buffers so that the L2 cache does not flatter (the large shapes'
+buffers exceed an H100's 50 MB L2 anyway), with out= and with a new y (dx);
+channels-last rows too. Ratios as in docs/performance.md: the copy floor is one
+device-to-device copy (one read and one write); forward needs 3 passes (read x twice,
+write y: 1.5 copies), backward 4 (read g and x, read g again, write dx: 2 copies). "% of
+floor bandwidth" is floor time / measured time. The GPU, its compute capability and the
+toolkit versions are printed first.
 """
 
 from __future__ import annotations
@@ -33,11 +40,63 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import npeca  # noqa: E402
 from npeca.backends import numba_cuda  # noqa: E402
 
-STANDARD = [((64, 256, 56, 56), "float32"), ((16, 256, 56, 56), "float32"),
-            ((32, 64, 112, 112), "float32"), ((64, 512, 7, 7), "float32"),
-            ((8, 2048, 7, 7), "float32"), ((1, 64, 56, 56), "float32"),
-            ((16, 256, 56, 56), "float64")]
-SMOKE = [((2, 16, 4, 4), "float32"), ((1, 8, 3, 5), "float64")]
+STANDARD = [((64, 256, 56, 56), "float32", False), ((16, 256, 56, 56), "float32", False),
+            ((16, 256, 56, 56), "float32", True), ((32, 64, 112, 112), "float32", False),
+            ((32, 64, 112, 112), "float32", True), ((64, 512, 7, 7), "float32", False),
+            ((8, 2048, 7, 7), "float32", False), ((1, 64, 56, 56), "float32", False),
+            ((1, 64, 56, 56), "float32", True), ((16, 256, 56, 56), "float64", False)]
+SMOKE = [((2, 16, 4, 4), "float32", False), ((2, 16, 4, 4), "float32", True),
+         ((1, 8, 3, 5), "float64", False)]
+SUITE = Path(__file__).resolve().parent.parent / "tests" / "golden" / "core"
+
+
+def versions(cuda, simulated: bool) -> dict:
+    """The GPU, its compute capability and the toolkit pieces that compiled the kernels."""
+    import numba
+
+    info = {"numba": numba.__version__}
+    try:
+        import numba_cuda
+        info["numba_cuda"] = getattr(numba_cuda, "__version__", "?")
+    except ImportError:
+        pass
+    if simulated:
+        info["device"] = "Numba's CUDA simulator"
+        return info
+    dev = cuda.get_current_device()
+    name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
+    info.update(device=name, compute_capability=".".join(map(str, dev.compute_capability)),
+                multiprocessors=int(getattr(dev, "MULTIPROCESSOR_COUNT", 0)))
+    for key, get in (("driver", lambda: cuda.cudadrv.driver.driver.get_version()),
+                     ("runtime", lambda: cuda.runtime.get_version()),
+                     ("nvvm", lambda: cuda.cudadrv.nvvm.NVVM().get_version())):
+        try:
+            info[key] = ".".join(map(str, get()))
+        except Exception as exc:  # noqa: BLE001 - report what cannot be read, keep going
+            info[key] = f"unknown ({type(exc).__name__})"
+    return info
+
+
+def golden_check(limit: int | None) -> dict:
+    """The golden core suite with the cuda backend (cases up to ``limit`` elements)."""
+    import math
+
+    from npeca.golden import Suite
+    from npeca.golden.adapters import get_adapter
+    from npeca.golden.verify import verify_case
+
+    suite, adapter = Suite(SUITE), get_adapter("cuda")
+    counts: dict = {}
+    bad = []
+    for name, case in suite.cases.items():
+        if limit is not None and math.prod(case["arrays"]["x"]["shape"]) > limit:
+            continue
+        r = verify_case(suite, name, adapter, require=("y", "m", "z", "a", "dx", "dweight"))
+        counts[r.status] = counts.get(r.status, 0) + 1
+        if r.status not in ("PASS", "SKIP") or (r.status == "SKIP"
+                                               and case["dtype"] != "bfloat16"):
+            bad.append(f"{name}: {r.status} {r.message}")
+    return {"counts": counts, "failures": bad, "ok": not bad}
 
 
 def timer(cuda, fn, repeats: int, rotate: int):
@@ -84,22 +143,34 @@ def check(cuda, shape, dtype, rng) -> dict:
     return out
 
 
-def bench(cuda, torch, shape, dtype, repeats: int, rng) -> dict:
+def bench(cuda, torch, shape, dtype, last: bool, repeats: int, rng) -> dict:
     rotate = 3
-    xs = [cuda.to_device(rng.standard_normal(shape).astype(dtype)) for _ in range(rotate)]
-    gs = [cuda.to_device(rng.standard_normal(shape).astype(dtype)) for _ in range(rotate)]
-    outs = [cuda.device_array(shape, dtype=dtype) for _ in range(rotate)]
+    stored = (shape[0],) + tuple(shape[2:]) + (shape[1],) if last else shape
+    axis = dict(channel_axis=-1) if last else {}
+    xs = [cuda.to_device(rng.standard_normal(stored).astype(dtype)) for _ in range(rotate)]
+    gs = [cuda.to_device(rng.standard_normal(stored).astype(dtype)) for _ in range(rotate)]
+    outs = [cuda.device_array(stored, dtype=dtype) for _ in range(rotate)]
     w = (rng.standard_normal((1, 1, npeca.kernel_size(shape[1]))) / 2).astype(dtype)
-    row = {"shape": "x".join(map(str, shape)), "dtype": dtype}
+    row = {"shape": "x".join(map(str, shape)), "dtype": dtype,
+           "layout": "NHWC" if last else "NCHW"}
     row["copy_ms"] = timer(cuda, lambda i: outs[i].copy_to_device(xs[i]), repeats, rotate)
-    row["forward_ms"] = timer(cuda, lambda i: npeca.eca(xs[i], w, backend="cuda", out=outs[i]),
-                              repeats, rotate)
+    row["forward_ms"] = timer(
+        cuda, lambda i: npeca.eca(xs[i], w, backend="cuda", out=outs[i], **axis), repeats,
+        rotate)
+    row["forward_new_y_ms"] = timer(
+        cuda, lambda i: npeca.eca(xs[i], w, backend="cuda", **axis), repeats, rotate)
     row["backward_ms"] = timer(
-        cuda, lambda i: npeca.eca_backward(xs[i], w, gs[i], backend="cuda", out=outs[i]),
-        repeats, rotate)
+        cuda, lambda i: npeca.eca_backward(xs[i], w, gs[i], backend="cuda", out=outs[i],
+                                           **axis), repeats, rotate)
+    row["backward_new_dx_ms"] = timer(
+        cuda, lambda i: npeca.eca_backward(xs[i], w, gs[i], backend="cuda", **axis), repeats,
+        rotate)
     if torch is not None and torch.cuda.is_available():
-        tx = [torch.as_tensor(a, device="cuda") for a in xs]
-        tg = [torch.as_tensor(a, device="cuda") for a in gs]
+        def nchw(a):  # channels-last memory seen as NCHW, as torch's channels_last format
+            t = torch.as_tensor(a, device="cuda")
+            return t.permute(0, 3, 1, 2) if last else t
+        tx = [nchw(a) for a in xs]
+        tg = [nchw(a) for a in gs]
         tw = torch.tensor(w, device="cuda")
         row["torch_forward_ms"] = timer(cuda, lambda i: torch_eca(torch, tx[i], tw), repeats,
                                         rotate)
@@ -149,23 +220,29 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     shapes = SMOKE if args.smoke else STANDARD
     repeats = 3 if args.smoke else args.repeats
-    device = "simulator" if args.smoke else cuda.get_current_device().name
-    device = device.decode() if isinstance(device, bytes) else str(device)
-    print(f"device: {device}; torch: {getattr(torch, '__version__', 'not installed')}")
-    results = {"device": device, "time": time.strftime("%Y-%m-%d %H:%M"), "rows": []}
-    failed = False
-    for shape, dtype in shapes:
-        correct = check(cuda, shape, dtype, rng)
+    info = versions(cuda, args.smoke)
+    print("; ".join(f"{k}: {v}" for k, v in info.items())
+          + f"; torch: {getattr(torch, '__version__', 'not installed')}")
+    results = {"versions": info, "time": time.strftime("%Y-%m-%d %H:%M"), "rows": []}
+    golden = golden_check(200 if args.smoke else None)
+    results["golden"] = golden
+    print(f"golden core suite: {golden['counts']}"
+          + "".join(f"\n  {f}" for f in golden["failures"]))
+    failed = not golden["ok"]
+    for shape, dtype, last in shapes:
+        correct = check(cuda, shape, dtype, rng) if not last else {}
         failed |= not all(v["ok"] for v in correct.values())
-        row = bench(cuda, torch, shape, dtype, repeats, rng)
+        row = bench(cuda, torch, shape, dtype, last, repeats, rng)
         row["correct"] = correct
         results["rows"].append(row)
         t_f = row.get("torch_forward_ms")
         t_b = row.get("torch_fwd_bwd_ms")
-        print(f"{row['shape']:>16} {dtype:>7}  copy {row['copy_ms']:8.3f} ms  "
+        print(f"{row['shape']:>16} {row['layout']} {dtype:>7}  copy {row['copy_ms']:8.3f} ms  "
               f"fwd {row['forward_ms']:8.3f} ms ({100 * row['forward_floor_fraction']:5.1f}% of "
-              f"3-pass floor)  bwd {row['backward_ms']:8.3f} ms "
-              f"({100 * row['backward_floor_fraction']:5.1f}% of 4-pass floor)"
+              f"3-pass floor; new y {row['forward_new_y_ms']:8.3f} ms)  "
+              f"bwd {row['backward_ms']:8.3f} ms "
+              f"({100 * row['backward_floor_fraction']:5.1f}% of 4-pass floor; new dx "
+              f"{row['backward_new_dx_ms']:8.3f} ms)"
               + (f"  torch fwd {t_f / row['forward_ms']:5.2f}x slower, fwd+bwd "
                  f"{t_b / row['fwd_bwd_ms']:5.2f}x slower" if t_f else "  torch n/a")
               + ("" if all(v["ok"] for v in correct.values()) else "  INCORRECT"))
