@@ -66,8 +66,8 @@ def is_bfloat16(dt: Any) -> bool:
 def native(arr: np.ndarray) -> np.ndarray:
     """A bfloat16 array in native byte order (byte-swapped data: the same values, swapped
     into a new array; NumPy's dtype.kind is "V" for it, so the float checks miss it)."""
-    if is_bfloat16(arr.dtype) and not arr.dtype.isnative:
-        return arr.byteswap().view(arr.dtype.newbyteorder("="))
+    if is_bfloat16(arr.dtype) and not arr.dtype.isnative:  # swapped as uint16: NumPy 1.x
+        return arr.view(np.uint16).byteswap().view(arr.dtype.newbyteorder("="))  # skips V2
     return arr
 
 

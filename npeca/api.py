@@ -47,15 +47,17 @@ _KEYWORDS_DOC = """\
 
 _OUT_Y_DOC = """\
     out : numpy.ndarray, optional
-        Where to write y: an array with the shape and dtype of ``x``, any strides (a GPU
-        array for GPU input). It may be ``x`` itself (y then overwrites x, with the same
-        result as a separate array) but must not otherwise overlap ``x``."""
+        Where to write y: an array with the shape and dtype of ``x``, any strides (for GPU
+        input a C-contiguous GPU array, which the kernels write directly). It may be ``x``
+        itself (y then overwrites x, with the same result as a separate array) but must not
+        otherwise overlap ``x``."""
 
 _OUT_DX_DOC = """\
     out : numpy.ndarray, optional
-        Where to write dL/dx: an array with the shape and dtype of ``x``, any strides (a GPU
-        array for GPU input). It may be ``x`` or ``grad_out`` itself (overwritten, with the
-        same result as a separate array) but must not otherwise overlap either."""
+        Where to write dL/dx: an array with the shape and dtype of ``x``, any strides (for
+        GPU input a C-contiguous GPU array, which the kernels write directly). It may be
+        ``x`` or ``grad_out`` itself (overwritten, with the same result as a separate array)
+        but must not otherwise overlap either."""
 
 
 def eca_forward(

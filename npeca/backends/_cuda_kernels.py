@@ -210,16 +210,20 @@ def _build_kernels(threads: int):
 
     @cuda.jit
     def dx_params_first(g, a, dz, m, w, n_, c, s, p_, cl, lanes, k, cg, circular,
-                        dx_blocks, per_channel, wrows, dx, dw, db):
+                        dx_blocks, n_params, per_channel, wrows, dx, dw, db):
         """Blocks below dx_blocks: per item dm / S of its row (one lane), then
-        dx = g a + dm / S over the chunk; the blocks after them: param_block."""
+        dx = g a + dm / S over the chunk; the blocks after them: param_block, each looping
+        over the n_params parameter gradients a capped grid leaves."""
         t = cuda.threadIdx.x
         sh = cuda.shared.array(threads, float64)
         sh_t = cuda.shared.array(threads, float64)
         b = int64(cuda.blockIdx.x)
         if b >= dx_blocks:
-            param_block(b - dx_blocks, t, sh, dz, m, n_, c, k, cg, circular, per_channel,
-                        wrows, dw, db)
+            r = b - dx_blocks
+            while r < n_params:
+                param_block(r, t, sh, dz, m, n_, c, k, cg, circular, per_channel, wrows, dw,
+                            db)
+                r += int64(cuda.gridDim.x) - dx_blocks
             return
         per = threads // lanes
         slot = t // lanes
@@ -332,7 +336,7 @@ def _build_kernels(threads: int):
 
     @cuda.jit
     def dx_params_last(g, a, dz, m, w, n_, c, s, p_, cl, k, cg, circular, dx_blocks,
-                       per_channel, wrows, dx, dw, db):
+                       n_params, per_channel, wrows, dx, dw, db):
         """dx_params_first for (N, S, C) data, tiles of tc channels."""
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
@@ -340,8 +344,11 @@ def _build_kernels(threads: int):
         sh_t = cuda.shared.array(tc, float64)
         b = int64(cuda.blockIdx.x)
         if b >= dx_blocks:
-            param_block(b - dx_blocks, ty * tc + tx, sh, dz, m, n_, c, k, cg, circular,
-                        per_channel, wrows, dw, db)
+            r = b - dx_blocks
+            while r < n_params:
+                param_block(r, ty * tc + tx, sh, dz, m, n_, c, k, cg, circular, per_channel,
+                            wrows, dw, db)
+                r += int64(cuda.gridDim.x) - dx_blocks
             return
         tiles = (c + tc - 1) // tc
         items = tiles * n_ * p_

@@ -163,9 +163,9 @@ def launch_signatures() -> list[tuple[str, tuple]]:
             sigs.add(("partial_first", (A(xd), A(gd), B, N, N, N, N, N, f64, f64)))
             sigs.add(("partial_last", (A(xd), A(gd), B, N, N, N, N, N, f64, f64)))
             sigs.add(("dx_params_first", (A(gd), f64, f64, f64, f64, N, N, N, N, N, N, N, N,
-                                          B, N, B, N, A(xd), f64, f64)))
+                                          B, N, N, B, N, A(xd), f64, f64)))
             sigs.add(("dx_params_last", (A(gd), f64, f64, f64, f64, N, N, N, N, N, N, N, B,
-                                         N, B, N, A(xd), f64, f64)))
+                                         N, N, B, N, A(xd), f64, f64)))
         sigs.add(("gate_scale_first", (A(xd), f64, f64, F, N, N, N, N, N, N, N, B, B, A(xd),
                                        f64, f64, f64)))
         sigs.add(("gate_scale_last", (A(xd), f64, f64, F, N, N, N, N, N, N, N, B, B, A(xd),
@@ -299,7 +299,7 @@ class _Run:
             _count("alloc")
             _count("h2d")
             state["w_dev"] = self.cuda.to_device(w)
-            state["w_host"] = w
+            state["w_host"] = w.copy()  # w may be the caller's own array, changed in place later
         return state["w_dev"]
 
     def _input(self, arr: Any):
@@ -435,18 +435,20 @@ def backward(problem: ECAProblem, grad_out: Any, out: Any = None) -> ECAGrads:
             r.c, r.s, r.chunks, problem.k, r.cg, r.circular, r.hard, m, a, dz)
     wrows = problem.c if problem.per_channel else 1
     params = wrows * problem.k + (1 if problem.bias is not None else 0)
-    dx_blocks = max(1, min(r.item_blocks, MAX_BLOCKS - params))
+    param_blocks = max(1, min(params, MAX_BLOCKS // 2))  # both kinds loop over the rest
+    dx_blocks = max(1, min(r.item_blocks, MAX_BLOCKS - param_blocks))
     dwdb = r.ws.take(wrows * problem.k + 1, np.float64)
     dw, db = dwdb[:wrows * problem.k], dwdb[wrows * problem.k:]
     dx = r.result(out)
     common = (g, a, dz, m, r.w, r.n, r.c, r.s, r.chunks, r.chunk_len)
-    tail = (problem.k, r.cg, r.circular, dx_blocks, problem.per_channel, wrows, dx, dw, db)
+    tail = (problem.k, r.cg, r.circular, dx_blocks, params, problem.per_channel, wrows, dx,
+            dw, db)
     if r.last:
-        _launch(r.k, "dx_params_last", dx_blocks + params, (r.k["tc"], r.k["ts"]), *common,
-                *tail)
+        _launch(r.k, "dx_params_last", dx_blocks + param_blocks, (r.k["tc"], r.k["ts"]),
+                *common, *tail)
     else:
-        _launch(r.k, "dx_params_first", dx_blocks + params, r.threads, *common, r.lanes,
-                *tail)
+        _launch(r.k, "dx_params_first", dx_blocks + param_blocks, r.threads, *common,
+                r.lanes, *tail)
     _count("d2h")
     dwdb_host = dwdb.copy_to_host()
     dbias = None

@@ -115,4 +115,5 @@ def from_backend(arr: np.ndarray, name: str) -> np.ndarray | None:
         return arr
     if not _bfloat16.is_bfloat16(arr.dtype):
         return None
-    return _bfloat16.bits_to_float32(np.ascontiguousarray(arr).view(np.uint16))
+    native = _bfloat16.native(arr)  # a byte-swapped result: its values, not its bytes
+    return _bfloat16.bits_to_float32(np.ascontiguousarray(native).view(np.uint16))

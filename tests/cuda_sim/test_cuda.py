@@ -257,6 +257,40 @@ def test_allocations_and_copies_per_call(monkeypatch):
                                   npeca.eca(x, w, backend="cuda"))
 
 
+def test_a_weight_changed_in_place_is_seen(monkeypatch):
+    """The device copy of the weight is reused only while the weight's values are the
+    same: a float64 (C, k) weight (no copy on the way in) changed in place between calls,
+    and a shared kernel with C = 1, give the new results (regression: the cache compared
+    the caller's array with itself)."""
+    rng = np.random.default_rng(9)
+    for x, w in ((rng.standard_normal((1, 4, 3)), rng.standard_normal((4, 3))),
+                 (rng.standard_normal((2, 1, 5)), rng.standard_normal(3))):
+        npeca.eca(x, w, backend="cuda")
+        w *= -3.0
+        np.testing.assert_allclose(npeca.eca(x, w, backend="cuda"),
+                                   npeca.eca(x, w, backend="numpy"), rtol=1e-12, atol=1e-12)
+        g = rng.standard_normal(x.shape)
+        w *= 0.5
+        got = npeca.eca_backward(x, w, g, backend="cuda")
+        want = npeca.eca_backward(x, w, g, backend="numpy")
+        np.testing.assert_allclose(got.x, want.x, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got.weight, want.weight, rtol=1e-10, atol=1e-12)
+
+
+def test_the_grid_cap_holds_for_the_parameter_blocks_too(monkeypatch):
+    """With the cap at 2 blocks and a per-channel kernel (C k parameter gradients), no launch
+    exceeds 2 blocks and the results are the uncapped ones."""
+    launches = []
+    x, w, g = _case((2, 6, 3, 2), np.float64, {}, "Ck", 3)
+    want = npeca.eca_backward(x, w, g, backend="cuda", bias=0.25)
+    monkeypatch.setattr(numba_cuda, "LAUNCHES", launches)
+    monkeypatch.setattr(numba_cuda, "MAX_BLOCKS", 2)
+    got = npeca.eca_backward(x, w, g, backend="cuda", bias=0.25)
+    assert max(grid for _, grid, _, _ in launches) <= 2, launches
+    for u, v in zip(want, got):
+        np.testing.assert_array_equal(u, v)
+
+
 def test_out_is_written_in_place(monkeypatch):
     """A contiguous device out= is the kernels' destination, x itself included; a NumPy
     out= receives y straight from the device; a strided device out=, or one that overlaps
