@@ -254,6 +254,13 @@ def _build_kernels(threads: int):
 
     # --- channels-last: items are (tile of tc channels, n, chunk), block (tc, ts) -------
 
+    @cuda.jit(device=True)
+    def tile_item(item, tiles, p_, tx):
+        """(channel of lane tx, sample, chunk) of channels-last item ``item``."""
+        rest = item // tiles
+        n = rest // p_
+        return (item - rest * tiles) * tc + tx, n, rest - n * p_
+
     @cuda.jit
     def partial_last(x, g, use_g, nn, s, c, p_, cl, part_x, part_gx):
         """The same partial sums for (N, S, C) data: the tc channels of a tile side by side
@@ -266,10 +273,7 @@ def _build_kernels(threads: int):
         items = tiles * nn * p_
         item = int64(cuda.blockIdx.x)
         while item < items:
-            rest = item // tiles
-            ch = (item - rest * tiles) * tc + tx
-            n = rest // p_
-            q = rest - n * p_
+            ch, n, q = tile_item(item, tiles, p_, tx)
             acc = 0.0
             acc2 = 0.0
             if ch < c:
@@ -310,10 +314,7 @@ def _build_kernels(threads: int):
         items = tiles * nn * p_
         item = int64(cuda.blockIdx.x)
         while item < items:
-            rest = item // tiles
-            ch = (item - rest * tiles) * tc + tx
-            n = rest // p_
-            q = rest - n * p_
+            ch, n, q = tile_item(item, tiles, p_, tx)
             if ty == 0 and ch < c:
                 zv = logit(part, w, bias, n, ch, c, s, p_, k, cg, circular)
                 av = gate(zv, hard)
@@ -354,10 +355,7 @@ def _build_kernels(threads: int):
         items = tiles * n_ * p_
         item = b
         while item < items:
-            rest = item // tiles
-            ch = (item - rest * tiles) * tc + tx
-            n = rest // p_
-            q = rest - n * p_
+            ch, n, q = tile_item(item, tiles, p_, tx)
             if ty == 0 and ch < c:
                 sh[tx] = a[n * c + ch]
                 sh_t[tx] = dm_over_s(dz, w, n, ch, c, s, k, cg, circular)
