@@ -207,20 +207,6 @@ def _pow2_at_least(v: int) -> int:
 _local = threading.local()  # per thread: {device: (workspace, weight cache)}
 
 
-def _device_key(cuda) -> Any:
-    try:
-        return getattr(cuda.get_current_device(), "id", 0)
-    except Exception:  # noqa: BLE001 - the simulator's device may lack an id
-        return 0
-
-
-def _sm_count(cuda) -> int:
-    try:
-        return int(getattr(cuda.get_current_device(), "MULTIPROCESSOR_COUNT", 1) or 1)
-    except Exception:  # noqa: BLE001
-        return 1
-
-
 class _Workspace:
     """A device buffer kept per thread and device, carved into the arrays of one call
     (256-byte aligned); it grows, and is allocated, only when a call needs more."""
@@ -245,11 +231,25 @@ class _Workspace:
 
 
 def _state(cuda) -> dict:
+    """This thread's state for the current device, made on first use: the workspace, the
+    weight cache and the multiprocessor count (asked of the driver once, not per call)."""
     per_thread = getattr(_local, "devices", None)
     if per_thread is None:
         per_thread = _local.devices = {}
-    return per_thread.setdefault(_device_key(cuda), {"ws": _Workspace(cuda),
-                                                     "w_host": None, "w_dev": None})
+    try:
+        device = cuda.get_current_device()
+        key = getattr(device, "id", 0)  # the simulator's device may lack an id
+    except Exception:  # noqa: BLE001
+        device, key = None, 0
+    state = per_thread.get(key)
+    if state is None:
+        try:
+            sms = int(getattr(device, "MULTIPROCESSOR_COUNT", 1) or 1)
+        except Exception:  # noqa: BLE001
+            sms = 1
+        state = per_thread[key] = {"ws": _Workspace(cuda), "w_host": None, "w_dev": None,
+                                   "sms": sms}
+    return state
 
 
 class _Run:
@@ -269,8 +269,8 @@ class _Run:
         self.hard = p.gate == "hard_sigmoid"
         self.bias = 0.0 if p.bias is None else float(p.bias)
         self.last = p.channels_last
-        self._plan(_sm_count(cuda))
         state = _state(cuda)
+        self._plan(state["sms"])
         self.ws = state["ws"]
         need = 8 * (2 * self.rows * self.chunks + 6 * self.rows + self.c * p.k + 2) + 256 * 16
         x_bytes = self.total * np.dtype(p.x.dtype).itemsize
