@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -100,6 +101,47 @@ def test_auto_answers_from_the_reference_until_the_kernels_are_compiled(monkeypa
     huge = eca_problem(np.broadcast_to(np.float32(1), (1, 4, backends.AUTO_WAIT_SIZE // 4)),
                        np.ones(3))
     assert backends.select_backend("auto", huge).__name__ == "npeca.backends.numba_cpu"
+
+
+_BACKGROUND_IMPORT = r"""
+import os, sys, warnings
+import numpy as np, npeca
+from npeca import backends
+from npeca._validate import eca_problem
+x = np.random.default_rng(0).standard_normal((1, 64, 32, 32))
+w = np.array([0.2, 0.5, 0.3])
+first = npeca.eca(x, w)  # numba is imported in a thread meanwhile; the reference answers
+assert np.array_equal(first, npeca.eca(x, w, backend="numpy"))
+assert isinstance(backends._importer, __import__("threading").Thread)
+backends._importer.join(300)
+if sys.argv[1] == "broken":  # the import failed in the thread: the next call says why, once
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        again = npeca.eca(x, w)
+        npeca.eca(x, w)
+    assert np.array_equal(again, first), "the reference answers"
+    assert len(seen) == 1 and "numba could not be imported" in str(seen[0].message), seen
+else:
+    numba_cpu = backends.get_backend("numba")
+    assert numba_cpu.wait_until_ready(timeout=600)
+    assert backends.select_backend("auto", eca_problem(x, w)) is numba_cpu
+print("ok")
+"""
+
+
+@needs_numba
+@pytest.mark.parametrize("numba_state", ["working", "broken"])
+def test_auto_imports_numba_in_a_background_thread(numba_state):
+    """The first "auto" call of a process does not wait for numba to import (a few tenths of
+    a second even with every kernel cached): the reference answers while a thread imports
+    it; later calls use numba, or, if the import failed, warn once and use the reference."""
+    code = _BACKGROUND_IMPORT
+    if numba_state == "broken":
+        code = "import sys; sys.modules['numba'] = None\n" + code
+    env = dict(os.environ, NPECA_BACKGROUND_COMPILE="1")
+    done = subprocess.run([sys.executable, "-c", code, numba_state], capture_output=True,
+                          text=True, timeout=900, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
 
 
 def test_import_and_small_or_numpy_calls_do_not_load_numba():

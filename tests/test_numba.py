@@ -295,7 +295,8 @@ def test_schedule_does_not_change_a_bit(monkeypatch, channel_axis, dtype, n):
             # forward items of 1 to 1 << 30 bytes: one channel (16 channels-last) to all
             monkeypatch.setattr(sched, "_SERIAL_BYTES", -1)
             monkeypatch.setattr(sched, "_CHUNK_BYTES", wave_bytes)
-            monkeypatch.setattr(sched, "_CL_CHUNK_BYTES", wave_bytes)
+            # channels-last waves (odd N): pooling blocks of 16 channels (ragged) or all
+            monkeypatch.setattr(sched, "_MAX_BLOCK", 16 if items > 1 else 1 << 20)
             again = (npeca.eca_forward(x, w, **kw, **extra),
                      npeca.eca_backward(x, w, g, **kw, **extra))
             for u, v in zip(base[0] + base[1], again[0] + again[1]):

@@ -18,21 +18,24 @@ Names:
     NVIDIA GPUs through numba-cuda (:mod:`npeca.backends.numba_cuda`); raises
     :class:`~npeca.errors.BackendUnavailableError` at the call when there is no GPU.
 ``"auto"``
-    ``"cuda"`` for GPU arrays. For NumPy input ``"numba"`` once the kernels the call needs
-    are compiled in this process; until then the NumPy reference answers while they compile
-    (or load from numba's cache) in a background thread, so that no call stalls for seconds
-    on a fresh install. Inputs of :data:`AUTO_WAIT_SIZE` elements or more wait for the
+    ``"cuda"`` for GPU arrays. For NumPy input ``"numba"`` once the kernels the call needs are
+    compiled in this process; until then the NumPy reference answers while numba is imported
+    and the kernels compile (or load from numba's cache) in a background thread, so that no
+    call stalls for seconds on a fresh install, nor for numba's own start (a few tenths of a
+    second) in a new process. Inputs of :data:`AUTO_WAIT_SIZE` elements or more wait for the
     kernels instead (the reference would take longer and needs float64 copies of x); inputs
-    under :data:`AUTO_MIN_SIZE` elements never start a compile (nor import numba) and use
-    numba only when its kernels are already compiled. If numba does not import, a warning
-    says why, once, and the reference answers. The answers of the two backends agree to the
-    documented error bound, not bit for bit: pass ``"numba"`` or ``"numpy"`` for bitwise
-    reproducibility across calls.
+    under :data:`AUTO_MIN_SIZE` elements never start a compile (nor import numba) and use numba
+    only when its kernels are already compiled. If numba does not import, a warning says why,
+    once, and the reference answers. The answers of the two backends agree to the documented
+    error bound, not bit for bit: pass ``"numba"`` or ``"numpy"`` for bitwise reproducibility
+    across calls.
 """
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import os
 import sys
 import threading
 import warnings
@@ -64,6 +67,7 @@ _warned = False
 
 
 _loaded: dict[str, ModuleType] = {}
+_importer: threading.Thread | None = None  # imports numba for "auto", in the background
 
 
 def _import(name: str) -> ModuleType:
@@ -187,12 +191,61 @@ def select_backend(name, problem=None, kind: str = "forward", grad_out=None,
         if module is not None and module.ready(problem, kind, grad_out, start=False):
             return module
         return _import("numpy")
+    if (problem is not None and "numba" not in _loaded and _numba_failure is None
+            and problem.x.size < AUTO_WAIT_SIZE and _background()):
+        reference = _import("numpy")  # before the thread starts: no import runs beside it
+        _import_in_background(problem, kind, grad_out)
+        if "numba" not in _loaded:  # still importing: the reference answers
+            return reference
     module = get_backend("auto")
     if module.__name__ != _MODULES["numba"] or problem is None:
         return module
     if problem.x.size >= AUTO_WAIT_SIZE or module.ready(problem, kind, grad_out):
         return module
     return _import("numpy")
+
+
+def _background() -> bool:
+    """Whether "auto" may answer from the reference while numba loads: the numba backend's
+    switch once it is imported, else the environment's (NPECA_BACKGROUND_COMPILE=0: no)."""
+    module = _loaded.get("numba")
+    if module is not None:
+        return bool(module._compile.BACKGROUND)
+    return os.environ.get("NPECA_BACKGROUND_COMPILE", "1").strip() != "0"
+
+
+def _import_in_background(problem, kind: str, grad_out) -> None:
+    """Import the numba backend in a daemon thread (once), then start loading the kernels
+    this kind of call needs (numba_cpu.ready). A failed import is remembered as usual: the
+    next "auto" call warns and uses the reference."""
+    global _importer
+    with _lock:
+        if _importer is not None:
+            return
+        def run(args=(problem, kind, grad_out)):
+            global _numba_failure
+            try:
+                module = _numba_or_none()
+                if module is not None:
+                    module.ready(*args)
+            except Exception as exc:  # noqa: BLE001 - a broken numba: "auto" warns, uses numpy
+                _numba_failure = f"{type(exc).__name__}: {exc}"
+
+        _importer = threading.Thread(target=run, name="npeca-import-numba", daemon=True)
+        _importer.start()
+
+
+def _join_importer() -> None:
+    """Wait for the background import of numba (before fork(), whose child would inherit
+    the import lock it holds, and at exit, where a daemon thread is cut off mid-import)."""
+    job = _importer
+    if job is not None and job.is_alive():
+        job.join()
+
+
+atexit.register(_join_importer)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_join_importer)
 
 
 def warmup(progress=None, done=None) -> list[tuple[str, float]]:

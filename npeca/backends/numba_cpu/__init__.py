@@ -22,11 +22,10 @@ version):
 * Channels-first backward: per item, channel after channel, sum x and g * x, and as soon as
   the neighbours are known, dz and dx = g * a + dm / S, while g is still in cache
   (:func:`_pipeline_cf`); x and g are read from memory once, dx written once.
-* Channels-last: the same halo items over blocks of whole cache lines of channels
-  (:func:`_items._forward_item_cl`, :func:`_items._backward_item_cl`): a block and the few
-  neighbouring columns its convolution reads are adjacent in memory, so the halo is nearly
-  free. In place with split blocks: waves of samples in parallel phases over blocks of
-  channels (pooling) and of positions (scaling).
+* Channels-last: whole samples per item when they divide among the threads (one thread
+  sums down every column, gates, then scales position by position: whole rows of C); else
+  waves of samples in three parallel phases (columns summed in blocks of up to 256
+  channels, gates, then blocks of positions scaled), so that N = 1 uses every core too.
 * Every kernel exists as a serial and a parallel twin (:mod:`._compile`): small inputs run
   the serial one on the calling thread; a large call whose parallel twin is not compiled yet
   runs the serial one while the parallel one compiles in the background. Item and wave sizes

@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 from numba import njit
 from numba.core import event
 
@@ -213,10 +214,16 @@ _jobs_lock = threading.Lock()
 
 
 def _key(dispatcher, args) -> tuple:
-    """What decides numba's compiled signature for ``args``, cheaply."""
-    return (id(dispatcher),) + tuple(
-        (a.dtype.char, a.ndim, a.flags.c_contiguous, a.flags.writeable)
-        if hasattr(a, "flags") else type(a) for a in args)
+    """What decides numba's compiled signature for ``args``, cheaply (it is built on every
+    parallel launch: one flags object per array, no generator)."""
+    key: list = [id(dispatcher)]
+    for a in args:
+        if isinstance(a, np.ndarray):
+            flags = a.flags
+            key.append((a.dtype.char, a.ndim, flags.c_contiguous, flags.writeable))
+        else:
+            key.append(type(a))
+    return tuple(key)
 
 
 def run_parallel_or_serial(kernel: Twin, args: tuple) -> None:

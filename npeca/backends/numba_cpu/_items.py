@@ -117,7 +117,8 @@ def _scale_cf(x, y, w, src, bias, has_bias, hard, stream, n, c0, c1, m_row, z, a
 
 
 @_jit()
-def _forward_item_cf(x, xf, y, w, src, bias, has_bias, hard, stream, n, c0, c1, m, z, a):
+def _forward_item_cf(x, xf, y, w, src, span, bias, has_bias, hard, stream, n, c0, c1, m,
+                     z, a):
     """The whole forward of the channels [c0, c1) of sample n, with no other item to wait
     for: the few channels outside the range that the convolution reads (its halo) are
     pooled here again, by the same lane sum, so their means have the same bits."""
@@ -127,16 +128,27 @@ def _forward_item_cf(x, xf, y, w, src, bias, has_bias, hard, stream, n, c0, c1, 
         _scale_cf(x, y, w, src, bias, has_bias, hard, stream, n, c0, c1, m[n], z, a)
         return
     m_row = np.empty(c_)
-    have = np.zeros(c_, dtype=np.bool_)
     for c in range(c0, c1):
         m_row[c] = m[n, c]
-        have[c] = True
+    lo, hi = c0, c1  # the channels the block reads: [lo, hi)
     for c in range(c0, c1):
-        for j in range(src.shape[1]):
-            sj = src[c, j]
-            if sj >= 0 and not have[sj]:
-                m_row[sj] = _lane_sum(xf, (n * c_ + sj) * s_, s_) / s_
-                have[sj] = True
+        lo = min(lo, span[c, 0])
+        hi = max(hi, span[c, 1] + 1)
+    if hi - lo <= c1 - c0 + 2 * src.shape[1]:  # a contiguous halo on either side
+        for c in range(lo, c0):
+            m_row[c] = _lane_sum(xf, (n * c_ + c) * s_, s_) / s_
+        for c in range(c1, hi):
+            m_row[c] = _lane_sum(xf, (n * c_ + c) * s_, s_) / s_
+    else:  # circular padding wraps around a group edge: the far channels one by one
+        have = np.zeros(c_, dtype=np.bool_)
+        for c in range(c0, c1):
+            have[c] = True
+        for c in range(c0, c1):
+            for j in range(src.shape[1]):
+                sj = src[c, j]
+                if sj >= 0 and not have[sj]:
+                    m_row[sj] = _lane_sum(xf, (n * c_ + sj) * s_, s_) / s_
+                    have[sj] = True
     _scale_cf(x, y, w, src, bias, has_bias, hard, stream, n, c0, c1, m_row, z, a)
 
 
@@ -194,41 +206,19 @@ def _pool_cl(x, n, c0, c1, m_row):
 
 
 @_jit()
-def _forward_item_cl(x, y, w, src, span, bias, has_bias, hard, n, c0, c1, m, z, a):
-    """The whole forward of the channels [c0, c1) of sample n of (N, S, C) arrays, with no
-    other item to wait for (the channels-last twin of _forward_item_cf): pool the block and
-    the few neighbouring columns its convolution reads (adjacent in memory, so nearly free),
-    gate the block, then scale it while it is still in cache."""
+def _forward_item_cl(x, y, w, src, bias, has_bias, hard, n, m, z, a):
+    """The whole forward of sample n of (N, S, C) arrays, by one thread: pool every column,
+    gate, then scale the sample, position by position (rows of all C channels). It reads
+    nothing another item writes, so y may be x."""
     c_, s_ = x.shape[2], x.shape[1]
-    if c0 == 0 and c1 == c_:
-        m_row = m[n]
-        _pool_cl(x, n, c0, c1, m_row)
-    else:
-        m_row = np.empty(c_)
-        lo, hi = c0, c1  # the columns the block reads: [lo, hi)
-        for c in range(c0, c1):
-            lo = min(lo, span[c, 0])
-            hi = max(hi, span[c, 1] + 1)
-        if hi - lo <= c1 - c0 + 2 * src.shape[1]:  # a contiguous halo
-            _pool_cl(x, n, lo, hi, m_row)
-        else:  # circular padding wraps around a group edge: the far columns one by one
-            _pool_cl(x, n, c0, c1, m_row)
-            have = np.zeros(c_, dtype=np.bool_)
-            for c in range(c0, c1):
-                for j in range(src.shape[1]):
-                    sj = src[c, j]
-                    if sj >= 0 and (sj < c0 or sj >= c1) and not have[sj]:
-                        _pool_cl(x, n, sj, sj + 1, m_row)
-                        have[sj] = True
-        for c in range(c0, c1):
-            m[n, c] = m_row[c]
-    _gate_cl(w, src, bias, has_bias, hard, n, c0, c1, m_row, z, a)
-    ab = a[n, c0:c1]
-    width = c1 - c0
+    m_row = m[n]
+    _pool_cl(x, n, 0, c_, m_row)
+    _gate_cl(w, src, bias, has_bias, hard, n, 0, c_, m_row, z, a)
+    ab = a[n]
     for s in range(s_):
-        xr = x[n, s, c0:c1]  # views and loops from 0, as in _pool_cl
-        yr = y[n, s, c0:c1]
-        for j in range(width):
+        xr = x[n, s]  # views and loops from 0, as in _pool_cl
+        yr = y[n, s]
+        for j in range(c_):
             yr[j] = ab[j] * np.float64(xr[j])  # rounded once to y's dtype
 
 
@@ -256,65 +246,29 @@ def _sums_cl(g, x, n, c0, c1, m_row, da_row):
 
 
 @_jit()
-def _backward_item_cl(x, g, dx, w, src, rd, span, bias, has_bias, hard, n, c0, c1, m, dz):
-    """The whole backward of the channels [c0, c1) of sample n of (N, S, C) arrays, with no
-    other item to wait for: dm of the block needs dz of the channels that read it (rd), and
-    their logits the means of the channels they read (src), so the item sums x and g * x
-    over the block and that two-sided halo (adjacent columns), then computes dz over the
-    block and its first halo, dm and dx = g * a + dm / S over the block while it is in
-    cache. Only m and dz of the block are written to m and dz (the weight gradient's)."""
+def _backward_item_cl(x, g, dx, w, src, rd, bias, has_bias, hard, n, m, dz):
+    """The whole backward of sample n of (N, S, C) arrays, by one thread: sum x and g * x
+    over every column, then dz, dm and dx = g * a + dm / S position by position. Every sum
+    is done before the first dx is written, so dx may be x or g."""
     c_, s_ = x.shape[2], x.shape[1]
-    m_row = np.empty(c_)
+    m_row = m[n]
     da_row = np.empty(c_)
     a_row = np.empty(c_)
-    dz_row = np.empty(c_)
-    zlo, zhi = c0, c1  # channels whose dz the block needs: [zlo, zhi)
-    for c in range(c0, c1):
-        zlo = min(zlo, span[c, 2])
-        zhi = max(zhi, span[c, 3] + 1)
-    mlo, mhi = zlo, zhi  # channels whose means those logits need: [mlo, mhi)
-    for r in range(zlo, zhi):
-        mlo = min(mlo, span[r, 0])
-        mhi = max(mhi, span[r, 1] + 1)
-    k = src.shape[1]
-    if mhi - mlo <= c1 - c0 + 4 * k:  # contiguous halos
-        _sums_cl(g, x, n, mlo, mhi, m_row, da_row)
-        zs = np.arange(zlo, zhi)
-    else:  # circular padding wraps around a group edge: the channels needed, one by one
-        need_z = np.zeros(c_, dtype=np.bool_)
-        for c in range(c0, c1):
-            need_z[c] = True
-            for j in range(k):
-                if rd[c, j] >= 0:
-                    need_z[rd[c, j]] = True
-        need_m = np.zeros(c_, dtype=np.bool_)
-        for r in range(c_):
-            if need_z[r]:
-                for j in range(k):
-                    if src[r, j] >= 0:
-                        need_m[src[r, j]] = True
-        _sums_cl(g, x, n, c0, c1, m_row, da_row)
-        for r in range(c_):
-            if need_m[r] and (r < c0 or r >= c1):
-                _sums_cl(g, x, n, r, r + 1, m_row, da_row)
-        zs = np.nonzero(need_z)[0]
-    for r in zs:
-        zr = _logit(m_row, w, src, r, bias, has_bias)
-        ar = _gate(zr, hard)
-        a_row[r] = ar
-        dz_row[r] = da_row[r] * _gate_grad(zr, ar, hard)
-    width = c1 - c0
-    t = np.empty(width)
-    for c in range(c0, c1):
-        m[n, c] = m_row[c]
-        dz[n, c] = dz_row[c]
-        t[c - c0] = _dm(dz_row, w, rd, c) / s_
-    ab = a_row[c0:c1]
+    _sums_cl(g, x, n, 0, c_, m_row, da_row)
+    dz_row = dz[n]
+    for c in range(c_):
+        zc = _logit(m_row, w, src, c, bias, has_bias)
+        ac = _gate(zc, hard)
+        a_row[c] = ac
+        dz_row[c] = da_row[c] * _gate_grad(zc, ac, hard)
+    t = np.empty(c_)
+    for c in range(c_):
+        t[c] = _dm(dz_row, w, rd, c) / s_
     for s in range(s_):
-        gr = g[n, s, c0:c1]  # views and loops from 0, as in _pool_cl
-        dxr = dx[n, s, c0:c1]
-        for j in range(width):
-            dxr[j] = np.float64(gr[j]) * ab[j] + t[j]
+        gr = g[n, s]  # views and loops from 0, as in _pool_cl
+        dxr = dx[n, s]
+        for j in range(c_):
+            dxr[j] = np.float64(gr[j]) * a_row[j] + t[j]
 
 
 @_jit()

@@ -32,7 +32,7 @@ _SAMPLES, _PIPELINED_SAMPLES, _WAVES = 0, 1, 2  # how kernels hand out work (_Ca
 # thread count change a single bit.
 
 @twin
-def _forward_cf(x, w, src, bias, has_bias, hard, chunk, wave, stream, y, m, z, a):
+def _forward_cf(x, w, src, span, bias, has_bias, hard, chunk, wave, stream, y, m, z, a):
     """Channels-first forward on x (N, C, S) into y (N, C, S) and m, z, a (N, C).
 
     One parallel loop over items of `chunk` channels of a sample (a whole sample when chunk
@@ -47,7 +47,7 @@ def _forward_cf(x, w, src, bias, has_bias, hard, chunk, wave, stream, y, m, z, a
         for i in prange(n_ * per):
             n = i // per
             c0 = (i % per) * chunk
-            _forward_item_cf(x, xf, y, w, src, bias, has_bias, hard, stream, n, c0,
+            _forward_item_cf(x, xf, y, w, src, span, bias, has_bias, hard, stream, n, c0,
                              min(c_, c0 + chunk), m, z, a)
     else:
         for n0 in range(0, n_, wave):
@@ -64,23 +64,20 @@ def _forward_cf(x, w, src, bias, has_bias, hard, chunk, wave, stream, y, m, z, a
 
 
 @twin
-def _forward_cl(x, w, src, span, bias, has_bias, hard, mode, wave, chunk, sb, y, m, z, a):
+def _forward_cl(x, w, src, bias, has_bias, hard, mode, wave, chunk, sb, y, m, z, a):
     """Channels-last forward on x (N, S, C) into y.
 
-    _SAMPLES: one parallel loop over items of `chunk` channels of a sample (a whole sample
-    when chunk is C), each pooled (with its halo), gated and scaled while it is in cache.
-    _WAVES (in place, y is x, with samples split): an item must not scale columns another
-    item still pools for its halo, so each wave of samples is pooled (items of `chunk`
-    channels), gated, then scaled (items of `sb` positions)."""
+    _SAMPLES: one parallel loop over whole samples, each pooled, gated and scaled by one
+    thread (_forward_item_cl). _WAVES (one sample, or a few that would leave a thread idle):
+    each wave of samples is pooled (items of `chunk` channels), gated, then scaled (items of
+    `sb` positions), every thread on every phase; also in place, as each phase ends before
+    the next begins."""
     n_, s_, c_ = x.shape
-    per_c = (c_ + chunk - 1) // chunk
     if mode == _SAMPLES:
-        for i in prange(n_ * per_c):
-            n = i // per_c
-            c0 = (i % per_c) * chunk
-            _forward_item_cl(x, y, w, src, span, bias, has_bias, hard, n, c0,
-                             min(c_, c0 + chunk), m, z, a)
+        for n in prange(n_):
+            _forward_item_cl(x, y, w, src, bias, has_bias, hard, n, m, z, a)
     else:
+        per_c = (c_ + chunk - 1) // chunk
         per_s = (s_ + sb - 1) // sb
         for n0 in range(0, n_, wave):
             wn = min(wave, n_ - n0)
@@ -186,22 +183,18 @@ def _backward_cf(x, g, w, src, rd, span, bias, has_bias, hard, mode, wave, chunk
 
 
 @twin
-def _backward_cl(x, g, w, src, rd, span, bias, has_bias, hard, mode, wave, chunk, sb, dx, m,
-                 dz):
+def _backward_cl(x, g, w, src, rd, bias, has_bias, hard, mode, wave, chunk, sb, dx, m, dz):
     """Channels-last backward on (N, S, C) arrays.
 
-    _SAMPLES: one parallel loop over items of `chunk` channels of a sample (a whole sample
-    when chunk is C), each done by _backward_item_cl with its halo. _WAVES (in place, dx is
-    x or g, with samples split): waves of samples, each summed, then dz, dm, then dx (items
-    of `sb` positions)."""
+    _SAMPLES: one parallel loop over whole samples, each done by one thread
+    (_backward_item_cl). _WAVES (one sample, or a few that would leave a thread idle): waves
+    of samples, each summed (items of `chunk` channels), then dz, dm, then dx (items of `sb`
+    positions); dx may be x or g, as every sum of a wave ends before its first dx."""
     n_, s_, c_ = x.shape
     per_c = (c_ + chunk - 1) // chunk
     if mode == _SAMPLES:
-        for i in prange(n_ * per_c):
-            n = i // per_c
-            c0 = (i % per_c) * chunk
-            _backward_item_cl(x, g, dx, w, src, rd, span, bias, has_bias, hard, n, c0,
-                              min(c_, c0 + chunk), m, dz)
+        for n in prange(n_):
+            _backward_item_cl(x, g, dx, w, src, rd, bias, has_bias, hard, n, m, dz)
     else:
         da = np.empty((n_, c_))
         a = np.empty((n_, c_))

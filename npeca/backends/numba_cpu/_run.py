@@ -69,11 +69,10 @@ def _forward(call: _Call, out: np.ndarray | None) -> ECAForward:
     y = np.empty(x.shape, dtype=x.dtype) if out is None else out
     mza = np.empty((3, call.n, call.c))  # one allocation, three C-contiguous views
     m, z, a = mza[0], mza[1], mza[2]
-    bits = None if _fast(x, y) else _bfloat16_bits(call.problem.channels_last, x, y)
-    if bits is not None:
-        call.forward(bits[0], bits[1], m, z, a)
-    elif _fast(x, y):
+    if _fast(x, y):
         call.forward(x, y, m, z, a)
+    elif (bits := _bfloat16_bits(call.problem.channels_last, x, y)) is not None:
+        call.forward(bits[0], bits[1], m, z, a)
     else:  # a few samples at a time through contiguous buffers: bounded extra memory
         stager = call.stager(x.dtype)
         for n0, n1 in stager.ranges():
@@ -91,11 +90,10 @@ def _backward(call: _Call, grad_out: np.ndarray, out: np.ndarray | None) -> ECAG
     dx = np.empty(x.shape, dtype=x.dtype) if out is None else out
     mdz = np.empty((2, call.n, call.c))
     m, dz = mdz[0], mdz[1]
-    bits = None if _fast(x, g, dx) else _bfloat16_bits(problem.channels_last, x, g, dx)
-    if bits is not None:
-        call.backward(bits[0], bits[1], bits[2], m, dz)
-    elif _fast(x, g, dx):
+    if _fast(x, g, dx):
         call.backward(x, g, dx, m, dz)
+    elif (bits := _bfloat16_bits(problem.channels_last, x, g, dx)) is not None:
+        call.backward(bits[0], bits[1], bits[2], m, dz)
     else:
         stager = call.stager(x.dtype, g.dtype)
         for n0, n1 in stager.ranges():

@@ -31,11 +31,9 @@ _WAVE_BYTES_PER_THREAD = _CACHES.l2 // 2  # bytes of x per thread in a wave: hal
 _ITEMS_PER_THREAD = 8  # work items per thread in a wave, for load balance
 _PER_SAMPLE_BYTES = _CACHES.l2 // 4  # samples up to this size are one work item each
 _CHUNK_BYTES = 3 * _CACHES.l2 // 4  # channels-first forward of large samples: x per item
-_CL_CHUNK_BYTES = _CACHES.l2  # channels-last items: a block fits one core's L2 (wider blocks,
-# fewer halo columns; measured best between 0.5 and 4 L2 on the benchmark machine)
 _SEGMENTS_PER_THREAD = 1  # channels-first backward of large samples: pipelined segments
-_MAX_BLOCK = 256  # channels-last: most channels per pooling item (16 lanes x 256 x 8 B)
-_MIN_BLOCK = 16  # channels-last: fewest channels per pooling item
+_MAX_BLOCK = 256  # channels-last waves: most channels per pooling item (16 lanes x 256 x 8 B)
+_MIN_BLOCK = 16  # channels-last waves: fewest channels per pooling item
 _STAGE_BYTES = 4 << 20  # bytes of x staged at a time on the slow path
 # Outputs larger than the last-level cache (at most 32 MiB of it: an L3 is shared with the
 # other cores and processes) bypass the caches with streaming stores ...
@@ -136,7 +134,8 @@ class _Call:
 
     def schedule(self, n: int, itemsize: int, pipelined: bool = False
                  ) -> tuple[int, int, int, int]:
-        """(mode, wave, chunk, sb) for n samples of this geometry.
+        """(mode, wave, chunk, sb) for n samples of this channels-first geometry (the
+        in-place forward and the backward; channels-last: channels_last_plan).
 
         _SAMPLES when samples are small (they stay in cache between the sweeps) and there
         are enough of them to keep every thread busy. For a ``pipelined`` kernel (the
@@ -156,18 +155,14 @@ class _Call:
             mode = _PIPELINED_SAMPLES
         else:
             mode = _WAVES
-        if self.channels_last:  # channel blocks of whole cache lines, 16 lanes x chunk x 8 B
-            chunk = _ceil(_ceil(wave * c, target), 16) * 16
-            chunk = min(c, _MAX_BLOCK if mode == _SAMPLES else
-                        max(_MIN_BLOCK, min(_MAX_BLOCK, chunk)))
-        elif pipelined:
+        if pipelined:
             chunk = _ceil(c, _SEGMENTS_PER_THREAD * threads)
         else:
             chunk = min(c, _ceil(wave * c, target))
         return mode, wave, chunk, min(s, _ceil(wave * s, target))
 
     def forward_chunk(self, n: int, itemsize: int) -> int:
-        """Channels per item of the forward (either layout): whole samples when they are
+        """Channels per item of the channels-first forward: whole samples when they are
         small and numerous enough to keep every thread busy; else every sample split into
         a multiple of the thread count of items of at most about _CHUNK_BYTES (so an item
         is still in L2 when it is scaled) with as few halo channels as that allows."""
@@ -175,43 +170,51 @@ class _Call:
         sample = self.c * self.s * itemsize
         if sample <= _PER_SAMPLE_BYTES and (n % threads == 0 or n >= 4 * threads):
             return self.c
-        item = _CL_CHUNK_BYTES if self.channels_last else _CHUNK_BYTES
-        per = threads * _ceil(sample, threads * item)
-        chunk = _ceil(self.c, min(per, self.c))
-        if self.channels_last:  # blocks of whole 64-byte lines of a position's channels
-            chunk = min(self.c, _ceil(chunk, 16) * 16)
-        return chunk
+        per = threads * _ceil(sample, threads * _CHUNK_BYTES)
+        return _ceil(self.c, min(per, self.c))
+
+    def channels_last_plan(self, n: int, itemsize: int) -> tuple[int, int, int, int]:
+        """(mode, wave, chunk, sb) of a channels-last forward or backward.
+
+        _SAMPLES with whole samples (chunk = C) whenever the samples divide among the
+        threads (or there are at least 4 per thread): each is pooled, then scaled, by one
+        thread, reading rows of whole positions, and is safe in place. Otherwise (N = 1, or
+        a few samples that leave a thread idle) _WAVES: every sample of a wave pooled by
+        blocks of up to _MAX_BLOCK channels, about one block per thread (wide rows, no
+        halo), then scaled by blocks of ``sb`` positions. Items of part of a sample with
+        their own halo columns (chunk < C in _SAMPLES, before) read short, misaligned rows;
+        they measured up to 1.9x slower on ResNet-50's shapes and 3.4x to 4.6x on large
+        maps (docs/performance.md)."""
+        threads = self.threads
+        if threads == 1 or n % threads == 0 or n >= 4 * threads:
+            return _SAMPLES, 0, self.c, 0
+        c, s = self.c, self.s
+        wave = min(n, max(1, (_WAVE_BYTES_PER_THREAD * threads) // (c * s * itemsize)))
+        chunk = min(c, _MAX_BLOCK, max(_MIN_BLOCK, _ceil(_ceil(c, threads), 16) * 16))
+        return _WAVES, wave, chunk, min(s, _ceil(wave * s, _ITEMS_PER_THREAD * threads))
 
     def forward(self, x, y, m, z, a) -> None:
         """The forward kernel on C-contiguous x and y of one dtype."""
-        common = (self.w, self.src, self.bias, self.has_bias, self.hard)
         if self.channels_last:
-            n, size = x.shape[0], x.dtype.itemsize
-            mode, wave, chunk, sb = _SAMPLES, 0, self.forward_chunk(n, size), 0
-            if chunk < self.c and np.may_share_memory(x, y):  # in place: pool, then scale
-                mode, wave, chunk, sb = self.schedule(n, size)
-                mode = _WAVES
-            self.launch(_forward_cl, self.view3(x), self.w, self.src, self.span, self.bias,
+            mode, wave, chunk, sb = self.channels_last_plan(x.shape[0], x.dtype.itemsize)
+            self.launch(_forward_cl, self.view3(x), self.w, self.src, self.bias,
                         self.has_bias, self.hard, mode, wave, chunk, sb, self.view3(y), m,
                         z, a)
         else:
             # in place (out is x): wave > 0 asks for pooling before scaling (see the kernel)
             wave = self.schedule(x.shape[0], x.dtype.itemsize)[1] if \
                 np.may_share_memory(x, y) else 0
-            self.launch(_forward_cf, self.view3(x), *common,
+            self.launch(_forward_cf, self.view3(x), self.w, self.src, self.span, self.bias,
+                        self.has_bias, self.hard,
                         self.forward_chunk(x.shape[0], x.dtype.itemsize), wave,
                         self.stream(y), self.view3(y), m, z, a)
 
     def backward(self, x, g, dx, m, dz) -> None:
         """The backward kernel on C-contiguous x, g and dx of one dtype."""
         if self.channels_last:
-            n, size = x.shape[0], 2 * x.dtype.itemsize  # x and g per element
-            mode, wave, chunk, sb = _SAMPLES, 0, self.forward_chunk(n, size), 0
-            if chunk < self.c and (np.may_share_memory(dx, x) or np.may_share_memory(dx, g)):
-                mode, wave, chunk, sb = self.schedule(n, x.dtype.itemsize)
-                mode = _WAVES  # in place: every sum of a wave before any dx
+            mode, wave, chunk, sb = self.channels_last_plan(x.shape[0], x.dtype.itemsize)
             self.launch(_backward_cl, self.view3(x), self.view3(g), self.w, self.src, self.rd,
-                        self.span, self.bias, self.has_bias, self.hard, mode, wave, chunk, sb,
+                        self.bias, self.has_bias, self.hard, mode, wave, chunk, sb,
                         self.view3(dx), m, dz)
         else:
             mode, wave, chunk, _ = self.schedule(x.shape[0], x.dtype.itemsize, pipelined=True)
