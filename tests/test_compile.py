@@ -262,3 +262,42 @@ def test_fork_during_a_background_compile_waits_and_the_child_works(tmp_path):
                           timeout=900, env=dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path),
                                                 NPECA_BACKGROUND_COMPILE="1"))
     assert done.returncode == 0 and done.stdout.strip() == "0", done.stdout + done.stderr
+
+
+_FORK_CHILD = r"""
+import os, sys, time
+import numpy as np, npeca
+x = np.random.default_rng(0).standard_normal((2, 64, 40, 40)).astype(np.float32)
+w = np.array([0.2, 0.5, 0.3])
+if sys.argv[1] == "parallel":
+    want = npeca.eca(x, w, backend="numba")  # starts numba's (OpenMP) thread pool
+else:  # "auto": numba is imported in a thread meanwhile; fork at once or a little later
+    want = npeca.eca(x, w, backend="numpy")
+    npeca.eca(x, w)
+    if sys.argv[2] == "logging":  # the import is under way: logging's fork handler is set
+        while "logging" not in sys.modules:
+            time.sleep(0.0005)
+    else:
+        time.sleep(float(sys.argv[2]))
+pid = os.fork()
+if pid == 0:
+    got = npeca.eca(x, w, backend="numba")
+    ok = np.array_equal(got, want) if sys.argv[1] == "parallel" else got.shape == x.shape
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+@pytest.mark.parametrize("case", [("parallel", "0"), ("auto", "0"), ("auto", "logging"),
+                                  ("auto", "0.3")])
+def test_a_forked_child_computes_with_numba(case):
+    """A child made by fork() after the parent started numba's thread pool runs the serial
+    kernels (GNU OpenMP would terminate it at its first parallel region), with the same bits;
+    a fork while backend="auto" imports numba in its thread waits for the import (a child
+    would inherit its module locks; logging's fork handler once made this wait deadlock)."""
+    done = subprocess.run([sys.executable, "-c", _FORK_CHILD, *case], capture_output=True,
+                          text=True, timeout=120,
+                          env=dict(os.environ, NPECA_BACKGROUND_COMPILE="1"))
+    assert done.returncode == 0 and done.stdout.strip() == "0", done.stdout + done.stderr

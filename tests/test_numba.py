@@ -383,6 +383,58 @@ def test_bitwise_identical_across_calls_and_set_num_threads():
         numba.set_num_threads(before)
 
 
+def test_a_remembered_launch_gives_the_bits_of_the_full_path():
+    """The second forward of a kind of call runs a remembered launch (_run._PLANS), without
+    the schedule: it must give the full path's bits, for each layout, in place or not, for
+    one thread and all, and use the weight and bias of its own call, not of the first."""
+    import numba
+    from npeca._validate import eca_problem
+    run = numba_cpu._run
+    rng = np.random.default_rng(12)
+    before = numba.get_num_threads()
+    cases = [((1, 64, 9, 7), 1, {}), ((3, 40, 5, 6), -1, dict(bias=0.3)),
+             ((1, 7, 8, 33), -1, dict(padding="circular", gate="hard_sigmoid")),
+             ((2, 48, 60, 50), 1, dict(groups=4)), ((1, 60, 40, 48), -1, {})]
+    try:
+        for threads in (1, before):
+            numba.set_num_threads(threads)
+            for shape, axis, kw in cases:
+                for dtype in (np.float32, np.float64):
+                    x = rng.standard_normal(shape).astype(dtype)
+                    c = shape[axis]
+                    for w in (rng.standard_normal(5), rng.standard_normal((c, 3))):
+                        run._PLANS.clear()
+                        for trial in range(3):  # full path + remembered; then new values
+                            wt = (w * (1 + trial)).astype(np.float32 if trial else w.dtype)
+                            kwt = dict(kw, bias=kw["bias"] * trial) if "bias" in kw else kw
+                            p = eca_problem(x, wt, channel_axis=axis, **kwt)
+                            full = run.forward_full(p)
+                            got = npeca.eca_forward(x, wt, channel_axis=axis,
+                                                    backend="numba", **kwt)
+                            assert run._PLANS, "nothing was remembered"
+                            for u, v in zip(full, got):
+                                np.testing.assert_array_equal(u, v)
+                            xi = x.copy()  # in place
+                            np.testing.assert_array_equal(
+                                npeca.eca(xi, wt, out=xi, channel_axis=axis,
+                                          backend="numba", **kwt), full.y)
+    finally:
+        numba.set_num_threads(before)
+
+
+def test_remembered_launches_keep_no_array_of_the_caller():
+    import gc
+    import weakref
+    x = np.random.default_rng(13).standard_normal((2, 32, 40, 40)).astype(np.float32)
+    w = np.array([0.2, 0.5, 0.3], np.float32)
+    for _ in range(2):
+        y = npeca.eca(x, w, backend="numba")
+    refs = [weakref.ref(x), weakref.ref(w), weakref.ref(y)]
+    del x, w, y
+    gc.collect()
+    assert all(r() is None for r in refs)
+
+
 # --- memory: no full-size temporaries ---------------------------------------------------------
 
 @pytest.mark.parametrize("channel_axis", [1, -1])

@@ -222,6 +222,14 @@ def _import_in_background(problem, kind: str, grad_out) -> None:
     with _lock:
         if _importer is not None:
             return
+        # fork() runs its "before" handlers last registered first, and must wait for this
+        # import (a child would inherit module locks held by a thread it does not have). The
+        # import itself would import logging, whose handler takes logging's lock, which the
+        # import needs: so logging is imported here, and the wait registered after it.
+        import logging  # noqa: F401
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(before=_join_importer)
+
         def run(args=(problem, kind, grad_out)):
             global _numba_failure
             try:
@@ -237,15 +245,16 @@ def _import_in_background(problem, kind: str, grad_out) -> None:
 
 def _join_importer() -> None:
     """Wait for the background import of numba (before fork(), whose child would inherit
-    the import lock it holds, and at exit, where a daemon thread is cut off mid-import)."""
+    the module locks it holds, and at exit, where a daemon thread is cut off mid-import)."""
     job = _importer
     if job is not None and job.is_alive():
         job.join()
+        module = _loaded.get("numba")
+        if module is not None:  # and for the kernels it started loading (numba_cpu's own
+            module._compile._before_fork()  # fork handler ran before they started)
 
 
 atexit.register(_join_importer)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_join_importer)
 
 
 def warmup(progress=None, done=None) -> list[tuple[str, float]]:

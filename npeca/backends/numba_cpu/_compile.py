@@ -249,6 +249,13 @@ def run_parallel_or_serial(kernel: Twin, args: tuple) -> None:
         deferred.append((kernel.parallel, args, key))
 
 
+def compiled(kernel: Twin, args: tuple) -> bool:
+    """True when ``kernel.parallel`` is compiled in this process for the types of ``args``
+    (a call to it then runs at once, without compiling): always after it ran in the calling
+    thread, as without the background compile."""
+    return not BACKGROUND or _key(kernel.parallel, args) in _ready
+
+
 class deferring:
     """Within this block, background compiles start only at its end: a call that runs several
     kernels (backward: the gradients of x, then of the weight) compiles each serial one
@@ -367,11 +374,27 @@ def _before_fork() -> None:
 at_fork_child: list = []  # callbacks of the package (its own job lists)
 
 
+#: True in a child made by fork() after this process started numba's thread pool: every
+#: kernel then runs its serial twin there (GNU OpenMP terminates a child at its first parallel
+#: region: "fork() called from a process already using GNU OpenMP"; the other layers' pools
+#: are not copied into a child either). Loading a parallel kernel starts the pool, so this
+#: also follows a background compile under backend="auto".
+SERIAL_ONLY = False
+
+
+def _thread_pool_started() -> bool:
+    """Whether numba's threading layer (and with it OpenMP's threads) has been started."""
+    parallel = sys.modules.get("numba.np.ufunc.parallel")
+    return bool(getattr(parallel, "_is_initialized", True))
+
+
 def _after_fork_child() -> None:
     """In a forked child: no background compiles (the parent's threads are gone, and a child
-    is often short-lived); forget the parent's jobs."""
-    global BACKGROUND
+    is often short-lived); serial kernels only if the parent's thread pool was started;
+    forget the parent's jobs."""
+    global BACKGROUND, SERIAL_ONLY
     BACKGROUND = False
+    SERIAL_ONLY = SERIAL_ONLY or _thread_pool_started()
     _pending.clear()
     _background_jobs.clear()
     for callback in at_fork_child:

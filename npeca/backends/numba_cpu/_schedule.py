@@ -14,6 +14,7 @@ import numpy as np
 from ..._bfloat16 import is_bfloat16, round_to
 
 from ..._validate import ECAProblem
+from . import _compile
 from ._compile import Twin, run_parallel_or_serial
 from ._kernels import (_PIPELINED_SAMPLES, _SAMPLES, _WAVES, _backward_cf, _backward_cl,
                        _forward_cf, _forward_cl, _parameter_grads)
@@ -42,7 +43,25 @@ _STREAM_MIN_ROW = 1024  # ... when their channels-first rows have at least this 
 _PARAMETER_SERIAL = 1 << 15  # weight gradients of fewer N * C * k terms: one thread
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+
+def tuning() -> tuple:
+    """The sizes above that decide a forward's schedule, as read now: part of the key of a
+    remembered launch (_run._PLANS), so that a changed size (the tests change them) is never
+    served a launch planned with the old one."""
+    return (_SERIAL_BYTES, _WAVE_BYTES_PER_THREAD, _ITEMS_PER_THREAD, _PER_SAMPLE_BYTES,
+            _CHUNK_BYTES, _MAX_BLOCK, _MIN_BLOCK, _STREAM_BYTES, _STREAM_MIN_ROW)
+
 # --- the wrappers: choose views, the schedule and staging, then call the kernels ------------
+
+
+def kernel_weight(problem: ECAProblem) -> np.ndarray:
+    """The kernel(s) as float64, (C, k) per channel or (1, k) shared; always writeable,
+    C-contiguous and aligned, so that every weight gives numba the same signature."""
+    w = problem.weight
+    flags = w.flags
+    if w.dtype != np.float64 or not (flags.writeable and flags.c_contiguous and flags.aligned):
+        w = np.array(w, dtype=np.float64)
+    return w.reshape(-1, problem.k)
 
 
 def _tap_tables(c_: int, k: int, cg: int, circular: bool):
@@ -90,14 +109,7 @@ class _Call:
         self.n, self.c = problem.n, problem.c
         self.s = x.size // (self.n * self.c)
         self.channels_last = problem.channels_last
-        # the kernel(s) as float64, (C, k) per channel or (1, k) shared; always writeable,
-        # C-contiguous and aligned, so that every weight gives numba the same signature
-        w = problem.weight
-        flags = w.flags
-        if w.dtype != np.float64 or not (flags.writeable and flags.c_contiguous
-                                         and flags.aligned):
-            w = np.array(w, dtype=np.float64)
-        self.w = w.reshape(-1, problem.k)
+        self.w = kernel_weight(problem)
         self.src, self.rd, self.span = _taps(self.c, problem.k, self.c // problem.groups,
                                              problem.padding == "circular")
         self.bias = 0.0 if problem.bias is None else float(problem.bias)
@@ -110,8 +122,11 @@ class _Call:
         """How many threads a pass over ``nbytes`` of input gets: all of numba's (its
         ``get_num_threads()``, which NUMBA_NUM_THREADS and ``numba.set_num_threads`` set), or
         only the calling thread when the input fits twice in one core's L1 data cache: it is
-        done in microseconds, less than waking the other threads costs."""
-        return 1 if nbytes <= _SERIAL_BYTES else numba.get_num_threads()
+        done in microseconds, less than waking the other threads costs. One also in a child
+        made by fork() after the parent started numba's threads (_compile.SERIAL_ONLY)."""
+        if nbytes <= _SERIAL_BYTES or _compile.SERIAL_ONLY:
+            return 1
+        return numba.get_num_threads()
 
     def launch(self, kernel: Twin, *args, serial: bool = False) -> None:
         """Run the serial or the parallel twin of ``kernel``, as ``self.threads`` (or
