@@ -121,6 +121,9 @@ if sys.argv[1] == "broken":  # the import failed in the thread: the next call sa
         npeca.eca(x, w)
     assert np.array_equal(again, first), "the reference answers"
     assert len(seen) == 1 and "numba could not be imported" in str(seen[0].message), seen
+elif sys.argv[1] == "ready fails":  # numba imported; starting its kernels' load failed
+    assert backends._numba_failure is None, backends._numba_failure
+    assert backends.get_backend("numba").__name__ == "npeca.backends.numba_cpu"
 else:
     numba_cpu = backends.get_backend("numba")
     assert numba_cpu.wait_until_ready(timeout=600)
@@ -130,7 +133,7 @@ print("ok")
 
 
 @needs_numba
-@pytest.mark.parametrize("numba_state", ["working", "broken"])
+@pytest.mark.parametrize("numba_state", ["working", "broken", "ready fails"])
 def test_auto_imports_numba_in_a_background_thread(numba_state):
     """The first "auto" call of a process does not wait for numba to import (a few tenths of
     a second even with every kernel cached): the reference answers while a thread imports
@@ -138,6 +141,14 @@ def test_auto_imports_numba_in_a_background_thread(numba_state):
     code = _BACKGROUND_IMPORT
     if numba_state == "broken":
         code = "import sys; sys.modules['numba'] = None\n" + code
+    elif numba_state == "ready fails":  # not an import failure: numba stays usable
+        code = ("import threading, npeca.backends.numba_cpu as m\n"
+                "real = m.ready\n"
+                "def boom(*a, **k):\n"
+                "    if threading.current_thread().name == 'npeca-import-numba':\n"
+                "        raise RuntimeError(\"can't start new thread\")\n"
+                "    return real(*a, **k)\n"
+                "m.ready = boom\n") + code
     env = dict(os.environ, NPECA_BACKGROUND_COMPILE="1")
     done = subprocess.run([sys.executable, "-c", code, numba_state], capture_output=True,
                           text=True, timeout=900, env=env)

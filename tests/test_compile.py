@@ -301,3 +301,22 @@ def test_a_forked_child_computes_with_numba(case):
                           text=True, timeout=120,
                           env=dict(os.environ, NPECA_BACKGROUND_COMPILE="1"))
     assert done.returncode == 0 and done.stdout.strip() == "0", done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_exit_right_after_the_first_default_call_waits_for_the_background_load(tmp_path):
+    """The first backend="auto" call imports numba in a thread, which starts compiling the
+    kernels; numba's exit handler is registered by that import, too late when the process
+    is already exiting: npeca's own exit handler then waits for the compile (cut off inside
+    LLVM it could crash the exit) and says so."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NPECA_BACKGROUND_COMPILE="1")
+    subprocess.run([sys.executable, "-c", "import npeca.backends.numba_cpu"], env=env,
+                   check=True, timeout=300)
+    code = ("import numpy as np, npeca\n"
+            "npeca.eca(np.zeros((1, 64, 32, 32), np.float32), np.ones(3) / 3)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert "waiting for a background compile" in done.stderr, done.stderr
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr
+    assert list(tmp_path.rglob("*.nbi")), "the compile was cut off: nothing cached"

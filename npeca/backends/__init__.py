@@ -234,27 +234,38 @@ def _import_in_background(problem, kind: str, grad_out) -> None:
             global _numba_failure
             try:
                 module = _numba_or_none()
-                if module is not None:
-                    module.ready(*args)
             except Exception as exc:  # noqa: BLE001 - a broken numba: "auto" warns, uses numpy
                 _numba_failure = f"{type(exc).__name__}: {exc}"
+                return
+            if module is not None:
+                try:
+                    module.ready(*args)
+                except Exception:  # noqa: BLE001 - numba works; the next "auto" call asks again
+                    pass
 
         _importer = threading.Thread(target=run, name="npeca-import-numba", daemon=True)
         _importer.start()
 
 
-def _join_importer() -> None:
-    """Wait for the background import of numba (before fork(), whose child would inherit
-    the module locks it holds, and at exit, where a daemon thread is cut off mid-import)."""
+def _join_importer(at_exit: bool = False) -> None:
+    """Wait for the background import of numba, and then for the kernel loads it started
+    (numba_cpu's own fork and exit handlers were registered too late to run for them):
+    before fork(), whose child would inherit the module and compiler locks they hold, and at
+    exit, where a daemon thread is cut off mid-import or mid-compile (saying so on stderr
+    when that takes a while, as numba_cpu's exit handler does)."""
     job = _importer
-    if job is not None and job.is_alive():
-        job.join()
-        module = _loaded.get("numba")
-        if module is not None:  # and for the kernels it started loading (numba_cpu's own
-            module._compile._before_fork()  # fork handler ran before they started)
+    if job is None:
+        return
+    job.join()
+    module = _loaded.get("numba")
+    if module is not None:  # both wait only for what still runs
+        if at_exit:
+            module._compile._finish_at_exit()
+        else:
+            module._compile._before_fork()
 
 
-atexit.register(_join_importer)
+atexit.register(_join_importer, at_exit=True)
 
 
 def warmup(progress=None, done=None) -> list[tuple[str, float]]:
