@@ -9,8 +9,7 @@ from ..._bfloat16 import round_to
 from ..._validate import ECAProblem
 from ...results import ECAForward, ECAGrads
 from ._compile import compiled, deferring
-from ._schedule import (_FAST_DTYPES, _bfloat16_bits, _Call, _fast, _recording, kernel_weight,
-                        tuning)
+from ._schedule import _bfloat16_bits, _Call, _fast, _recording, kernel_weight, tuning
 
 #: Remembered launches of the forward (see _planned): key -> (dispatcher, the shape the
 #: kernel views x and y in, the arguments between the weight and the bias, whether there is
@@ -47,16 +46,10 @@ def _plan_key(problem: ECAProblem, out: np.ndarray | None) -> tuple | None:
     schedule's sizes. None when the launch is not a single kernel on x and y as they are
     (another dtype, strides, a bfloat16 or unaligned array: those are staged)."""
     x = problem.x
-    flags = x.flags
-    if not (flags.c_contiguous and flags.aligned and x.dtype in _FAST_DTYPES):
+    if not (_fast(x) if out is None else _fast(x, out)):
         return None
-    in_place = False
-    if out is not None:
-        out_flags = out.flags
-        if not (out.dtype == x.dtype and out_flags.c_contiguous and out_flags.aligned):
-            return None
-        in_place = out is x or np.may_share_memory(x, out)
-    return (x.shape, x.dtype.char, flags.writeable, in_place, problem.channels_last, problem.k,
+    in_place = out is not None and (out is x or np.may_share_memory(x, out))
+    return (x.shape, x.dtype.char, x.flags.writeable, in_place, problem.channels_last, problem.k,
             problem.groups, problem.padding, problem.gate, problem.per_channel,
             problem.bias is None, _Call.use_threads(x.nbytes), tuning())
 

@@ -147,6 +147,12 @@ class _Call:
             return arr.reshape(arr.shape[0], self.s, self.c)
         return arr.reshape(arr.shape[0], self.c, self.s)
 
+    def balanced(self, n: int) -> bool:
+        """Whether n samples, one work item each, keep every thread about equally busy: they
+        divide among the threads, or there are at least 4 per thread (always with one)."""
+        threads = self.threads
+        return n % threads == 0 or n >= 4 * threads
+
     def schedule(self, n: int, itemsize: int, pipelined: bool = False
                  ) -> tuple[int, int, int, int]:
         """(mode, wave, chunk, sb) for n samples of this channels-first geometry (the
@@ -161,7 +167,7 @@ class _Call:
         threads = self.threads
         c, s = self.c, self.s
         sample = c * s * itemsize
-        balanced = n % threads == 0 or n >= 4 * threads
+        balanced = self.balanced(n)
         wave = min(n, max(1, (_WAVE_BYTES_PER_THREAD * threads) // sample))
         target = _ITEMS_PER_THREAD * threads
         if sample <= _PER_SAMPLE_BYTES and balanced:
@@ -183,7 +189,7 @@ class _Call:
         is still in L2 when it is scaled) with as few halo channels as that allows."""
         threads = self.threads
         sample = self.c * self.s * itemsize
-        if sample <= _PER_SAMPLE_BYTES and (n % threads == 0 or n >= 4 * threads):
+        if sample <= _PER_SAMPLE_BYTES and self.balanced(n):
             return self.c
         per = threads * _ceil(sample, threads * _CHUNK_BYTES)
         return _ceil(self.c, min(per, self.c))
@@ -201,7 +207,7 @@ class _Call:
         they measured up to 1.9x slower on ResNet-50's shapes and 3.4x to 4.6x on large
         maps (docs/performance.md)."""
         threads = self.threads
-        if threads == 1 or n % threads == 0 or n >= 4 * threads:
+        if self.balanced(n):
             return _SAMPLES, 0, self.c, 0
         c, s = self.c, self.s
         wave = min(n, max(1, (_WAVE_BYTES_PER_THREAD * threads) // (c * s * itemsize)))
