@@ -60,7 +60,8 @@ def dtype(what: str = "bfloat16") -> np.dtype:
 def is_bfloat16(dt: Any) -> bool:
     """True for ml_dtypes' bfloat16 dtype, in either byte order (checked by name: no import
     needed)."""
-    return isinstance(dt, np.dtype) and dt.name == NAME and dt.itemsize == 2
+    return isinstance(dt, np.dtype) and dt.kind == "V" and dt.itemsize == 2 and \
+        dt.name == NAME  # kind and itemsize first: dtype.name is slow to compute
 
 
 def native(arr: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ float64 values straddle a rounding boundary.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -280,10 +281,12 @@ def test_schedule_does_not_change_a_bit(monkeypatch, channel_axis, dtype, n):
                      (rng.standard_normal((c, 9)), dict(padding="circular", groups=2))):
         base = (npeca.eca_forward(x, w, **kw, **extra),
                 npeca.eca_backward(x, w, g, **kw, **extra))
-        for per_sample, wave_bytes, items, stream in ((0, 1, 1, False), (0, 1, 64, True),
-                                                      (0, 1 << 30, 1, True), (0, 700, 3, False),
-                                                      (1 << 30, 1, 1, True)):
+        for (per_sample, wave_bytes, items, stream), min_row in itertools.product(
+                ((0, 1, 1, False), (0, 1, 64, True), (0, 1 << 30, 1, True), (0, 700, 3, False),
+                 (1 << 30, 1, 1, True)), (0, 1 << 30)):
             sched = numba_cpu._schedule  # raising=True: a renamed constant fails here
+            # the channels-first backward: pipelined (rows of any length) or in phases
+            monkeypatch.setattr(sched, "_PIPELINE_MIN_ROW", min_row)
             monkeypatch.setattr(sched, "_PER_SAMPLE_BYTES", per_sample)
             monkeypatch.setattr(sched, "_SEGMENTS_PER_THREAD", items)  # 1 to 64 segments
             monkeypatch.setattr(sched, "_STREAM_BYTES", 0 if stream else 1 << 62)
@@ -297,6 +300,8 @@ def test_schedule_does_not_change_a_bit(monkeypatch, channel_axis, dtype, n):
             monkeypatch.setattr(sched, "_CHUNK_BYTES", wave_bytes)
             # channels-last waves (odd N): pooling blocks of 16 channels (ragged) or all
             monkeypatch.setattr(sched, "_MAX_BLOCK", 16 if items > 1 else 1 << 20)
+            # weight gradients: items of 1 to C channels on every thread, or one thread
+            monkeypatch.setattr(sched, "_PARAMETER_SERIAL", 0 if items > 1 else 1 << 62)
             again = (npeca.eca_forward(x, w, **kw, **extra),
                      npeca.eca_backward(x, w, g, **kw, **extra))
             for u, v in zip(base[0] + base[1], again[0] + again[1]):

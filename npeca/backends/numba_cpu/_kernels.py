@@ -17,7 +17,8 @@ from ._items import (_backward_item_cl, _dm_cl, _dx_cf, _dx_cl, _dz, _forward_it
                      _forward_item_cl, _gate_cl, _pool_cf,
                      _pool_cl, _scale_cf, _scale_cl, _sums_cf, _sums_cl)
 
-_SAMPLES, _PIPELINED_SAMPLES, _WAVES = 0, 1, 2  # how kernels hand out work (_Call.schedule)
+_SAMPLES, _PIPELINED_SAMPLES, _WAVES, _PHASES = 0, 1, 2, 3  # how kernels hand out work
+# (_Call.schedule, _Call.channels_last_plan)
 
 # --- the kernels ------------------------------------------------------------------------------
 #
@@ -161,6 +162,22 @@ def _backward_cf(x, g, w, src, rd, span, bias, has_bias, hard, mode, wave, chunk
             for c in range(c_):
                 if not xdone[n, c]:
                     _dx_cf(g, dx, w, rd, stream, n, c, c + 1, a, dz)
+    elif mode == _PHASES:  # short rows, few samples: every thread on each phase of a wave
+        per = (c_ + chunk - 1) // chunk
+        for n0 in range(0, n_, wave):
+            items = min(wave, n_ - n0) * per
+            for i in prange(items):
+                n = n0 + i // per
+                c0 = (i % per) * chunk
+                _sums_cf(gf, xf, n, c0, min(c_, c0 + chunk), c_, s_, m, da)
+            for i in prange(items):
+                n = n0 + i // per
+                c0 = (i % per) * chunk
+                _dz(w, src, bias, has_bias, hard, n, c0, min(c_, c0 + chunk), m, da, a, dz)
+            for i in prange(items):
+                n = n0 + i // per
+                c0 = (i % per) * chunk
+                _dx_cf(g, dx, w, rd, stream, n, c0, min(c_, c0 + chunk), a, dz)
     else:  # large samples: pipelined segments of `chunk` channels, then the segment edges
         per = (c_ + chunk - 1) // chunk
         for n0 in range(0, n_, wave):
@@ -221,30 +238,34 @@ def _backward_cl(x, g, w, src, rd, bias, has_bias, hard, mode, wave, chunk, sb, 
 
 
 @twin
-def _parameter_grads(m, dz, w, src, per_channel, dw, db):
+def _parameter_grads(m, dz, w, src, per_channel, chunk, dw, db):
     """dw = sum_n dz[n, c] * m~[n, c + j - p] over n (and c for a shared kernel); db = sum dz.
 
-    One channel per work item with n in order, then (shared kernel, bias) the per-channel
-    partial sums added in channel order: a fixed order whatever the thread count."""
+    Items of `chunk` channels, each walking the rows n in order (row by row: contiguous
+    reads) and adding to its own channels' partial sums, then (shared kernel, bias) the
+    per-channel partial sums added in channel order: every sum in a fixed order whatever
+    the thread count and chunk."""
     n_, c_ = dz.shape
     k = w.shape[1]
     part = np.empty((c_, k))
     db_c = np.empty(c_)
-    for c in prange(c_):  # each item owns its row of part and its db_c: no shared sum
-        for j in range(k):
-            sj = src[c, j]
-            tap = 0.0
-            if sj >= 0:
-                for n in range(n_):
-                    tap += dz[n, c] * m[n, sj]
-            else:  # a zero pad: dz * 0, NaN where dz is not finite, as in the reference
-                for n in range(n_):
-                    tap += dz[n, c] * 0.0
-            part[c, j] = tap
-        ones = 0.0
+    for i in prange((c_ + chunk - 1) // chunk):  # items own their rows of part and db_c
+        c0 = i * chunk
+        c1 = min(c_, c0 + chunk)
+        for c in range(c0, c1):
+            db_c[c] = 0.0
+            for j in range(k):
+                part[c, j] = 0.0
         for n in range(n_):
-            ones += dz[n, c]
-        db_c[c] = ones
+            for c in range(c0, c1):
+                d = dz[n, c]
+                for j in range(k):
+                    sj = src[c, j]
+                    if sj >= 0:
+                        part[c, j] += d * m[n, sj]
+                    else:  # a zero pad: dz * 0, NaN where dz is not finite, as the reference
+                        part[c, j] += d * 0.0
+                db_c[c] += d
     if per_channel:
         for c in range(c_):  # element by element: a slice assignment would compile numba's
             for j in range(k):  # shape-mismatch error path, seconds of compile for nothing
@@ -259,4 +280,3 @@ def _parameter_grads(m, dz, w, src, per_channel, dw, db):
     for c in range(c_):
         bias_total += db_c[c]
     db[0] = bias_total
-

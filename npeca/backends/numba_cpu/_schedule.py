@@ -16,8 +16,8 @@ from ..._bfloat16 import is_bfloat16, round_to
 from ..._validate import ECAProblem
 from . import _compile
 from ._compile import Twin, run_parallel_or_serial
-from ._kernels import (_PIPELINED_SAMPLES, _SAMPLES, _WAVES, _backward_cf, _backward_cl,
-                       _forward_cf, _forward_cl, _parameter_grads)
+from ._kernels import (_PHASES, _PIPELINED_SAMPLES, _SAMPLES, _WAVES, _backward_cf,
+                       _backward_cl, _forward_cf, _forward_cl, _parameter_grads)
 from ._machine import caches
 
 #: While not None, launches are recorded here as (kernel, args) instead of only run:
@@ -33,6 +33,9 @@ _ITEMS_PER_THREAD = 8  # work items per thread in a wave, for load balance
 _PER_SAMPLE_BYTES = _CACHES.l2 // 4  # samples up to this size are one work item each
 _CHUNK_BYTES = 3 * _CACHES.l2 // 4  # channels-first forward of large samples: x per item
 _SEGMENTS_PER_THREAD = 1  # channels-first backward of large samples: pipelined segments
+# Channels-first backward rows shorter than this are not pipelined (_PHASES instead): the
+# pipeline's bookkeeping per channel costs more than a second read of a short row from L2.
+_PIPELINE_MIN_ROW = 8192
 _MAX_BLOCK = 256  # channels-last waves: most channels per pooling item (16 lanes x 256 x 8 B)
 _MIN_BLOCK = 16  # channels-last waves: fewest channels per pooling item
 _STAGE_BYTES = 4 << 20  # bytes of x staged at a time on the slow path
@@ -160,10 +163,12 @@ class _Call:
 
         _SAMPLES when samples are small (they stay in cache between the sweeps) and there
         are enough of them to keep every thread busy. For a ``pipelined`` kernel (the
-        channels-first backward), _PIPELINED_SAMPLES when samples are large but their
-        number divides among the threads. Otherwise _WAVES of about _WAVE_BYTES_PER_THREAD
-        per thread, split into about _ITEMS_PER_THREAD items per thread of `chunk` channels
-        or `sb` positions (pipelined: _SEGMENTS_PER_THREAD long segments per thread)."""
+        channels-first backward): _PHASES when rows are shorter than _PIPELINE_MIN_ROW bytes
+        (waves as below, each summed, then dz, then dx, every thread on every phase);
+        _PIPELINED_SAMPLES when samples are large but their number divides among the
+        threads. Otherwise _WAVES of about _WAVE_BYTES_PER_THREAD per thread, split into
+        about _ITEMS_PER_THREAD items per thread of `chunk` channels or `sb` positions
+        (pipelined: _SEGMENTS_PER_THREAD long segments per thread)."""
         threads = self.threads
         c, s = self.c, self.s
         sample = c * s * itemsize
@@ -172,6 +177,8 @@ class _Call:
         target = _ITEMS_PER_THREAD * threads
         if sample <= _PER_SAMPLE_BYTES and balanced:
             mode = _SAMPLES
+        elif pipelined and s * itemsize < _PIPELINE_MIN_ROW:
+            mode, pipelined = _PHASES, False
         elif pipelined and n % threads == 0:
             mode = _PIPELINED_SAMPLES
         else:
@@ -246,8 +253,9 @@ class _Call:
     def parameter_grads(self, m, dz, dw, db) -> None:
         """dw and db from the backward's m and dz: one thread for small problems."""
         small = self.n * self.c * self.w.shape[1] < _PARAMETER_SERIAL
-        self.launch(_parameter_grads, m, dz, self.w, self.src, self.problem.per_channel, dw,
-                    db, serial=small)
+        chunk = self.c if small else _ceil(self.c, _ITEMS_PER_THREAD * self.threads)
+        self.launch(_parameter_grads, m, dz, self.w, self.src, self.problem.per_channel, chunk,
+                    dw, db, serial=small)
 
     def stream(self, out: np.ndarray) -> bool:
         """Whether to write ``out`` with streaming stores: when the whole output of the call
