@@ -147,7 +147,9 @@ eca.__doc__ = f"""Efficient Channel Attention: rescale every channel of ``x`` by
     Returns
     -------
     numpy.ndarray
-        y, with the shape and dtype of ``x`` (C-contiguous), or ``out`` when given.
+        y, with the shape and dtype of ``x`` (C-contiguous), or ``out`` when given. With
+        the numba backend a y of 1 MiB or more may lie in recycled memory (``y.base`` is
+        then not None; see ``npeca.backends.release_memory``).
 
     Raises
     ------
@@ -229,8 +231,9 @@ eca_backward.__doc__ = f"""Gradients of ECA with respect to x, weight and bias.
     -------
     ECAGrads
         Named tuple ``(x, weight, bias)``: dL/dx in the shape and dtype of ``x`` (``out``
-        when given, else a new C-contiguous array); dL/dweight in the weight's own shape
-        and dtype; dL/dbias shaped like the bias, or None when ``bias`` is None.
+        when given, else a new C-contiguous array, possibly in recycled memory as for :func:`eca`);
+        dL/dweight in the weight's own shape and dtype; dL/dbias shaped like the bias, or
+        None when ``bias`` is None.
 
     Notes
     -----

@@ -44,7 +44,7 @@ from types import FrameType, ModuleType
 from ..errors import BackendUnavailableError, ParameterError, describe
 
 __all__ = ["BACKENDS", "AUTO_MIN_SIZE", "AUTO_WAIT_SIZE", "get_backend", "select_backend",
-           "warmup"]
+           "warmup", "release_memory"]
 
 BACKENDS = ("auto", "numpy", "numba", "cuda")
 
@@ -286,3 +286,12 @@ def warmup(progress=None, done=None) -> list[tuple[str, float]]:
         When numba cannot be imported.
     """
     return get_backend("numba").warmup(progress=progress, done=done)
+
+
+def release_memory() -> int:
+    """Free the memory kept for recycling large outputs of the numba backend (blocks whose
+    outputs are gone; see docs/backends.md, "Recycled output memory") and return its size in
+    bytes. Outputs still in use are not touched. The environment variable
+    ``NPECA_OUTPUT_CACHE_MB`` bounds that memory (``0``: no recycling)."""
+    from . import _outputs
+    return _outputs.release()

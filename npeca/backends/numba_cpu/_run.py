@@ -7,6 +7,7 @@ import numpy as np
 from ..._bfloat16 import round_to
 
 from ..._validate import ECAProblem
+from .. import _outputs
 from ...results import ECAForward, ECAGrads
 from ._compile import compiled, deferring
 from ._schedule import _bfloat16_bits, _Call, _fast, _recording, kernel_weight, tuning
@@ -79,7 +80,7 @@ def _planned(problem: ECAProblem, out: np.ndarray | None) -> ECAForward | None:
             _remember(key, calls[0])
         return result
     dispatcher, shape, before, has_bias, after = plan
-    y = np.empty(x.shape, dtype=x.dtype) if out is None else out
+    y = _outputs.empty(x.shape, x.dtype) if out is None else out
     m, z, a = np.empty((3, problem.n, problem.c))
     dispatcher(x.reshape(shape), kernel_weight(problem), *before,
                0.0 if problem.bias is None else float(problem.bias), has_bias, *after,
@@ -144,7 +145,7 @@ def backward(problem: ECAProblem, grad_out: np.ndarray,
 def _forward(call: _Call, out: np.ndarray | None) -> ECAForward:
     """forward, for its _Call."""
     x = call.problem.x
-    y = np.empty(x.shape, dtype=x.dtype) if out is None else out
+    y = _outputs.empty(x.shape, x.dtype) if out is None else out
     mza = np.empty((3, call.n, call.c))  # one allocation, three C-contiguous views
     m, z, a = mza[0], mza[1], mza[2]
     if _fast(x, y):
@@ -165,7 +166,7 @@ def _backward(call: _Call, grad_out: np.ndarray, out: np.ndarray | None) -> ECAG
     """backward, for its _Call."""
     problem = call.problem
     x, g = problem.x, grad_out
-    dx = np.empty(x.shape, dtype=x.dtype) if out is None else out
+    dx = _outputs.empty(x.shape, x.dtype) if out is None else out
     mdz = np.empty((2, call.n, call.c))
     m, dz = mdz[0], mdz[1]
     if _fast(x, g, dx):
