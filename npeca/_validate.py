@@ -302,10 +302,12 @@ def output_array(out: Any, problem: ECAProblem, name: str = "out", *,
         return None
     x = problem.x
     if type(out) is np.ndarray and type(x) is np.ndarray:  # the common case, fast
-        if out.shape == x.shape and out.dtype == x.dtype and out.flags.writeable and (
-                not in_place or all(out is other or not np.may_share_memory(out, other)
-                                    for _, other in in_place)):
-            return out
+        if out.shape == x.shape and out.dtype == x.dtype and out.flags.writeable:
+            for _, other in in_place:
+                if out is not other and np.may_share_memory(out, other):
+                    break
+            else:
+                return out
     if is_device_array(x) or is_device_array(out):
         return _device_output(out, x, name, in_place)
     _refuse_masked(out, name, output=True)

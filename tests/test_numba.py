@@ -368,6 +368,37 @@ def test_bitwise_identical_for_one_and_two_threads():
     assert one.strip() == two.strip() and len(one.strip()) == 64
 
 
+def test_the_thread_count_follows_set_num_threads_in_every_thread():
+    """The schedule's quick read of numba's thread count (_schedule._num_threads) returns
+    what numba.get_num_threads() does, after set_num_threads, and per thread as numba keeps
+    it; a call in a thread limited to one thread runs serial kernels (a planted constant
+    count fails here)."""
+    import threading
+
+    import numba
+    sched = numba_cpu._schedule
+    before = numba.get_num_threads()
+    x = np.ones((2, 64, 30, 30), np.float32)
+    try:
+        for threads in (1, before):
+            numba.set_num_threads(threads)
+            assert sched._num_threads() == numba.get_num_threads() == threads
+            assert sched._Call.use_threads(x.nbytes) == threads
+        seen = []
+
+        def other():
+            numba.set_num_threads(1)
+            seen.append((sched._num_threads(), numba.get_num_threads()))
+
+        worker = threading.Thread(target=other)
+        worker.start()
+        worker.join()
+        assert seen == [(1, 1)]
+        assert sched._num_threads() == numba.get_num_threads() == before
+    finally:
+        numba.set_num_threads(before)
+
+
 def test_bitwise_identical_across_calls_and_set_num_threads():
     import numba
     rng = np.random.default_rng(9)

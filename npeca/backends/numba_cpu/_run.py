@@ -85,7 +85,7 @@ def _planned(problem: ECAProblem, out: np.ndarray | None) -> ECAForward | None:
     dispatcher(x.reshape(shape), kernel_weight(problem), *before,
                0.0 if problem.bias is None else float(problem.bias), has_bias, *after,
                y.reshape(shape), m, z, a)
-    return ECAForward(y, m, z, a)
+    return tuple.__new__(ECAForward, (y, m, z, a))  # ECAForward(y, m, z, a), 0.4 us sooner
 
 
 def _remember(key: tuple, launch: tuple) -> None:
