@@ -143,7 +143,53 @@ def test_the_environment_sets_the_limit(monkeypatch):
 
 def test_the_default_limit_comes_from_the_machine():
     memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    assert _outputs.limit() == min(4 << 30, memory // 16)
+    assert 0 < _outputs._usable_memory() <= memory
+    assert _outputs.limit() == min(1 << 30, _outputs._usable_memory() // 32)
+
+
+@pytest.mark.parametrize("bad", ["4GB", "1_000", "+7", "-5", "1.5", "\u0663", "9" * 12])
+def test_a_bad_limit_in_the_environment_fails_at_import(bad):
+    out = subprocess.run([sys.executable, "-c", "import npeca"], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "NPECA_OUTPUT_CACHE_MB": bad})
+    assert out.returncode != 0
+    assert "ParameterError" in out.stderr and "NPECA_OUTPUT_CACHE_MB" in out.stderr, out.stderr
+
+
+def test_dead_outputs_are_bounded_without_another_call(monkeypatch):
+    """Blocks are filed (and the bounds applied) when their outputs die, not only at the
+    next large output."""
+    monkeypatch.setattr(_outputs, "_limit", 3 * _outputs.MIN_BYTES)
+    arrays = [_outputs.empty((_outputs.MIN_BYTES,), np.uint8) for _ in range(6)]
+    del arrays
+    assert not _outputs._returned
+    assert sum(e[0] for e in _outputs._free) == 3 * _outputs.MIN_BYTES
+    monkeypatch.setattr(_outputs, "_limit", 1 << 40)
+    sizes = [(_outputs.MIN_BYTES + i * 8192,) for i in range(3 * _outputs.MAX_FREE)]
+    arrays = [_outputs.empty(shape, np.uint8) for shape in sizes]
+    del arrays
+    assert len(_outputs._free) == _outputs.MAX_FREE  # the newest, of sizes never asked again
+    assert not _outputs._live
+
+
+def test_an_output_behaves_like_an_array_over_foreign_memory():
+    import copy
+    import pickle
+    a = _outputs.empty(BIG, np.float32)
+    a[:] = 2.0
+    a.flags.writeable = False
+    a.flags.writeable = True  # numpy allows it: the holder exports a writeable buffer
+    holder = a
+    while isinstance(holder, np.ndarray):
+        holder = holder.base
+    twins = [copy.copy(holder), copy.deepcopy(holder)]
+    try:
+        twins.append(pickle.loads(pickle.dumps(holder)))
+    except pickle.PicklingError:  # ctypes cannot pickle an array type made at run time
+        pass
+    for twin in twins:
+        twin_array = np.frombuffer(twin, np.float32, count=BIG[0])
+        assert twin_array.__array_interface__["data"][0] != _address(a)  # a copy, no alias
+        assert (twin_array == 2.0).all()
 
 
 def test_threads_never_share_a_block():

@@ -42,6 +42,9 @@ import warnings
 from types import FrameType, ModuleType
 
 from ..errors import BackendUnavailableError, ParameterError, describe
+from . import _outputs
+
+_outputs.limit()  # NPECA_OUTPUT_CACHE_MB checked now, not at some later large output
 
 __all__ = ["BACKENDS", "AUTO_MIN_SIZE", "AUTO_WAIT_SIZE", "get_backend", "select_backend",
            "warmup", "release_memory"]

@@ -6,120 +6,122 @@ operating system on every call (glibc does so for blocks above its mmap threshol
 returns freed memory at the top of its heap), and the kernel then zeroes each 4 KiB page on
 its first write. For ``y = npeca.eca(x, w)`` on a 100 MB tensor that page-fault cost was more
 than the ECA itself, and two outputs alive at once (a forward and a backward) paid it from
-1 MiB on (docs/performance.md has the measurements).
+a few MiB on (docs/performance.md has the measurements).
 
 What: :func:`empty` hands out arrays over blocks that earlier outputs used, once the user
 holds no reference to those outputs any more. The array it returns does not own its memory:
-its ``base`` chain ends at a small lease object, whose death (when the last array or view over
-the block is gone) puts the block back on the free list. Nothing inspects reference counts,
-and no block is handed out while any Python object can still reach it. (A raw address taken
-with ``ctypes`` and kept past the array's life is as invalid here as it is for any freed
-array.) The contents of a recycled block are whatever the last output left there: the
-kernels write every element of their output before returning it.
+its chain of bases ends at a ctypes array over the block (the holder), whose death (when the
+last array, view or buffer over the block is gone) puts the block back on the free list.
+Nothing inspects reference counts. The holder exports a writeable buffer, so the array
+behaves like any array over foreign memory (its WRITEABLE flag can be cleared and set
+again); copying or pickling the holder copies the bytes. A raw address taken with ``ctypes``
+and kept past the array's life is as invalid here as it is for any freed array. The contents
+of a recycled block are whatever the last output left there: the kernels write every element
+of their output before returning it.
 
-Bounds: only outputs of :data:`MIN_BYTES` or more; free blocks are kept up to a total of
-:func:`limit` bytes (1/16 of the physical memory, at most 4 GiB; the environment variable
-``NPECA_OUTPUT_CACHE_MB`` sets it, ``0`` turns recycling off), the oldest dropped first.
-:func:`release` returns every free block to the C library now.
+Bounds: only outputs of :data:`MIN_BYTES` or more; free blocks are kept up to :data:`MAX_FREE`
+blocks and :func:`limit` bytes (1/32 of the memory this process may use, at most 1 GiB; the
+environment variable ``NPECA_OUTPUT_CACHE_MB`` sets it, ``0`` turns recycling off), the oldest
+dropped first. :func:`release` returns every free block to the C library now.
 
-Thread safety: blocks come back from the lease's weak-reference callback, which may run in
-any thread and at any moment (also inside this module): it only appends to a deque. Blocks
-are taken, and returned blocks filed, under a lock.
+Thread safety: blocks come back from the holder's weak-reference callback, which may run in
+any thread and at any moment, also while this module holds its lock in the same thread: the
+callback appends to a deque, then files the deque (applying the bounds) only if it gets the
+lock without waiting. Every function that takes the lock files the deque too. The byte count
+is never kept apart from the list it counts (an interrupt between two updates would leave
+them disagreeing).
 """
 
 from __future__ import annotations
 
 import collections
+import ctypes
 import math
 import os
+import re
 import threading
 import weakref
 
 import numpy as np
 
-__all__ = ["MIN_BYTES", "empty", "limit", "release", "held"]
+__all__ = ["MIN_BYTES", "MAX_FREE", "empty", "limit", "release", "held"]
 
 #: Outputs smaller than this come from ``np.empty`` as before. Measured here (2-core Intel
 #: Xeon, glibc; benchmarks/outputs.py): a forward and backward with new arrays of 401 KB and
-#: 802 KB paid no page faults with np.empty, and the lease cost 8 to 13 us per call in a
+#: 802 KB paid no page faults with np.empty, and the recycling cost 8 to 13 us per call in a
 #: loop (more than in isolation: its Python code runs with cold caches); with 3.2 MB arrays
 #: np.empty cost 1.9 ms of page faults per forward and backward.
 MIN_BYTES = 1 << 20
 
+#: At most this many free blocks are kept (the oldest dropped first): blocks of sizes that
+#: never come again (a changing batch size) do not pile up to the byte limit.
+MAX_FREE = 8
+
 _PAGE = 4096
-_MAX_LIMIT = 4 << 30
-
-
-class _Lease:
-    """The base object of a recycled output: numpy reads the address, shape and type from
-    ``__array_interface__`` and keeps the lease alive for as long as the array or any view of
-    it lives."""
-
-    __slots__ = ("block", "__array_interface__", "__weakref__")
-
-    def __init__(self, block: np.ndarray, interface: dict):
-        self.block = block
-        self.__array_interface__ = interface
-
-    def __repr__(self) -> str:
-        return f"<npeca recycled output block of {self.block.size} bytes>"
-
+_MAX_LIMIT = 1 << 30
+_FRACTION = 32
 
 _lock = threading.Lock()
 _free: list[tuple[int, np.ndarray, int]] = []  # (bytes, block, address), oldest first
-_free_bytes = 0
-_returned: collections.deque = collections.deque()  # blocks whose lease has died
-_live: dict = {}  # weak reference to a live lease -> its block's entry (keeps the reference,
-# and with it the callback, alive)
+_returned: collections.deque = collections.deque()  # blocks whose holder has died
+_live: dict = {}  # id(weak reference to a live holder) -> (that reference, its block's entry)
 _limit: int | None = None
 
 
 def limit() -> int:
-    """How many bytes of free blocks are kept: ``NPECA_OUTPUT_CACHE_MB`` (MiB, 0 = none) when
-    set to an integer, else 1/16 of the physical memory, at most 4 GiB."""
+    """How many bytes of free blocks are kept: ``NPECA_OUTPUT_CACHE_MB`` (a whole number of
+    MiB, 0 = none) when set, else 1/32 of the memory this process may use (the physical
+    memory, or a smaller cgroup limit), at most 1 GiB."""
     global _limit
     if _limit is None:
         text = os.environ.get("NPECA_OUTPUT_CACHE_MB", "").strip()
         if text:
-            try:
-                mib = int(text)
-            except ValueError:
-                mib = -1
-            if mib < 0:
+            if not re.fullmatch(r"[0-9]{1,9}", text):
                 from ..errors import ParameterError
                 raise ParameterError(
                     f"the environment variable NPECA_OUTPUT_CACHE_MB must be a whole number "
-                    f"of MiB, 0 or more (0 turns recycling off); got {text!r}")
-            _limit = mib << 20
+                    f"of MiB from 0 to 999999999, in ASCII digits (0 turns recycling of "
+                    f"outputs off); got {text!r}")
+            _limit = int(text) << 20
         else:
-            try:
-                memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-            except (ValueError, OSError, AttributeError):
-                memory = 4 << 30
-            _limit = min(_MAX_LIMIT, max(0, memory) // 16)
+            _limit = min(_MAX_LIMIT, _usable_memory() // _FRACTION)
     return _limit
+
+
+def _usable_memory() -> int:
+    """The physical memory, or the cgroup (v2, then v1) memory limit when that is smaller;
+    4 GiB when neither can be read."""
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        memory = 4 << 30
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < memory:
+            memory = int(text)
+    return max(0, memory)
 
 
 def held() -> int:
     """Bytes in free blocks kept for reuse now (blocks of live outputs are not counted)."""
     with _lock:
         _file_returned()
-        return _free_bytes
+        return sum(entry[0] for entry in _free)
 
 
 def release() -> int:
     """Drop every free block (the C library gets the memory back); returns the bytes freed.
     Outputs still in use are not touched: their blocks are freed with them afterwards."""
-    global _free_bytes
+    freed = 0
     with _lock:
-        freed = _free_bytes
-        while True:
-            try:
-                freed += _returned.popleft()[0]
-            except IndexError:
-                break
-        _free.clear()
-        _free_bytes = 0
+        while _returned:
+            freed += _returned.popleft()[0]
+        while _free:
+            freed += _free.pop()[0]
     return freed
 
 
@@ -127,19 +129,17 @@ def empty(shape: tuple, dtype: np.dtype) -> np.ndarray:
     """An uninitialized C-contiguous array, over a recycled block when it is large enough."""
     if not isinstance(dtype, np.dtype):
         dtype = np.dtype(dtype)
-    nbytes = math.prod(shape) * dtype.itemsize
+    count = math.prod(shape)
+    nbytes = count * dtype.itemsize
     if nbytes < MIN_BYTES or (_limit if _limit is not None else limit()) == 0:
         return np.empty(shape, dtype=dtype)
     size = -(-nbytes // _PAGE) * _PAGE
-    global _free_bytes
     entry = None
     with _lock:
-        if _returned:
-            _file_returned()
+        _file_returned()
         for i in range(len(_free) - 1, -1, -1):  # the newest first: most likely in cache
             if _free[i][0] == size:
                 entry = _free.pop(i)
-                _free_bytes -= size
                 break
     if entry is None:
         try:
@@ -148,37 +148,34 @@ def empty(shape: tuple, dtype: np.dtype) -> np.ndarray:
             release()
             block = np.empty(size, dtype=np.uint8)
         entry = (size, block, block.ctypes.data)
-    raw = dtype.kind == "V"  # no type string for bfloat16 & co: bytes, then a view
-    lease = _Lease(entry[1], {"data": (entry[2], False), "version": 3,
-                              "shape": (size,) if raw else tuple(shape),
-                              "typestr": "|u1" if raw else dtype.str})
-    _live[weakref.ref(lease, _give_back)] = entry
-    if raw:
-        return np.asarray(lease)[:nbytes].view(dtype).reshape(shape)
-    return np.asarray(lease)
+    holder = (ctypes.c_char * size).from_address(entry[2])  # the block stays alive in _live
+    ref = weakref.ref(holder, _give_back)
+    _live[id(ref)] = (ref, entry)
+    return np.frombuffer(holder, dtype=dtype, count=count).reshape(shape)
 
 
 def _give_back(ref) -> None:
-    """The callback of a lease's weak reference: hand its block back (no lock taken)."""
-    _returned.append(_live.pop(ref))
+    """The callback of a holder's weak reference: hand its block back; file it now unless
+    the lock is taken (by another thread, or by this one inside this module)."""
+    _returned.append(_live.pop(id(ref))[1])
+    if _lock.acquire(blocking=False):
+        try:
+            _file_returned()
+        finally:
+            _lock.release()
 
 
 def _file_returned() -> None:
-    """Move blocks whose outputs have died onto the free list, dropping the oldest free
-    blocks beyond the limit (under the lock)."""
-    global _free_bytes
+    """Move blocks whose outputs have died onto the free list, then drop the oldest free
+    blocks beyond MAX_FREE blocks and limit() bytes (under the lock)."""
     cap = limit()
-    while True:
-        try:
-            entry = _returned.popleft()
-        except IndexError:
-            break
-        if entry[0] > cap:
-            continue
-        _free.append(entry)
-        _free_bytes += entry[0]
-    while _free_bytes > cap and _free:
-        _free_bytes -= _free.pop(0)[0]
+    while _returned:
+        entry = _returned.popleft()
+        if entry[0] <= cap:  # a block larger than the limit alone is not kept
+            _free.append(entry)
+    total = sum(entry[0] for entry in _free)
+    while _free and (total > cap or len(_free) > MAX_FREE):
+        total -= _free.pop(0)[0]
 
 
 def _after_fork_in_child() -> None:

@@ -19,9 +19,11 @@ version):
   memory once and y written once, the two passes of the copy floor. The few neighbouring
   channels its convolution reads are pooled again by the item (same arithmetic, same bits)
   instead of waiting for the item that owns them, so no thread ever waits for another.
-* Channels-first backward: per item, channel after channel, sum x and g * x, and as soon as
-  the neighbours are known, dz and dx = g * a + dm / S, while g is still in cache
-  (:func:`_pipeline_cf`); x and g are read from memory once, dx written once.
+* Channels-first backward, rows of 8 KiB and more: per item, channel after channel, sum x
+  and g * x, and as soon as the neighbours are known, dz and dx = g * a + dm / S, while g
+  is still in cache (:func:`_pipeline_cf`); x and g are read from memory once, dx written
+  once. Shorter rows: whole small samples per item, or waves in three parallel phases over
+  blocks of channels (sums, dz, dx), the rows read again from cache.
 * Channels-last: whole samples per item when they divide among the threads (one thread
   sums down every column, gates, then scales position by position: whole rows of C); else
   waves of samples in three parallel phases (columns summed in blocks of up to 256
