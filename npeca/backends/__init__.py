@@ -296,5 +296,4 @@ def release_memory() -> int:
     outputs are gone; see docs/backends.md, "Recycled output memory") and return its size in
     bytes. Outputs still in use are not touched. The environment variable
     ``NPECA_OUTPUT_CACHE_MB`` bounds that memory (``0``: no recycling)."""
-    from . import _outputs
     return _outputs.release()

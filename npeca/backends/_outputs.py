@@ -131,7 +131,7 @@ def empty(shape: tuple, dtype: np.dtype) -> np.ndarray:
         dtype = np.dtype(dtype)
     count = math.prod(shape)
     nbytes = count * dtype.itemsize
-    if nbytes < MIN_BYTES or (_limit if _limit is not None else limit()) == 0:
+    if nbytes < MIN_BYTES or limit() == 0:
         return np.empty(shape, dtype=dtype)
     size = -(-nbytes // _PAGE) * _PAGE
     entry = None
