@@ -298,8 +298,8 @@ def test_schedule_does_not_change_a_bit(monkeypatch, channel_axis, dtype, n):
             # forward items of 1 to 1 << 30 bytes: one channel (16 channels-last) to all
             monkeypatch.setattr(sched, "_SERIAL_BYTES", -1)
             monkeypatch.setattr(sched, "_CHUNK_BYTES", wave_bytes)
-            # channels-last waves (odd N): pooling blocks of 16 channels (ragged) or all
-            monkeypatch.setattr(sched, "_MAX_BLOCK", 16 if items > 1 else 1 << 20)
+            # channels-last: pooling blocks of 16 channels (ragged) or all
+            monkeypatch.setattr(sched, "_ACC_COLUMNS", 16 if items > 1 else 1 << 20)
             # weight gradients: items of 1 to C channels on every thread, or one thread
             monkeypatch.setattr(sched, "_PARAMETER_SERIAL", 0 if items > 1 else 1 << 62)
             again = (npeca.eca_forward(x, w, **kw, **extra),
@@ -310,6 +310,45 @@ def test_schedule_does_not_change_a_bit(monkeypatch, channel_axis, dtype, n):
             np.testing.assert_array_equal(npeca.eca(xi, w, out=xi, **kw, **extra), base[0].y)
             np.testing.assert_array_equal(
                 npeca.eca_backward(x, w, gi, out=gi, **kw, **extra).x, base[1].x)
+
+
+def test_tap_loops_over_runs_equal_the_per_channel_formulas_bit_for_bit():
+    """_logits, _dms and _tap_products (channels inside a group tap by tap over the run,
+    loops that vectorize) give the bits of _logit, _dm and the per-channel product through
+    the tap tables, for every channel of a random range [c0, c1), and write nothing outside
+    it: group sizes 1 to 11, both paddings, shared and per-channel kernels (with infinite
+    and NaN taps), k from 1 to 15 (also k > C), with and without a bias."""
+    from npeca.backends.numba_cpu import _items
+    from npeca.backends.numba_cpu._schedule import _tap_tables
+    rng = np.random.default_rng(11)
+    for _ in range(150):
+        cg, groups = int(rng.integers(1, 12)), int(rng.integers(1, 4))
+        c, k = cg * groups, int(rng.choice([1, 2, 3, 5, 7, 9, 15]))
+        src, rd, _ = _tap_tables(c, k, cg, bool(rng.integers(2)))
+        w = rng.standard_normal((c if rng.integers(2) else 1, k))
+        if rng.random() < 0.2:
+            w.flat[rng.integers(w.size)] = rng.choice([np.inf, -np.inf, np.nan])
+        m_row, dz_row = rng.standard_normal(c), rng.standard_normal(c)
+        c0 = int(rng.integers(0, c))
+        c1 = int(rng.integers(c0 + 1, c + 1))
+        bias, has_bias, s_ = float(rng.standard_normal()), bool(rng.integers(2)), 49.0
+        z, t = np.full(c, 7.0), np.full(c, 7.0)
+        _items._logits(m_row, w, src, cg, c0, c1, bias, has_bias, z)
+        _items._dms(dz_row, w, rd, cg, c0, c1, s_, t)
+        part0 = rng.standard_normal((k, c))
+        part = part0.copy()
+        _items._tap_products(dz_row, m_row, src, cg, c0, c1, part)
+        z_want, t_want, part_want = np.full(c, 7.0), np.full(c, 7.0), part0.copy()
+        for ch in range(c0, c1):
+            z_want[ch] = _items._logit(m_row, w, src, ch, bias, has_bias)
+            t_want[ch] = _items._dm(dz_row, w, rd, ch) / s_
+            for j in range(k):
+                value = m_row[src[ch, j]] if src[ch, j] >= 0 else 0.0
+                part_want[j, ch] += dz_row[ch] * value
+        case = (cg, groups, k, c0, c1, w.shape)
+        assert z.tobytes() == z_want.tobytes(), case
+        assert t.tobytes() == t_want.tobytes(), case
+        assert part.tobytes() == part_want.tobytes(), case
 
 
 def test_lane_sum_matches_exact_sum_to_its_bound():

@@ -53,6 +53,119 @@ def _dm(dz_row, w, rd, c):
 
 
 @_jit()
+def _logits(m_row, w, src, cg, c0, c1, bias, has_bias, z_row):
+    """z_row[c] = _logit(m_row, w, src, c, bias, has_bias) for c in [c0, c1), the same
+    bits. A channel whose k taps all fall inside its group of cg channels (all but p at the
+    start of a group and k - 1 - p at its end) reads m_row[c + j - p] through tap j: those
+    channels are done tap by tap over the whole run, in the same order of additions, by
+    loops that vectorize; the channels at the edges of a group one by one (_logit)."""
+    k = w.shape[1]
+    p = (k - 1) // 2
+    g0 = c0 - c0 % cg
+    while g0 < c1:
+        a = max(c0, g0)
+        b = min(c1, g0 + cg)
+        lo = min(b, max(a, g0 + p))  # [lo, hi): every tap inside the group
+        hi = max(lo, min(b, g0 + cg - (k - 1 - p)))
+        for c in range(a, lo):
+            z_row[c] = _logit(m_row, w, src, c, bias, has_bias)
+        zr = z_row[lo:hi]  # views and loops from 0, as in _pool_cl
+        for i in range(hi - lo):
+            zr[i] = 0.0
+        for j in range(k):
+            mr = m_row[lo + j - p:hi + j - p]
+            if w.shape[0] == 1:
+                wj = w[0, j]
+                for i in range(hi - lo):
+                    zr[i] += wj * mr[i]
+            else:
+                wr = w[lo:hi, j]
+                for i in range(hi - lo):
+                    zr[i] += wr[i] * mr[i]
+        if has_bias:
+            for i in range(hi - lo):
+                zr[i] += bias
+        for c in range(hi, b):
+            z_row[c] = _logit(m_row, w, src, c, bias, has_bias)
+        g0 += cg
+
+
+@_jit()
+def _dms(dz_row, w, rd, cg, c0, c1, s_, t_row):
+    """t_row[c] = _dm(dz_row, w, rd, c) / s_ for c in [c0, c1), the same bits: the
+    channels that every tap reads from inside their group (r = c - j + p) tap by tap over
+    the run, as in _logits; the channels at the edges of a group one by one (_dm)."""
+    k = w.shape[1]
+    p = (k - 1) // 2
+    g0 = c0 - c0 % cg
+    while g0 < c1:
+        a = max(c0, g0)
+        b = min(c1, g0 + cg)
+        lo = min(b, max(a, g0 + k - 1 - p))  # [lo, hi): every r inside the group
+        hi = max(lo, min(b, g0 + cg - p))
+        for c in range(a, lo):
+            t_row[c] = _dm(dz_row, w, rd, c) / s_
+        tr = t_row[lo:hi]
+        for i in range(hi - lo):
+            tr[i] = 0.0
+        for j in range(k):
+            dr = dz_row[lo - j + p:hi - j + p]
+            if w.shape[0] == 1:
+                wj = w[0, j]
+                for i in range(hi - lo):
+                    tr[i] += wj * dr[i]
+            else:
+                wr = w[lo - j + p:hi - j + p, j]
+                for i in range(hi - lo):
+                    tr[i] += wr[i] * dr[i]
+        for i in range(hi - lo):
+            tr[i] = tr[i] / s_
+        for c in range(hi, b):
+            t_row[c] = _dm(dz_row, w, rd, c) / s_
+        g0 += cg
+
+
+@_jit()
+def _channel_products(dz_row, m_row, src, c, part):
+    """part[j, c] += dz_row[c] * m~[src[c, j]] for every tap j of one channel (a zero pad
+    adds dz * 0, NaN where dz is not finite, as the reference)."""
+    d = dz_row[c]
+    for j in range(part.shape[0]):
+        sj = src[c, j]
+        if sj >= 0:
+            part[j, c] += d * m_row[sj]
+        else:
+            part[j, c] += d * 0.0
+
+
+@_jit()
+def _tap_products(dz_row, m_row, src, cg, c0, c1, part):
+    """part[j, c] += dz_row[c] * m~[c + j - p] for c in [c0, c1) and every tap j (m~: m_row
+    with its zero or circular pads; the terms of dL/dw): the channels whose taps all fall
+    inside their group tap by tap over the run, loops that vectorize, as in _logits; the
+    channels at the edges of a group one by one (_channel_products)."""
+    k = part.shape[0]
+    p = (k - 1) // 2
+    g0 = c0 - c0 % cg
+    while g0 < c1:
+        a = max(c0, g0)
+        b = min(c1, g0 + cg)
+        lo = min(b, max(a, g0 + p))  # [lo, hi): every tap inside the group
+        hi = max(lo, min(b, g0 + cg - (k - 1 - p)))
+        for c in range(a, lo):
+            _channel_products(dz_row, m_row, src, c, part)
+        dr = dz_row[lo:hi]  # views and loops from 0, as in _pool_cl
+        for j in range(k):
+            pr = part[j, lo:hi]
+            mr = m_row[lo + j - p:hi + j - p]
+            for i in range(hi - lo):
+                pr[i] += dr[i] * mr[i]
+        for c in range(hi, b):
+            _channel_products(dz_row, m_row, src, c, part)
+        g0 += cg
+
+
+@_jit()
 def _sigmoid(z):
     """1 / (1 + exp(-z)) without overflow, with full relative accuracy for z << 0."""
     e = np.exp(-abs(z))
@@ -98,16 +211,15 @@ def _pool_cf(xf, n, c0, c1, c_, s_, m):
 
 
 @_jit()
-def _scale_cf(x, y, w, src, bias, has_bias, hard, stream, n, c0, c1, m_row, z, a):
+def _scale_cf(x, y, w, src, cg, bias, has_bias, hard, stream, n, c0, c1, m_row, z, a):
     """Logit, gate and y[n, c] = a * x[n, c] for the channels [c0, c1) of sample n, whose
     pooled means (those channels and the ones they read) are in m_row."""
     c_, s_ = x.shape[1], x.shape[2]
     xf = x.reshape(x.size)
     yf = y.reshape(y.size)
     zn, an = z[n], a[n]
-    for c in range(c0, c1):  # logits, then gates, then rows: each loop simple and tight
-        zn[c] = _logit(m_row, w, src, c, bias, has_bias)
-    for c in range(c0, c1):
+    _logits(m_row, w, src, cg, c0, c1, bias, has_bias, zn)  # logits, gates, then rows:
+    for c in range(c0, c1):  # each loop simple and tight
         an[c] = _gate(zn[c], hard)
     for c in range(c0, c1):
         ac = an[c]
@@ -120,15 +232,15 @@ def _scale_cf(x, y, w, src, bias, has_bias, hard, stream, n, c0, c1, m_row, z, a
 
 
 @_jit()
-def _forward_item_cf(x, xf, y, w, src, span, bias, has_bias, hard, stream, n, c0, c1, m,
-                     z, a):
+def _forward_item_cf(x, xf, y, w, src, cg, span, bias, has_bias, hard, stream, n, c0, c1,
+                     m, z, a):
     """The whole forward of the channels [c0, c1) of sample n, with no other item to wait
     for: the few channels outside the range that the convolution reads (its halo) are
     pooled here again, by the same lane sum, so their means have the same bits."""
     c_, s_ = x.shape[1], x.shape[2]
     _pool_cf(xf, n, c0, c1, c_, s_, m)
     if c0 == 0 and c1 == c_:
-        _scale_cf(x, y, w, src, bias, has_bias, hard, stream, n, c0, c1, m[n], z, a)
+        _scale_cf(x, y, w, src, cg, bias, has_bias, hard, stream, n, c0, c1, m[n], z, a)
         return
     m_row = np.empty(c_)
     for c in range(c0, c1):
@@ -152,7 +264,7 @@ def _forward_item_cf(x, xf, y, w, src, span, bias, has_bias, hard, stream, n, c0
                 if sj >= 0 and not have[sj]:
                     m_row[sj] = _lane_sum(xf, (n * c_ + sj) * s_, s_) / s_
                     have[sj] = True
-    _scale_cf(x, y, w, src, bias, has_bias, hard, stream, n, c0, c1, m_row, z, a)
+    _scale_cf(x, y, w, src, cg, bias, has_bias, hard, stream, n, c0, c1, m_row, z, a)
 
 
 @_jit()
@@ -165,28 +277,34 @@ def _sums_cf(gf, xf, n, c0, c1, c_, s_, m, da):
 
 
 @_jit()
-def _dz(w, src, bias, has_bias, hard, n, c0, c1, m, da, a, dz):
-    """a = gate(z) and dz = da * gate'(z) for the channels [c0, c1) of sample n."""
+def _dz(w, src, cg, bias, has_bias, hard, n, c0, c1, m, da, a, dz):
+    """a = gate(z) and dz = da * gate'(z) for the channels [c0, c1) of sample n (the logits
+    go to a first, then each is replaced by its gate)."""
+    an, dzn, dan = a[n], dz[n], da[n]
+    _logits(m[n], w, src, cg, c0, c1, bias, has_bias, an)
     for c in range(c0, c1):
-        zc = _logit(m[n], w, src, c, bias, has_bias)
-        ac, grad = _gate_and_grad(zc, hard)
-        a[n, c] = ac
-        dz[n, c] = da[n, c] * grad
+        ac, grad = _gate_and_grad(an[c], hard)
+        an[c] = ac
+        dzn[c] = dan[c] * grad
 
 
 @_jit()
-def _dx_cf(g, dx, w, rd, stream, n, c0, c1, a, dz):
+def _dx_cf(g, dx, w, rd, cg, stream, n, c0, c1, a, dz):
     """dx[n, c] = g[n, c] * a + dm / S for the channels [c0, c1) of sample n."""
     c_, s_ = g.shape[1], g.shape[2]
     gf = g.reshape(g.size)
     dxf = dx.reshape(dx.size)
+    t = np.empty(c_)  # t[c] = dm / S of channel c, for c in [c0, c1)
+    if c1 - c0 == 1:  # one channel (the pipeline): no run to vectorize
+        t[c0] = _dm(dz[n], w, rd, c0) / s_
+    else:
+        _dms(dz[n], w, rd, cg, c0, c1, s_, t)
     for c in range(c0, c1):
         ac = a[n, c]
-        t = _dm(dz[n], w, rd, c) / s_
         if stream:
-            _stream_scale_add(dxf, gf, (n * c_ + c) * s_, s_, ac, t)
+            _stream_scale_add(dxf, gf, (n * c_ + c) * s_, s_, ac, t[c])
         else:  # dx = g * a + t in float64, rounded once
-            _scale_add_row(dxf, gf, (n * c_ + c) * s_, s_, ac, t)
+            _scale_add_row(dxf, gf, (n * c_ + c) * s_, s_, ac, t[c])
     if stream:
         _stream_fence()
 
@@ -209,14 +327,14 @@ def _pool_cl(x, n, c0, c1, m_row):
 
 
 @_jit()
-def _forward_item_cl(x, y, w, src, bias, has_bias, hard, n, m, z, a):
+def _forward_item_cl(x, y, w, src, cg, bias, has_bias, hard, n, m, z, a):
     """The whole forward of sample n of (N, S, C) arrays, by one thread: pool every column,
     gate, then scale the sample, position by position (rows of all C channels). It reads
     nothing another item writes, so y may be x."""
     c_, s_ = x.shape[2], x.shape[1]
     m_row = m[n]
     _pool_cl(x, n, 0, c_, m_row)
-    _gate_cl(w, src, bias, has_bias, hard, n, 0, c_, m_row, z, a)
+    _gate_cl(w, src, cg, bias, has_bias, hard, n, 0, c_, m_row, z, a)
     ab = a[n]
     for s in range(s_):
         xr = x[n, s]  # views and loops from 0, as in _pool_cl
@@ -249,7 +367,7 @@ def _sums_cl(g, x, n, c0, c1, m_row, da_row):
 
 
 @_jit()
-def _backward_item_cl(x, g, dx, w, src, rd, bias, has_bias, hard, n, m, dz):
+def _backward_item_cl(x, g, dx, w, src, rd, cg, bias, has_bias, hard, n, m, dz):
     """The whole backward of sample n of (N, S, C) arrays, by one thread: sum x and g * x
     over every column, then dz, dm and dx = g * a + dm / S position by position. Every sum
     is done before the first dx is written, so dx may be x or g."""
@@ -259,14 +377,13 @@ def _backward_item_cl(x, g, dx, w, src, rd, bias, has_bias, hard, n, m, dz):
     a_row = np.empty(c_)
     _sums_cl(g, x, n, 0, c_, m_row, da_row)
     dz_row = dz[n]
+    _logits(m_row, w, src, cg, 0, c_, bias, has_bias, a_row)  # z, then a in its place
     for c in range(c_):
-        zc = _logit(m_row, w, src, c, bias, has_bias)
-        ac, grad = _gate_and_grad(zc, hard)
+        ac, grad = _gate_and_grad(a_row[c], hard)
         a_row[c] = ac
         dz_row[c] = da_row[c] * grad
     t = np.empty(c_)
-    for c in range(c_):
-        t[c] = _dm(dz_row, w, rd, c) / s_
+    _dms(dz_row, w, rd, cg, 0, c_, s_, t)
     for s in range(s_):
         gr = g[n, s]  # views and loops from 0, as in _pool_cl
         dxr = dx[n, s]
@@ -286,12 +403,11 @@ def _tree_columns(acc):
 
 
 @_jit()
-def _gate_cl(w, src, bias, has_bias, hard, n, c0, c1, m_row, z, a):
+def _gate_cl(w, src, cg, bias, has_bias, hard, n, c0, c1, m_row, z, a):
     """z and a = gate(z) for the channels [c0, c1) of sample n, whose pooled means (and
     those of the channels they read) are in m_row."""
     zn, an = z[n], a[n]
-    for c in range(c0, c1):
-        zn[c] = _logit(m_row, w, src, c, bias, has_bias)
+    _logits(m_row, w, src, cg, c0, c1, bias, has_bias, zn)
     for c in range(c0, c1):
         an[c] = _gate(zn[c], hard)
 
@@ -308,10 +424,9 @@ def _scale_cl(x, y, n, s0, s1, a):
 
 
 @_jit()
-def _dm_cl(w, rd, n, c0, c1, s_, dz, t):
+def _dm_cl(w, rd, cg, n, c0, c1, s_, dz, t):
     """t[n, c] = dm[n, c] / S for the channels [c0, c1) of sample n."""
-    for c in range(c0, c1):
-        t[n, c] = _dm(dz[n], w, rd, c) / s_
+    _dms(dz[n], w, rd, cg, c0, c1, s_, t[n])
 
 
 @_jit()

@@ -14,8 +14,8 @@ from numba import prange
 from ._compile import jit as _jit
 from ._compile import twin
 from ._items import (_backward_item_cl, _dm_cl, _dx_cf, _dx_cl, _dz, _forward_item_cf,
-                     _forward_item_cl, _gate_cl, _pool_cf,
-                     _pool_cl, _scale_cf, _scale_cl, _sums_cf, _sums_cl)
+                     _forward_item_cl, _gate_cl, _pool_cf, _pool_cl, _scale_cf, _scale_cl,
+                     _sums_cf, _sums_cl, _tap_products)
 
 _SAMPLES, _PIPELINED_SAMPLES, _WAVES, _PHASES = 0, 1, 2, 3  # how kernels hand out work
 # (_Call.schedule, _Call.channels_last_plan)
@@ -33,7 +33,7 @@ _SAMPLES, _PIPELINED_SAMPLES, _WAVES, _PHASES = 0, 1, 2, 3  # how kernels hand o
 # thread count change a single bit.
 
 @twin
-def _forward_cf(x, w, src, span, bias, has_bias, hard, chunk, wave, stream, y, m, z, a):
+def _forward_cf(x, w, src, cg, span, bias, has_bias, hard, chunk, wave, stream, y, m, z, a):
     """Channels-first forward on x (N, C, S) into y (N, C, S) and m, z, a (N, C).
 
     One parallel loop over items of `chunk` channels of a sample (a whole sample when chunk
@@ -48,7 +48,7 @@ def _forward_cf(x, w, src, span, bias, has_bias, hard, chunk, wave, stream, y, m
         for i in prange(n_ * per):
             n = i // per
             c0 = (i % per) * chunk
-            _forward_item_cf(x, xf, y, w, src, span, bias, has_bias, hard, stream, n, c0,
+            _forward_item_cf(x, xf, y, w, src, cg, span, bias, has_bias, hard, stream, n, c0,
                              min(c_, c0 + chunk), m, z, a)
     else:
         for n0 in range(0, n_, wave):
@@ -60,12 +60,12 @@ def _forward_cf(x, w, src, span, bias, has_bias, hard, chunk, wave, stream, y, m
             for i in prange(items):
                 n = n0 + i // per
                 c0 = (i % per) * chunk
-                _scale_cf(x, y, w, src, bias, has_bias, hard, stream, n, c0,
+                _scale_cf(x, y, w, src, cg, bias, has_bias, hard, stream, n, c0,
                           min(c_, c0 + chunk), m[n], z, a)
 
 
 @twin
-def _forward_cl(x, w, src, bias, has_bias, hard, mode, wave, chunk, sb, y, m, z, a):
+def _forward_cl(x, w, src, cg, bias, has_bias, hard, mode, wave, chunk, sb, y, m, z, a):
     """Channels-last forward on x (N, S, C) into y.
 
     _SAMPLES: one parallel loop over whole samples, each pooled, gated and scaled by one
@@ -76,7 +76,7 @@ def _forward_cl(x, w, src, bias, has_bias, hard, mode, wave, chunk, sb, y, m, z,
     n_, s_, c_ = x.shape
     if mode == _SAMPLES:
         for n in prange(n_):
-            _forward_item_cl(x, y, w, src, bias, has_bias, hard, n, m, z, a)
+            _forward_item_cl(x, y, w, src, cg, bias, has_bias, hard, n, m, z, a)
     else:
         per_c = (c_ + chunk - 1) // chunk
         per_s = (s_ + sb - 1) // sb
@@ -89,7 +89,7 @@ def _forward_cl(x, w, src, bias, has_bias, hard, mode, wave, chunk, sb, y, m, z,
             for i in prange(wn * per_c):
                 n = n0 + i // per_c
                 c0 = (i % per_c) * chunk
-                _gate_cl(w, src, bias, has_bias, hard, n, c0, min(c_, c0 + chunk), m[n], z,
+                _gate_cl(w, src, cg, bias, has_bias, hard, n, c0, min(c_, c0 + chunk), m[n], z,
                          a)
             for i in prange(wn * per_s):
                 n = n0 + i // per_s
@@ -98,7 +98,7 @@ def _forward_cl(x, w, src, bias, has_bias, hard, mode, wave, chunk, sb, y, m, z,
 
 
 @_jit()
-def _pipeline_cf(g, x, gf, xf, w, src, rd, span, bias, has_bias, hard, stream, n, s0, s1, m,
+def _pipeline_cf(g, x, gf, xf, w, src, rd, cg, span, bias, has_bias, hard, stream, n, s0, s1, m,
                  da, a, dz, dx, zdone, xdone):
     """Backward for the channels [s0, s1) of sample n in one sweep: channel after channel
     sum x and g * x, and as soon as every channel a result needs is done, dz and then
@@ -113,7 +113,7 @@ def _pipeline_cf(g, x, gf, xf, w, src, rd, span, bias, has_bias, hard, stream, n
             if span[zp, 0] < s0 or span[zp, 1] >= s1:
                 zdone[n, zp] = False
             elif span[zp, 1] < done:
-                _dz(w, src, bias, has_bias, hard, n, zp, zp + 1, m, da, a, dz)
+                _dz(w, src, cg, bias, has_bias, hard, n, zp, zp + 1, m, da, a, dz)
                 zdone[n, zp] = True
             else:
                 break
@@ -129,13 +129,13 @@ def _pipeline_cf(g, x, gf, xf, w, src, rd, span, bias, has_bias, hard, stream, n
                     if rd[xp, j] >= 0 and not zdone[n, rd[xp, j]]:
                         ready = False
                 if ready:
-                    _dx_cf(g, dx, w, rd, stream, n, xp, xp + 1, a, dz)
+                    _dx_cf(g, dx, w, rd, cg, stream, n, xp, xp + 1, a, dz)
                 xdone[n, xp] = ready
             xp += 1
 
 
 @twin
-def _backward_cf(x, g, w, src, rd, span, bias, has_bias, hard, mode, wave, chunk, stream,
+def _backward_cf(x, g, w, src, rd, cg, span, bias, has_bias, hard, mode, wave, chunk, stream,
                  dx, m, dz):
     """Channels-first backward: dx (N, C, S) and the m, dz (N, C) the weight gradient needs."""
     n_, c_, s_ = x.shape
@@ -150,18 +150,18 @@ def _backward_cf(x, g, w, src, rd, span, bias, has_bias, hard, mode, wave, chunk
     if mode == _SAMPLES:  # a sample fits in cache: sweep it twice
         for n in prange(n_):
             _sums_cf(gf, xf, n, first, c_, c_, s_, m, da)
-            _dz(w, src, bias, has_bias, hard, n, first, c_, m, da, a, dz)
-            _dx_cf(g, dx, w, rd, stream, n, first, c_, a, dz)
+            _dz(w, src, cg, bias, has_bias, hard, n, first, c_, m, da, a, dz)
+            _dx_cf(g, dx, w, rd, cg, stream, n, first, c_, a, dz)
     elif mode == _PIPELINED_SAMPLES:  # a whole sample per item; only circular wraps wait
         for n in prange(n_):
-            _pipeline_cf(g, x, gf, xf, w, src, rd, span, bias, has_bias, hard, stream, n, first,
-                         c_, m, da, a, dz, dx, zdone, xdone)
+            _pipeline_cf(g, x, gf, xf, w, src, rd, cg, span, bias, has_bias, hard, stream, n,
+                         first, c_, m, da, a, dz, dx, zdone, xdone)
             for c in range(c_):
                 if not zdone[n, c]:
-                    _dz(w, src, bias, has_bias, hard, n, c, c + 1, m, da, a, dz)
+                    _dz(w, src, cg, bias, has_bias, hard, n, c, c + 1, m, da, a, dz)
             for c in range(c_):
                 if not xdone[n, c]:
-                    _dx_cf(g, dx, w, rd, stream, n, c, c + 1, a, dz)
+                    _dx_cf(g, dx, w, rd, cg, stream, n, c, c + 1, a, dz)
     elif mode == _PHASES:  # short rows, few samples: every thread on each phase of a wave
         per = (c_ + chunk - 1) // chunk
         for n0 in range(0, n_, wave):
@@ -173,11 +173,11 @@ def _backward_cf(x, g, w, src, rd, span, bias, has_bias, hard, mode, wave, chunk
             for i in prange(items):
                 n = n0 + i // per
                 c0 = (i % per) * chunk
-                _dz(w, src, bias, has_bias, hard, n, c0, min(c_, c0 + chunk), m, da, a, dz)
+                _dz(w, src, cg, bias, has_bias, hard, n, c0, min(c_, c0 + chunk), m, da, a, dz)
             for i in prange(items):
                 n = n0 + i // per
                 c0 = (i % per) * chunk
-                _dx_cf(g, dx, w, rd, stream, n, c0, min(c_, c0 + chunk), a, dz)
+                _dx_cf(g, dx, w, rd, cg, stream, n, c0, min(c_, c0 + chunk), a, dz)
     else:  # large samples: pipelined segments of `chunk` channels, then the segment edges
         per = (c_ + chunk - 1) // chunk
         for n0 in range(0, n_, wave):
@@ -185,22 +185,22 @@ def _backward_cf(x, g, w, src, rd, span, bias, has_bias, hard, mode, wave, chunk
             for i in prange(items):
                 n = n0 + i // per
                 c0 = (i % per) * chunk
-                _pipeline_cf(g, x, gf, xf, w, src, rd, span, bias, has_bias, hard, stream, n,
+                _pipeline_cf(g, x, gf, xf, w, src, rd, cg, span, bias, has_bias, hard, stream, n,
                              c0, min(c_, c0 + chunk), m, da, a, dz, dx, zdone, xdone)
             for i in prange(items):
                 n = n0 + i // per
                 for c in range((i % per) * chunk, min(c_, (i % per) * chunk + chunk)):
                     if not zdone[n, c]:
-                        _dz(w, src, bias, has_bias, hard, n, c, c + 1, m, da, a, dz)
+                        _dz(w, src, cg, bias, has_bias, hard, n, c, c + 1, m, da, a, dz)
             for i in prange(items):
                 n = n0 + i // per
                 for c in range((i % per) * chunk, min(c_, (i % per) * chunk + chunk)):
                     if not xdone[n, c]:
-                        _dx_cf(g, dx, w, rd, stream, n, c, c + 1, a, dz)
+                        _dx_cf(g, dx, w, rd, cg, stream, n, c, c + 1, a, dz)
 
 
 @twin
-def _backward_cl(x, g, w, src, rd, bias, has_bias, hard, mode, wave, chunk, sb, dx, m, dz):
+def _backward_cl(x, g, w, src, rd, cg, bias, has_bias, hard, mode, wave, chunk, sb, dx, m, dz):
     """Channels-last backward on (N, S, C) arrays.
 
     _SAMPLES: one parallel loop over whole samples, each done by one thread
@@ -211,7 +211,7 @@ def _backward_cl(x, g, w, src, rd, bias, has_bias, hard, mode, wave, chunk, sb, 
     per_c = (c_ + chunk - 1) // chunk
     if mode == _SAMPLES:
         for n in prange(n_):
-            _backward_item_cl(x, g, dx, w, src, rd, bias, has_bias, hard, n, m, dz)
+            _backward_item_cl(x, g, dx, w, src, rd, cg, bias, has_bias, hard, n, m, dz)
     else:
         da = np.empty((n_, c_))
         a = np.empty((n_, c_))
@@ -226,11 +226,11 @@ def _backward_cl(x, g, w, src, rd, bias, has_bias, hard, mode, wave, chunk, sb, 
             for i in prange(wn * per_c):
                 n = n0 + i // per_c
                 c0 = (i % per_c) * chunk
-                _dz(w, src, bias, has_bias, hard, n, c0, min(c_, c0 + chunk), m, da, a, dz)
+                _dz(w, src, cg, bias, has_bias, hard, n, c0, min(c_, c0 + chunk), m, da, a, dz)
             for i in prange(wn * per_c):
                 n = n0 + i // per_c
                 c0 = (i % per_c) * chunk
-                _dm_cl(w, rd, n, c0, min(c_, c0 + chunk), s_, dz, t)
+                _dm_cl(w, rd, cg, n, c0, min(c_, c0 + chunk), s_, dz, t)
             for i in prange(wn * per_s):
                 n = n0 + i // per_s
                 s0 = (i % per_s) * sb
@@ -238,7 +238,7 @@ def _backward_cl(x, g, w, src, rd, bias, has_bias, hard, mode, wave, chunk, sb, 
 
 
 @twin
-def _parameter_grads(m, dz, w, src, per_channel, chunk, dw, db):
+def _parameter_grads(m, dz, w, src, cg, per_channel, chunk, dw, db):
     """dw = sum_n dz[n, c] * m~[n, c + j - p] over n (and c for a shared kernel); db = sum dz.
 
     Items of `chunk` channels, each walking the rows n in order (row by row: contiguous
@@ -247,34 +247,28 @@ def _parameter_grads(m, dz, w, src, per_channel, chunk, dw, db):
     the thread count and chunk."""
     n_, c_ = dz.shape
     k = w.shape[1]
-    part = np.empty((c_, k))
-    db_c = np.empty(c_)
-    for i in prange((c_ + chunk - 1) // chunk):  # items own their rows of part and db_c
+    part = np.empty((k, c_))  # part[j, c]: tap-major, so a tap's loop over channels is
+    db_c = np.empty(c_)  # contiguous (_tap_products)
+    for i in prange((c_ + chunk - 1) // chunk):  # items own their columns of part and db_c
         c0 = i * chunk
         c1 = min(c_, c0 + chunk)
         for c in range(c0, c1):
             db_c[c] = 0.0
             for j in range(k):
-                part[c, j] = 0.0
+                part[j, c] = 0.0
         for n in range(n_):
+            _tap_products(dz[n], m[n], src, cg, c0, c1, part)
             for c in range(c0, c1):
-                d = dz[n, c]
-                for j in range(k):
-                    sj = src[c, j]
-                    if sj >= 0:
-                        part[c, j] += d * m[n, sj]
-                    else:  # a zero pad: dz * 0, NaN where dz is not finite, as the reference
-                        part[c, j] += d * 0.0
-                db_c[c] += d
+                db_c[c] += dz[n, c]
     if per_channel:
         for c in range(c_):  # element by element: a slice assignment would compile numba's
             for j in range(k):  # shape-mismatch error path, seconds of compile for nothing
-                dw[c, j] = part[c, j]
+                dw[c, j] = part[j, c]
     else:
         for j in range(k):
             total = 0.0
             for c in range(c_):
-                total += part[c, j]
+                total += part[j, c]
             dw[0, j] = total
     bias_total = 0.0
     for c in range(c_):

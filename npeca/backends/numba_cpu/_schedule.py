@@ -20,6 +20,7 @@ from ._compile import Twin, run_parallel_or_serial
 from ._kernels import (_PHASES, _PIPELINED_SAMPLES, _SAMPLES, _WAVES, _backward_cf,
                        _backward_cl, _forward_cf, _forward_cl, _parameter_grads)
 from ._machine import caches
+from ._simd import LANES
 
 #: While not None, launches are recorded here as (kernel, args) instead of only run:
 #: how the readiness code learns the argument types of a kind of call (see _ready.py).
@@ -37,7 +38,10 @@ _SEGMENTS_PER_THREAD = 1  # channels-first backward of large samples: pipelined 
 # Channels-first backward rows shorter than this are not pipelined (_PHASES instead): the
 # pipeline's bookkeeping per channel costs more than a second read of a short row from L2.
 _PIPELINE_MIN_ROW = 8192
-_MAX_BLOCK = 256  # channels-last waves: most channels per pooling item (16 lanes x 256 x 8 B)
+# Channels-last waves: most channels per pooling item, a multiple of 16 whose LANES float64
+# sums per column take about 2/3 of the L1 data cache (256 for 48 KiB). Blocks of columns
+# were measured no faster than whole rows for a sample that one thread pools alone.
+_ACC_COLUMNS = max(16, (2 * _CACHES.l1d // 3) // (LANES * 8) // 16 * 16)
 _MIN_BLOCK = 16  # channels-last waves: fewest channels per pooling item
 _STAGE_BYTES = 4 << 20  # bytes of x staged at a time on the slow path
 # Outputs larger than the last-level cache (at most 32 MiB of it: an L3 is shared with the
@@ -53,7 +57,7 @@ def tuning() -> tuple:
     remembered launch (_run._PLANS), so that a changed size (the tests change them) is never
     served a launch planned with the old one."""
     return (_SERIAL_BYTES, _WAVE_BYTES_PER_THREAD, _ITEMS_PER_THREAD, _PER_SAMPLE_BYTES,
-            _CHUNK_BYTES, _MAX_BLOCK, _MIN_BLOCK, _STREAM_BYTES, _STREAM_MIN_ROW)
+            _CHUNK_BYTES, _ACC_COLUMNS, _MIN_BLOCK, _STREAM_BYTES, _STREAM_MIN_ROW)
 
 # --- the wrappers: choose views, the schedule and staging, then call the kernels ------------
 
@@ -135,7 +139,8 @@ class _Call:
         self.s = x.size // (self.n * self.c)
         self.channels_last = problem.channels_last
         self.w = kernel_weight(problem)
-        self.src, self.rd, self.span = _taps(self.c, problem.k, self.c // problem.groups,
+        self.cg = self.c // problem.groups  # channels per group
+        self.src, self.rd, self.span = _taps(self.c, problem.k, self.cg,
                                              problem.padding == "circular")
         self.bias = 0.0 if problem.bias is None else float(problem.bias)
         self.has_bias = problem.bias is not None
@@ -230,7 +235,7 @@ class _Call:
         threads (or there are at least 4 per thread): each is pooled, then scaled, by one
         thread, reading rows of whole positions, and is safe in place. Otherwise (N = 1, or
         a few samples that leave a thread idle) _WAVES: every sample of a wave pooled by
-        blocks of up to _MAX_BLOCK channels, about one block per thread (wide rows, no
+        blocks of up to _ACC_COLUMNS channels, about one block per thread (wide rows, no
         halo), then scaled by blocks of ``sb`` positions. Items of part of a sample with
         their own halo columns (chunk < C in _SAMPLES, before) read short, misaligned rows;
         they measured up to 1.9x slower on ResNet-50's shapes and 3.4x to 4.6x on large
@@ -240,22 +245,22 @@ class _Call:
             return _SAMPLES, 0, self.c, 0
         c, s = self.c, self.s
         wave = min(n, max(1, (_WAVE_BYTES_PER_THREAD * threads) // (c * s * itemsize)))
-        chunk = min(c, _MAX_BLOCK, max(_MIN_BLOCK, _ceil(_ceil(c, threads), 16) * 16))
+        chunk = min(c, _ACC_COLUMNS, max(_MIN_BLOCK, _ceil(_ceil(c, threads), 16) * 16))
         return _WAVES, wave, chunk, min(s, _ceil(wave * s, _ITEMS_PER_THREAD * threads))
 
     def forward(self, x, y, m, z, a) -> None:
         """The forward kernel on C-contiguous x and y of one dtype."""
         if self.channels_last:
             mode, wave, chunk, sb = self.channels_last_plan(x.shape[0], x.dtype.itemsize)
-            self.launch(_forward_cl, self.view3(x), self.w, self.src, self.bias,
+            self.launch(_forward_cl, self.view3(x), self.w, self.src, self.cg, self.bias,
                         self.has_bias, self.hard, mode, wave, chunk, sb, self.view3(y), m,
                         z, a)
         else:
             # in place (out is x): wave > 0 asks for pooling before scaling (see the kernel)
             wave = self.schedule(x.shape[0], x.dtype.itemsize)[1] if \
                 np.may_share_memory(x, y) else 0
-            self.launch(_forward_cf, self.view3(x), self.w, self.src, self.span, self.bias,
-                        self.has_bias, self.hard,
+            self.launch(_forward_cf, self.view3(x), self.w, self.src, self.cg, self.span,
+                        self.bias, self.has_bias, self.hard,
                         self.forward_chunk(x.shape[0], x.dtype.itemsize), wave,
                         self.stream(y), self.view3(y), m, z, a)
 
@@ -264,19 +269,20 @@ class _Call:
         if self.channels_last:
             mode, wave, chunk, sb = self.channels_last_plan(x.shape[0], x.dtype.itemsize)
             self.launch(_backward_cl, self.view3(x), self.view3(g), self.w, self.src, self.rd,
-                        self.bias, self.has_bias, self.hard, mode, wave, chunk, sb,
+                        self.cg, self.bias, self.has_bias, self.hard, mode, wave, chunk, sb,
                         self.view3(dx), m, dz)
         else:
             mode, wave, chunk, _ = self.schedule(x.shape[0], x.dtype.itemsize, pipelined=True)
             self.launch(_backward_cf, self.view3(x), self.view3(g), self.w, self.src, self.rd,
-                        self.span, self.bias, self.has_bias, self.hard, mode, wave, chunk,
+                        self.cg, self.span, self.bias, self.has_bias, self.hard, mode, wave, chunk,
                         self.stream(dx), self.view3(dx), m, dz)
 
     def parameter_grads(self, m, dz, dw, db) -> None:
         """dw and db from the backward's m and dz: one thread for small problems."""
         small = self.n * self.c * self.w.shape[1] < _PARAMETER_SERIAL
         chunk = self.c if small else _ceil(self.c, _ITEMS_PER_THREAD * self.threads)
-        self.launch(_parameter_grads, m, dz, self.w, self.src, self.problem.per_channel, chunk,
+        self.launch(_parameter_grads, m, dz, self.w, self.src, self.cg, self.problem.per_channel,
+                    chunk,
                     dw, db, serial=small)
 
     def stream(self, out: np.ndarray) -> bool:
