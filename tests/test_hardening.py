@@ -49,7 +49,7 @@ def test_kernels_compile_uncached_where_no_cache_is_writable(monkeypatch):
     assert f(1) == 2 and g(1) == 3
     assert [w for w in caught if "NUMBA_CACHE_DIR" in str(w.message)] == caught[:1]
     assert len(caught) == 1  # once per process
-    assert calls[-1] == {"parallel": True, "nogil": True}
+    assert calls[-1] == {"parallel": True, "nogil": True, "error_model": "numpy"}
     assert _compile.BACKGROUND is False  # without a cache a background compile is wasted
 
 

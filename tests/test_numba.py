@@ -351,6 +351,48 @@ def test_tap_loops_over_runs_equal_the_per_channel_formulas_bit_for_bit():
         assert part.tobytes() == part_want.tobytes(), case
 
 
+def _exp_nonpositive_of(x: np.ndarray) -> np.ndarray:
+    """The numba backend's exp, element by element (a loop like the kernels' gate loops)."""
+    from numba import njit
+    from npeca.backends.numba_cpu import _items
+
+    @njit(error_model="numpy")
+    def run(values, out):
+        for i in range(values.shape[0]):
+            out[i] = _items._exp_nonpositive(values[i])
+
+    out = np.empty_like(x)
+    run(x, out)
+    return out
+
+
+def test_exp_of_the_gates_is_within_one_ulp_of_libm_and_of_the_exact_value():
+    """_exp_nonpositive (the gates' exp, straight-line code that vectorizes) against
+    math.exp on 400,000 points of [-746, 0] (dense where the result turns subnormal and
+    where it rounds to 0) and against 60-digit mpmath on 3,000 of them; exp(0) = 1,
+    exp(-inf) = 0 and NaN stays NaN."""
+    from mpmath import mp, mpf
+    from mpmath import exp as exact_exp
+    rng = np.random.default_rng(3)
+    x = np.concatenate([-rng.random(200_000) * 746.5, -rng.random(100_000) * 2.0,
+                        -708.4 + rng.uniform(-1.0, 1.0, 50_000),
+                        -745.1332191019411 + rng.uniform(-0.01, 0.01, 50_000),
+                        -np.ldexp(1.0, -np.arange(0, 1075))])  # -1 down to -5e-324
+    got = _exp_nonpositive_of(x)
+    want = np.array([math.exp(v) for v in x.tolist()])
+    assert (got >= 0).all()
+    steps = np.abs(got.view(np.int64) - want.view(np.int64))  # ulps: both >= 0
+    assert steps.max() <= 1, x[steps.argmax()]
+    mp.dps = 60
+    for v, e in zip(x[::133].tolist(), got[::133].tolist()):
+        exact = exact_exp(mpf(v))
+        ulp = math.ulp(float(exact)) if float(exact) > 0 else 5e-324
+        assert abs(mpf(e) - exact) <= ulp, (v, e)
+    special = _exp_nonpositive_of(np.array([0.0, -0.0, -np.inf, np.nan, -746.0, -800.0]))
+    assert special[:2].tolist() == [1.0, 1.0] and special[2] == 0.0 and np.isnan(special[3])
+    assert special[4:].tolist() == [0.0, 0.0]
+
+
 def test_lane_sum_matches_exact_sum_to_its_bound():
     """The SIMD lane sum of every length 0..100 against math.fsum, both dtypes."""
     rng = np.random.default_rng(4)

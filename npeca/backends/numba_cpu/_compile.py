@@ -65,13 +65,17 @@ def _keyed(dispatcher):
 
 
 def jit(parallel: bool = False):
-    """``njit(cache=True, nogil=True)``, or without the cache where numba finds no writable
-    cache location (a read-only install with no writable HOME): then kernels compile in every
-    process, and one warning per process says how to give them a cache."""
+    """``njit(cache=True, nogil=True, error_model="numpy")``, or without the cache where
+    numba finds no writable cache location (a read-only install with no writable HOME): then
+    kernels compile in every process, and one warning per process says how to give them a
+    cache. ``error_model="numpy"``: a division has no zero test that raises (no divisor in
+    the kernels can be zero; validation refuses empty axes), so loops with a division, such
+    as the gates', vectorize."""
     def decorate(fn):
         global _cache_warned
         try:
-            return _keyed(njit(parallel=parallel, cache=True, nogil=True)(fn))
+            return _keyed(njit(parallel=parallel, cache=True, nogil=True,
+                               error_model="numpy")(fn))
         except RuntimeError as exc:
             if "cannot cache" not in str(exc):
                 raise
@@ -84,7 +88,7 @@ def jit(parallel: bool = False):
                     "beside the installed package nor in the user's cache directory); they "
                     "compile again in every process. Set NUMBA_CACHE_DIR to a writable "
                     "directory to cache them.", RuntimeWarning, stacklevel=2)
-            return njit(parallel=parallel, nogil=True)(fn)
+            return njit(parallel=parallel, nogil=True, error_model="numpy")(fn)
     return decorate
 
 

@@ -8,10 +8,14 @@ formula lives here once (docs/math.md names each formula; docs/design.md maps th
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ._compile import jit as _jit
 from ._simd import LANES
+from ._simd import bits_float as _bits_float
+from ._simd import float_bits as _float_bits
 from ._simd import lane_sum as _lane_sum
 from ._simd import lane_sum2 as _lane_sum2
 from ._simd import scale_add_row as _scale_add_row
@@ -165,10 +169,42 @@ def _tap_products(dz_row, m_row, src, cg, c0, c1, part):
         g0 += cg
 
 
+# exp(x) for x <= 0: x = k ln2 + r with k = round(x / ln2) and |r| <= ln2 / 2; ln2 is split
+# into _LN2_HI (32 significant bits, so k * _LN2_HI is exact for |k| < 2^21) and _LN2_LO;
+# exp(r) is its Taylor polynomial of degree 13 (the remainder r^14 / 14! < 5e-18 relative);
+# 2^k is built from its bits in two halves, so that a subnormal result is rounded once.
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01  # 0x3FE62E42FEE00000
+_LN2_LO = 1.90821492927058770002e-10  # ln 2 - _LN2_HI
+_ROUND = 6755399441055744.0  # 1.5 * 2^52: t + _ROUND - _ROUND rounds t to an integer
+_ROUND_BITS = 0x4338000000000000  # the bits of _ROUND
+_T2, _T3, _T4, _T5, _T6, _T7, _T8, _T9, _T10, _T11, _T12, _T13 = (
+    1.0 / math.factorial(i) for i in range(2, 14))  # 1 / i!, rounded to float64
+
+
+@_jit()
+def _exp_nonpositive(x):
+    """exp(x) for x <= 0, -inf or NaN, within one ulp of the exact value (the tests compare
+    it with math.exp and with 100-digit mpmath), in straight-line code with no call, so
+    that a loop of gates vectorizes (libm's exp is a call per element). exp(-inf) = 0,
+    exp(0) = 1 and NaN stays NaN; below -745.13 the result rounds to 0, as in libm."""
+    x = x if not x < -746.0 else -746.0  # not <: NaN passes through
+    t = x * _LOG2E + _ROUND
+    kf = t - _ROUND  # k = round(x / ln2), in [-1077, 0]
+    r = (x - kf * _LN2_HI) - kf * _LN2_LO
+    p = ((((((_T13 * r + _T12) * r + _T11) * r + _T10) * r + _T9) * r + _T8) * r + _T7) * r
+    p = (((((p + _T6) * r + _T5) * r + _T4) * r + _T3) * r + _T2) * r
+    p = (p + 1.0) * r + 1.0  # Horner: 1 + r (1 + r (1/2 + r (1/6 + ...)))
+    k = _float_bits(t) - _ROUND_BITS  # k again, from the bits (no float -> int of a NaN)
+    k1 = k >> 1
+    k2 = k - k1  # 2^k = 2^k1 * 2^k2, each a normal float64 for k >= -1077
+    return (p * _bits_float((k1 + 1023) << 52)) * _bits_float((k2 + 1023) << 52)
+
+
 @_jit()
 def _sigmoid(z):
     """1 / (1 + exp(-z)) without overflow, with full relative accuracy for z << 0."""
-    e = np.exp(-abs(z))
+    e = _exp_nonpositive(-abs(z))
     # 1 / (1 + e) for z >= 0, else e / (1 + e) (also for NaN: NaN / NaN), written as a
     # select of the numerator rather than a branch: random signs mispredict a branch
     numerator = 1.0 if z >= 0 else e
@@ -196,7 +232,7 @@ def _gate_and_grad(z, hard):
     strictly inside (-3, 3), 0 elsewhere."""
     if hard:
         return _gate(z, hard), (1.0 / 6.0 if z > -3.0 and z < 3.0 else 0.0)
-    e = np.exp(-abs(z))
+    e = _exp_nonpositive(-abs(z))
     a = (1.0 if z >= 0 else e) / (1.0 + e)
     return a, a * ((1.0 if -z >= 0 else e) / (1.0 + e))
 

@@ -19,7 +19,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__ = ["LANES", "lane_sum", "lane_sum2", "stream_scale", "stream_scale_add",
-           "scale_row", "scale_add_row", "stream_fence"]
+           "scale_row", "scale_add_row", "stream_fence", "float_bits", "bits_float"]
 
 LANES = 16  # float64 accumulators per sum: two AVX-512 or four AVX2 registers
 
@@ -350,3 +350,23 @@ def stream_fence(typingctx):
         return context.get_dummy_value()
     return types.void(), codegen
 
+
+
+# --- the bits of a float64: how _items._exp_nonpositive scales by a power of two ------------
+
+@intrinsic
+def float_bits(typingctx, x):
+    """The 64 bits of a float64 as an int64 (a bitcast: no rounding, NaN included)."""
+    if x == types.float64:
+        return types.int64(types.float64), \
+            lambda context, builder, sig, args: builder.bitcast(args[0], ir.IntType(64))
+    return None
+
+
+@intrinsic
+def bits_float(typingctx, i):
+    """The float64 whose 64 bits are the int64 i (a bitcast)."""
+    if isinstance(i, types.Integer):
+        return types.float64(types.int64), \
+            lambda context, builder, sig, args: builder.bitcast(args[0], ir.DoubleType())
+    return None
