@@ -59,8 +59,9 @@ def _dm(dz_row, w, rd, c):
 @_jit()
 def _logits(m_row, w, src, cg, c0, c1, bias, has_bias, z_row):
     """z_row[c] = _logit(m_row, w, src, c, bias, has_bias) for c in [c0, c1), the same
-    bits. A channel whose k taps all fall inside its group of cg channels (all but p at the
-    start of a group and k - 1 - p at its end) reads m_row[c + j - p] through tap j: those
+    values (bit for bit; only which NaN a sum of NaNs of both signs keeps may differ). A
+    channel whose k taps all fall inside its group of cg channels (all but p at the start
+    of a group and k - 1 - p at its end) reads m_row[c + j - p] through tap j: those
     channels are done tap by tap over the whole run, in the same order of additions, by
     loops that vectorize; the channels at the edges of a group one by one (_logit)."""
     k = w.shape[1]
@@ -95,8 +96,8 @@ def _logits(m_row, w, src, cg, c0, c1, bias, has_bias, z_row):
 
 
 @_jit()
-def _dms(dz_row, w, rd, cg, c0, c1, s_, t_row):
-    """t_row[c] = _dm(dz_row, w, rd, c) / s_ for c in [c0, c1), the same bits: the
+def _dms(dz_row, w, rd, cg, c0, c1, s_, t_part):
+    """t_part[c - c0] = _dm(dz_row, w, rd, c) / s_ for c in [c0, c1), the same values: the
     channels that every tap reads from inside their group (r = c - j + p) tap by tap over
     the run, as in _logits; the channels at the edges of a group one by one (_dm)."""
     k = w.shape[1]
@@ -108,8 +109,8 @@ def _dms(dz_row, w, rd, cg, c0, c1, s_, t_row):
         lo = min(b, max(a, g0 + k - 1 - p))  # [lo, hi): every r inside the group
         hi = max(lo, min(b, g0 + cg - p))
         for c in range(a, lo):
-            t_row[c] = _dm(dz_row, w, rd, c) / s_
-        tr = t_row[lo:hi]
+            t_part[c - c0] = _dm(dz_row, w, rd, c) / s_
+        tr = t_part[lo - c0:hi - c0]
         for i in range(hi - lo):
             tr[i] = 0.0
         for j in range(k):
@@ -125,7 +126,7 @@ def _dms(dz_row, w, rd, cg, c0, c1, s_, t_row):
         for i in range(hi - lo):
             tr[i] = tr[i] / s_
         for c in range(hi, b):
-            t_row[c] = _dm(dz_row, w, rd, c) / s_
+            t_part[c - c0] = _dm(dz_row, w, rd, c) / s_
         g0 += cg
 
 
@@ -185,19 +186,19 @@ _T2, _T3, _T4, _T5, _T6, _T7, _T8, _T9, _T10, _T11, _T12, _T13 = (
 @_jit()
 def _exp_nonpositive(x):
     """exp(x) for x <= 0, -inf or NaN, within one ulp of the exact value (the tests compare
-    it with math.exp and with 100-digit mpmath), in straight-line code with no call, so
-    that a loop of gates vectorizes (libm's exp is a call per element). exp(-inf) = 0,
+    it with math.exp and with 60-digit mpmath), in straight-line code with no call, so that
+    a loop of gates vectorizes (libm's exp is a call per element). exp(-inf) = 0,
     exp(0) = 1 and NaN stays NaN; below -745.13 the result rounds to 0, as in libm."""
     x = x if not x < -746.0 else -746.0  # not <: NaN passes through
     t = x * _LOG2E + _ROUND
-    kf = t - _ROUND  # k = round(x / ln2), in [-1077, 0]
+    kf = t - _ROUND  # k = round(x / ln2), in [-1076, 0]
     r = (x - kf * _LN2_HI) - kf * _LN2_LO
-    p = ((((((_T13 * r + _T12) * r + _T11) * r + _T10) * r + _T9) * r + _T8) * r + _T7) * r
-    p = (((((p + _T6) * r + _T5) * r + _T4) * r + _T3) * r + _T2) * r
-    p = (p + 1.0) * r + 1.0  # Horner: 1 + r (1 + r (1/2 + r (1/6 + ...)))
+    q = ((((((_T13 * r + _T12) * r + _T11) * r + _T10) * r + _T9) * r + _T8) * r + _T7) * r
+    q = ((((q + _T6) * r + _T5) * r + _T4) * r + _T3) * r + _T2  # (e^r - 1 - r) / r^2
+    p = 1.0 + (r + (r * r) * q)  # the small terms first: 1 + r (1 + r q) is 1.16 ulp off
     k = _float_bits(t) - _ROUND_BITS  # k again, from the bits (no float -> int of a NaN)
     k1 = k >> 1
-    k2 = k - k1  # 2^k = 2^k1 * 2^k2, each a normal float64 for k >= -1077
+    k2 = k - k1  # 2^k = 2^k1 * 2^k2, each a normal float64 for k >= -1076
     return (p * _bits_float((k1 + 1023) << 52)) * _bits_float((k2 + 1023) << 52)
 
 
@@ -330,17 +331,14 @@ def _dx_cf(g, dx, w, rd, cg, stream, n, c0, c1, a, dz):
     c_, s_ = g.shape[1], g.shape[2]
     gf = g.reshape(g.size)
     dxf = dx.reshape(dx.size)
-    t = np.empty(c_)  # t[c] = dm / S of channel c, for c in [c0, c1)
-    if c1 - c0 == 1:  # one channel (the pipeline): no run to vectorize
-        t[c0] = _dm(dz[n], w, rd, c0) / s_
-    else:
-        _dms(dz[n], w, rd, cg, c0, c1, s_, t)
+    t = np.empty(c1 - c0)  # dm / S of each channel of the range
+    _dms(dz[n], w, rd, cg, c0, c1, s_, t)
     for c in range(c0, c1):
         ac = a[n, c]
         if stream:
-            _stream_scale_add(dxf, gf, (n * c_ + c) * s_, s_, ac, t[c])
+            _stream_scale_add(dxf, gf, (n * c_ + c) * s_, s_, ac, t[c - c0])
         else:  # dx = g * a + t in float64, rounded once
-            _scale_add_row(dxf, gf, (n * c_ + c) * s_, s_, ac, t[c])
+            _scale_add_row(dxf, gf, (n * c_ + c) * s_, s_, ac, t[c - c0])
     if stream:
         _stream_fence()
 
@@ -462,7 +460,7 @@ def _scale_cl(x, y, n, s0, s1, a):
 @_jit()
 def _dm_cl(w, rd, cg, n, c0, c1, s_, dz, t):
     """t[n, c] = dm[n, c] / S for the channels [c0, c1) of sample n."""
-    _dms(dz[n], w, rd, cg, c0, c1, s_, t[n])
+    _dms(dz[n], w, rd, cg, c0, c1, s_, t[n, c0:c1])
 
 
 @_jit()
