@@ -57,6 +57,19 @@ def _dm(dz_row, w, rd, c):
 
 
 @_jit()
+def _group_run(c0, c1, g0, cg, left, right):
+    """(a, b, lo, hi) for the group of cg channels that starts at channel g0: [a, b) is its
+    part of [c0, c1), and [lo, hi) the channels of that part at least ``left`` channels
+    from the group's first and ``right`` from its last (those whose taps all fall inside
+    the group; _logits, _dms and _tap_products do them tap by tap over the run)."""
+    a = max(c0, g0)
+    b = min(c1, g0 + cg)
+    lo = min(b, max(a, g0 + left))
+    hi = max(lo, min(b, g0 + cg - right))
+    return a, b, lo, hi
+
+
+@_jit()
 def _logits(m_row, w, src, cg, c0, c1, bias, has_bias, z_row):
     """z_row[c] = _logit(m_row, w, src, c, bias, has_bias) for c in [c0, c1), the same
     values (bit for bit; only which NaN a sum of NaNs of both signs keeps may differ). A
@@ -68,10 +81,7 @@ def _logits(m_row, w, src, cg, c0, c1, bias, has_bias, z_row):
     p = (k - 1) // 2
     g0 = c0 - c0 % cg
     while g0 < c1:
-        a = max(c0, g0)
-        b = min(c1, g0 + cg)
-        lo = min(b, max(a, g0 + p))  # [lo, hi): every tap inside the group
-        hi = max(lo, min(b, g0 + cg - (k - 1 - p)))
+        a, b, lo, hi = _group_run(c0, c1, g0, cg, p, k - 1 - p)
         for c in range(a, lo):
             z_row[c] = _logit(m_row, w, src, c, bias, has_bias)
         zr = z_row[lo:hi]  # views and loops from 0, as in _pool_cl
@@ -104,10 +114,7 @@ def _dms(dz_row, w, rd, cg, c0, c1, s_, t_part):
     p = (k - 1) // 2
     g0 = c0 - c0 % cg
     while g0 < c1:
-        a = max(c0, g0)
-        b = min(c1, g0 + cg)
-        lo = min(b, max(a, g0 + k - 1 - p))  # [lo, hi): every r inside the group
-        hi = max(lo, min(b, g0 + cg - p))
+        a, b, lo, hi = _group_run(c0, c1, g0, cg, k - 1 - p, p)  # every r = c - j + p inside
         for c in range(a, lo):
             t_part[c - c0] = _dm(dz_row, w, rd, c) / s_
         tr = t_part[lo - c0:hi - c0]
@@ -153,10 +160,7 @@ def _tap_products(dz_row, m_row, src, cg, c0, c1, part):
     p = (k - 1) // 2
     g0 = c0 - c0 % cg
     while g0 < c1:
-        a = max(c0, g0)
-        b = min(c1, g0 + cg)
-        lo = min(b, max(a, g0 + p))  # [lo, hi): every tap inside the group
-        hi = max(lo, min(b, g0 + cg - (k - 1 - p)))
+        a, b, lo, hi = _group_run(c0, c1, g0, cg, p, k - 1 - p)
         for c in range(a, lo):
             _channel_products(dz_row, m_row, src, c, part)
         dr = dz_row[lo:hi]  # views and loops from 0, as in _pool_cl
