@@ -357,6 +357,10 @@ def report(results: dict) -> None:
             extra = calls[name] - calls["kernel"]
             print(f"  {_verdict(extra <= limit):<8} {name} costs {extra:.1f} us above the "
                   f"kernel (limit {limit:g} us)")
+        if "eca_backward out=" in calls:
+            print(f"  (no target) eca_backward out= costs "
+                  f"{calls['eca_backward out='] - calls['backward kernels']:.1f} us above its "
+                  f"two kernels")
     cold = results.get("cold")
     if cold:
         print("\ncold start (fresh processes; 'empty cache' = a new NUMBA_CACHE_DIR), "

@@ -77,25 +77,35 @@ def targets(forward_rows: list, train_rows: list, medians) -> list[dict]:
 
 def per_call_cost(rounds: int = 20000) -> dict:
     """Medians (microseconds) on a 1x64x1x1 float32 input: the numba kernel alone, ``eca``
-    with out=, ``eca`` returning a new y, and the ECA layer, timed one call each in turn
-    (round-robin, so that a disturbance hits all four alike); the differences are the cost
-    of the call path above the kernel."""
+    with out=, ``eca`` returning a new y, the ECA layer, the backward's two kernels alone and
+    ``eca_backward`` with out=, timed one call each in turn (round-robin, so that a
+    disturbance hits all alike); the differences are the cost of the call path above the
+    kernels."""
     from npeca.backends import numba_cpu
     from npeca._validate import eca_problem
     x = np.linspace(-1, 1, 64, dtype=np.float32).reshape(1, 64, 1, 1)
     w = np.array([0.2, 0.5, 0.3], np.float32)
+    g = x[:, ::-1].copy()
     out = np.empty_like(x)
+    dx = np.empty_like(x)
     layer = npeca.ECA(64, kernel_size=3, dtype=np.float32)
     layer.weight[...] = w.reshape(layer.weight.shape)
-    # the kernel call the forward makes, with its arguments, recorded once (benchmark only)
-    numba_cpu._schedule._recording.calls = []
-    numba_cpu.forward(eca_problem(x, w), out)
-    (kernel, args), = numba_cpu._schedule._recording.calls
-    numba_cpu._schedule._recording.calls = None
+    # the kernel calls forward and backward make, with their arguments, recorded once
+    # (benchmark only)
+    recording = numba_cpu._schedule._recording
+    recording.calls = []
+    numba_cpu._run.forward_full(eca_problem(x, w), out)
+    (kernel, args), = recording.calls
+    recording.calls = []
+    numba_cpu._run.backward_full(eca_problem(x, w), g, dx)
+    (bkernel, bargs), (gkernel, gargs) = recording.calls
+    recording.calls = None
     calls = {"kernel": lambda: kernel.serial(*args),
              "eca out=": lambda: npeca.eca(x, w, out=out),
              "eca": lambda: npeca.eca(x, w),
-             "ECA layer": lambda: layer(x)}
+             "ECA layer": lambda: layer(x),
+             "backward kernels": lambda: (bkernel.serial(*bargs), gkernel.serial(*gargs)),
+             "eca_backward out=": lambda: npeca.eca_backward(x, w, g, out=dx)}
     samples = {name: [] for name in calls}
     clock = time.perf_counter
     for i in range(rounds + 500):

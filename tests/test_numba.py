@@ -545,15 +545,66 @@ def test_a_remembered_launch_gives_the_bits_of_the_full_path():
         numba.set_num_threads(before)
 
 
+def test_a_remembered_backward_launch_gives_the_bits_of_the_full_path():
+    """The second backward of a kind of call runs remembered launches (_run._BACKWARD_PLANS):
+    the gradients of x, weight and bias must be the full path's bits, for each layout, into
+    a new dx or in place over x or g, for one thread and all (the weight gradients on all
+    threads too: 64 x 256 x 3 terms), with the weight, bias and g of its own call."""
+    import numba
+    from npeca._validate import eca_problem
+    run = numba_cpu._run
+    rng = np.random.default_rng(14)
+    before = numba.get_num_threads()
+    cases = [((1, 64, 9, 7), 1, {}), ((3, 40, 5, 6), -1, dict(bias=0.3)),
+             ((1, 7, 8, 33), -1, dict(padding="circular", gate="hard_sigmoid")),
+             ((2, 48, 60, 50), 1, dict(groups=4, bias=-0.2)), ((1, 60, 40, 48), -1, {}),
+             ((64, 256, 2, 3), 1, dict(bias=0.1))]
+    try:
+        for threads in (1, before):
+            numba.set_num_threads(threads)
+            for shape, axis, kw in cases:
+                for dtype in (np.float32, np.float64):
+                    x = rng.standard_normal(shape).astype(dtype)
+                    c = shape[axis]
+                    for w in (rng.standard_normal(3), rng.standard_normal((c, 3))):
+                        run._BACKWARD_PLANS.clear()
+                        for trial in range(3):  # full path + remembered; then new values
+                            wt = (w * (1 + trial)).astype(np.float32 if trial else w.dtype)
+                            kwt = dict(kw, bias=kw["bias"] * trial) if "bias" in kw else kw
+                            g = rng.standard_normal(shape).astype(dtype)
+                            p = eca_problem(x, wt, channel_axis=axis, **kwt)
+                            full = run.backward_full(p, g)
+                            got = npeca.eca_backward(x, wt, g, channel_axis=axis,
+                                                     backend="numba", **kwt)
+                            assert run._BACKWARD_PLANS, "nothing was remembered"
+                            assert (got.bias is None) == (full.bias is None)
+                            for u, v in zip(full, got):
+                                if u is not None:
+                                    assert u.dtype == v.dtype and u.shape == v.shape
+                                    np.testing.assert_array_equal(u, v)
+                            for which in ("x", "g"):  # in place
+                                xi, gi = x.copy(), g.copy()
+                                dx = npeca.eca_backward(xi, wt, gi, channel_axis=axis,
+                                                        backend="numba",
+                                                        out=xi if which == "x" else gi, **kwt)
+                                np.testing.assert_array_equal(dx.x, full.x)
+                                np.testing.assert_array_equal(dx.weight, full.weight)
+    finally:
+        numba.set_num_threads(before)
+
+
 def test_remembered_launches_keep_no_array_of_the_caller():
     import gc
     import weakref
     x = np.random.default_rng(13).standard_normal((2, 32, 40, 40)).astype(np.float32)
     w = np.array([0.2, 0.5, 0.3], np.float32)
+    g = x[::-1].copy()
     for _ in range(2):
         y = npeca.eca(x, w, backend="numba")
-    refs = [weakref.ref(x), weakref.ref(w), weakref.ref(y)]
-    del x, w, y
+        grads = npeca.eca_backward(x, w, g, bias=0.5, backend="numba")
+    assert numba_cpu._run._PLANS and numba_cpu._run._BACKWARD_PLANS
+    refs = [weakref.ref(a) for a in (x, w, y, g, grads.x, grads.weight, grads.bias)]
+    del x, w, y, g, grads
     gc.collect()
     assert all(r() is None for r in refs)
 

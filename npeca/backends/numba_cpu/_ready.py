@@ -24,10 +24,14 @@ def _auto_key(problem: ECAProblem, kind: str, grad_out=None) -> tuple:
     """What decides which compiled kernels a call needs: forward or backward, the layout,
     the dtype the kernels compute in, and whether they read x (and g) read-only."""
     x = problem.x
-    if grad_out is None:  # the common case first, cheaply
-        flags = x.flags
-        if flags.c_contiguous and x.dtype in _FAST_DTYPES:
+    flags = x.flags
+    if flags.c_contiguous and x.dtype in _FAST_DTYPES:  # the common cases first, cheaply
+        if grad_out is None:
             return (kind, problem.channels_last, x.dtype.char, (flags.writeable,))
+        g_flags = grad_out.flags
+        if g_flags.c_contiguous and grad_out.dtype == x.dtype:
+            return (kind, problem.channels_last, x.dtype.char,
+                    (flags.writeable, g_flags.writeable))
     arrays = (problem.x,) if grad_out is None else (problem.x, grad_out)
     if _bfloat16_bits(problem.channels_last, *arrays) is not None:  # 16-bit kernels
         return (kind, False, "H", tuple(a.flags.writeable for a in arrays))

@@ -17,6 +17,10 @@ from ._schedule import _bfloat16_bits, _Call, _fast, _recording, kernel_weight, 
 #: a bias, the arguments between that and y). At most _MAX_PLANS, then forgotten all at once.
 _PLANS: dict = {}
 _MAX_PLANS = 256
+#: The same for the backward (see _planned_backward): key -> (dispatcher, view shape, the
+#: arguments between the weight and the bias, whether there is a bias, the arguments between
+#: that and dx, the weight-gradient dispatcher, its arguments between the weight and dw).
+_BACKWARD_PLANS: dict = {}
 
 
 def forward(problem: ECAProblem, out: np.ndarray | None = None, *,
@@ -50,9 +54,7 @@ def _plan_key(problem: ECAProblem, out: np.ndarray | None) -> tuple | None:
     if not (_fast(x) if out is None else _fast(x, out)):
         return None
     in_place = out is not None and (out is x or np.may_share_memory(x, out))
-    return (x.shape, x.dtype.char, x.flags.writeable, in_place, problem.channels_last, problem.k,
-            problem.groups, problem.padding, problem.gate, problem.per_channel,
-            problem.bias is None, _Call.use_threads(x.nbytes), tuning())
+    return (in_place, _key(problem, (x.flags.writeable,)))
 
 
 def _planned(problem: ECAProblem, out: np.ndarray | None) -> ECAForward | None:
@@ -88,19 +90,35 @@ def _planned(problem: ECAProblem, out: np.ndarray | None) -> ECAForward | None:
     return tuple.__new__(ECAForward, (y, m, z, a))  # ECAForward(y, m, z, a), 0.4 us sooner
 
 
+def _key(problem: ECAProblem, writeable: tuple) -> tuple:
+    """The part of a remembered launch's key that forward and backward share: the geometry,
+    x's dtype, whether the inputs are writeable (``writeable``), every keyword, the thread
+    count and the schedule's sizes."""
+    x = problem.x
+    return (x.shape, x.dtype.char, writeable,
+            problem.channels_last, problem.k, problem.groups, problem.padding, problem.gate,
+            problem.per_channel, problem.bias is None, _Call.use_threads(x.nbytes), tuning())
+
+
+def _bias_at(args: tuple) -> int | None:
+    """Where the bias is in a recorded launch of a forward or backward kernel (the only
+    float among its arguments), or None for a launch of another form."""
+    floats = [i for i, arg in enumerate(args) if type(arg) is float]
+    return floats[0] if len(floats) == 1 else None
+
+
 def _remember(key: tuple, launch: tuple) -> None:
     """Keep a recorded forward launch (kernel, args) for _planned, once the dispatcher to
     call is compiled for these argument types. The forward kernels take (x, w, tables...,
     bias, has_bias, settings..., y, m, z, a) with the bias the only float; a launch of
     another form is not remembered."""
     kernel, args = launch
-    threads = key[-2]
+    threads = key[-1][-2]
     if threads > 1 and not compiled(kernel, args):
         return  # its parallel twin still compiles in the background: ask again next time
-    floats = [i for i, arg in enumerate(args) if type(arg) is float]
-    if len(floats) != 1 or len(args) < floats[0] + 6:
+    at = _bias_at(args)
+    if at is None or len(args) < at + 6:
         return
-    at = floats[0]
     if len(_PLANS) >= _MAX_PLANS:
         _PLANS.clear()
     _PLANS[key] = (kernel.parallel if threads > 1 else kernel.serial, args[0].shape,
@@ -135,11 +153,78 @@ def backward(problem: ECAProblem, grad_out: np.ndarray,
         ``x`` is ``out`` when given; the weight and bias gradients in their own shapes and
         dtypes.
     """
+    done = _planned_backward(problem, grad_out, out)
+    return backward_full(problem, grad_out, out) if done is None else done
+
+
+def backward_full(problem: ECAProblem, grad_out: np.ndarray,
+                  out: np.ndarray | None = None) -> ECAGrads:
+    """backward without the remembered launches (the tests compare the two)."""
     call = _Call(problem)
     if call.threads == 1:
         return _backward(call, grad_out, out)
     with deferring():
         return _backward(call, grad_out, out)
+
+
+def _planned_backward(problem: ECAProblem, g: np.ndarray,
+                      out: np.ndarray | None) -> ECAGrads | None:
+    """The backward through a remembered launch, or None: as _planned for the forward, with
+    the backward kernel and then the weight-gradient kernel, both as the full path ran them
+    (in place or not, the launches are the same: the kernels read every element of x and g
+    before they write it to dx)."""
+    if getattr(_recording, "calls", None) is not None:  # someone records launches: full path
+        return None
+    x = problem.x
+    if not (_fast(x, g) if out is None else _fast(x, g, out)):
+        return None
+    key = _key(problem, (x.flags.writeable, g.flags.writeable))
+    plan = _BACKWARD_PLANS.get(key)
+    if plan is None:
+        _recording.calls = []
+        try:
+            result = backward_full(problem, g, out)
+            calls = _recording.calls
+        finally:
+            _recording.calls = None
+        _remember_backward(key, calls)
+        return result
+    kernel, shape, before, has_bias, after, grads, fixed = plan
+    dx = _outputs.empty(x.shape, x.dtype) if out is None else out
+    m, dz = np.empty((2, problem.n, problem.c))
+    w = kernel_weight(problem)
+    kernel(x.reshape(shape), g.reshape(shape), w, *before,
+           0.0 if problem.bias is None else float(problem.bias), has_bias, *after,
+           dx.reshape(shape), m, dz)
+    dw = np.empty((problem.c, problem.k) if problem.per_channel else (1, problem.k))
+    db = np.empty(1)
+    grads(m, dz, w, *fixed, dw, db)
+    return _gradients(problem, dx, dw, db)
+
+
+def _remember_backward(key: tuple, calls: list) -> None:
+    """Keep the two recorded launches of a backward (kernel, then weight gradients) once
+    the dispatchers to call are compiled. The backward kernels take (x, g, w, tables...,
+    bias, has_bias, settings..., dx, m, dz) and the weight-gradient kernel (m, dz, w,
+    tables and settings..., dw, db); launches of another form are not remembered."""
+    if len(calls) != 2:
+        return
+    (kernel, args), (grads, grad_args) = calls
+    threads = key[-2]
+    if threads > 1 and not compiled(kernel, args):
+        return  # its parallel twin still compiles in the background: ask again next time
+    serial_grads = threads == 1 or _Call.parameter_grads_serial(*grad_args[1].shape,
+                                                                grad_args[2].shape[1])
+    if not serial_grads and not compiled(grads, grad_args):
+        return
+    at = _bias_at(args)
+    if at is None or len(args) < at + 5 or _bias_at(grad_args) is not None:
+        return
+    if len(_BACKWARD_PLANS) >= _MAX_PLANS:
+        _BACKWARD_PLANS.clear()
+    _BACKWARD_PLANS[key] = (kernel.parallel if threads > 1 else kernel.serial, args[0].shape,
+                            args[3:at], args[at + 1], args[at + 2:-3],
+                            grads.serial if serial_grads else grads.parallel, grad_args[3:-2])
 
 
 def _forward(call: _Call, out: np.ndarray | None) -> ECAForward:
@@ -183,10 +268,15 @@ def _backward(call: _Call, grad_out: np.ndarray, out: np.ndarray | None) -> ECAG
             if copy:
                 stager.store(dx, n0, n1, dxs)
 
-    per_channel = problem.per_channel
-    dw = np.empty((call.c, problem.k) if per_channel else (1, problem.k))
+    dw = np.empty((call.c, problem.k) if problem.per_channel else (1, problem.k))
     db = np.empty(1)
     call.parameter_grads(m, dz, dw, db)
+    return _gradients(problem, dx, dw, db)
+
+
+def _gradients(problem: ECAProblem, dx: np.ndarray, dw: np.ndarray, db: np.ndarray
+               ) -> ECAGrads:
+    """The gradients in the caller's shapes and dtypes, from the kernels' float64 dw, db."""
     dbias = None
     if problem.bias is not None:
         dbias = round_to(db[0], problem.bias_dtype).reshape(problem.bias_shape)

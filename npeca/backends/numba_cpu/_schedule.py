@@ -279,11 +279,17 @@ class _Call:
 
     def parameter_grads(self, m, dz, dw, db) -> None:
         """dw and db from the backward's m and dz: one thread for small problems."""
-        small = self.n * self.c * self.w.shape[1] < _PARAMETER_SERIAL
+        small = self.parameter_grads_serial(self.n, self.c, self.w.shape[1])
         chunk = self.c if small else _ceil(self.c, _ITEMS_PER_THREAD * self.threads)
         self.launch(_parameter_grads, m, dz, self.w, self.src, self.cg, self.problem.per_channel,
                     chunk,
                     dw, db, serial=small)
+
+    @staticmethod
+    def parameter_grads_serial(n: int, c: int, k: int) -> bool:
+        """Whether the weight gradients of N x C logits and k taps run on one thread: fewer
+        than _PARAMETER_SERIAL terms take less time than waking the other threads."""
+        return n * c * k < _PARAMETER_SERIAL
 
     def stream(self, out: np.ndarray) -> bool:
         """Whether to write ``out`` with streaming stores: when the whole output of the call
