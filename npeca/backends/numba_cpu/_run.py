@@ -213,8 +213,8 @@ def _remember_backward(key: tuple, calls: list) -> None:
     threads = key[-2]
     if threads > 1 and not compiled(kernel, args):
         return  # its parallel twin still compiles in the background: ask again next time
-    serial_grads = threads == 1 or _Call.parameter_grads_serial(*grad_args[1].shape,
-                                                                grad_args[2].shape[1])
+    n, c = grad_args[1].shape  # dz, then the weight (rows, k)
+    serial_grads = threads == 1 or _Call.parameter_grads_serial(n, c, grad_args[2].shape[1])
     if not serial_grads and not compiled(grads, grad_args):
         return
     at = _bias_at(args)
