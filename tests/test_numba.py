@@ -312,6 +312,48 @@ def test_schedule_does_not_change_a_bit(monkeypatch, channel_axis, dtype, n):
                 npeca.eca_backward(x, w, gi, out=gi, **kw, **extra).x, base[1].x)
 
 
+def test_channels_last_pooling_in_registers_gives_the_lane_sum_bits():
+    """Columns of up to _REGISTER_ROWS positions are pooled COLUMNS at a time with their sums
+    in registers (_simd.column_lane_sums), longer ones row by row: both must give the bits
+    of the channels-first lane sum of the same values, for every count of positions (full
+    lane cycles and every tail), ragged ranges of channels, float32 and float64, -0.0 (a
+    column of only -0.0 has the mean +0.0, as lanes start at +0.0), NaN and Inf."""
+    from npeca.backends.numba_cpu import _items
+    rng = np.random.default_rng(21)
+    cols = numba_cpu._simd.COLUMNS
+    assert _items._REGISTER_ROWS >= 16 and cols >= 4
+    checked = 0
+    for s_ in list(range(1, 35)) + [47, 48, 49, 63, 64, 65, 80, 196]:
+        for dtype in (np.float32, np.float64):
+            c = int(rng.integers(1, 4 * cols + 3))
+            x = (rng.standard_normal((2, s_, c)) * 10.0 ** rng.integers(-3, 4, (1, 1, c)))
+            x = x.astype(dtype)
+            x[1, :, 0] = -0.0  # an all -0.0 column
+            if c > 2:
+                x[1, rng.integers(s_), 1] = np.nan
+                x[1, rng.integers(s_), 2] = -np.inf
+            flat = np.ascontiguousarray(np.moveaxis(x, -1, 1)).reshape(-1)  # (N, C, S)
+            for n in range(2):
+                want = np.empty((2, c))
+                _items._pool_cf(flat, n, 0, c, c, s_, want)
+                for c0, c1 in ((0, c), (c // 3, c), (min(1, c - 1), max(1, c - 1))):
+                    got = np.full(c, 7.0)
+                    _items._pool_cl(x, n, c0, c1, got)
+                    assert got[c0:c1].tobytes() == want[n, c0:c1].tobytes(), (s_, c, c0, c1)
+                    assert (got[:c0] == 7.0).all() and (got[c1:] == 7.0).all()
+                    checked += 1
+    assert checked > 200
+    assert np.asarray(_pool_mean_of_negative_zeros()).tobytes() == np.float64(0.0).tobytes()
+
+
+def _pool_mean_of_negative_zeros():
+    from npeca.backends.numba_cpu import _items
+    x = np.full((1, 5, 16), -0.0, np.float32)
+    m = np.empty(16)
+    _items._pool_cl(x, 0, 0, 16, m)
+    return m[3]
+
+
 def test_tap_loops_over_runs_equal_the_per_channel_formulas_bit_for_bit():
     """_logits, _dms and _tap_products (channels inside a group tap by tap over the run,
     loops that vectorize) give the bits of _logit, _dm and the per-channel product through
@@ -591,6 +633,31 @@ def test_a_remembered_backward_launch_gives_the_bits_of_the_full_path():
                                 np.testing.assert_array_equal(dx.weight, full.weight)
     finally:
         numba.set_num_threads(before)
+
+
+def test_every_size_of_the_schedule_is_in_the_key_of_a_remembered_launch(monkeypatch):
+    """A remembered launch is keyed by _schedule.tuning(): every module-level size that the
+    schedule reads must change it, or a changed size would replay the old schedule (the
+    schedule test would then no longer run the modes it asks for)."""
+    import ast
+    import inspect
+    sched = numba_cpu._schedule
+    source = inspect.getsource(sched)
+    sizes = {node.targets[0].id for node in ast.parse(source).body
+             if isinstance(node, ast.Assign) and len(node.targets) == 1
+             and isinstance(node.targets[0], ast.Name) and node.targets[0].id.isupper()
+             and node.targets[0].id.startswith("_")
+             and isinstance(getattr(sched, node.targets[0].id), int)}
+    read_by_calls = {name for name in sizes
+                     if any(name in inspect.getsource(f) for f in
+                            vars(sched._Call).values() if inspect.isfunction(f)
+                            or isinstance(f, staticmethod))}
+    assert {"_PIPELINE_MIN_ROW", "_SEGMENTS_PER_THREAD", "_PARAMETER_SERIAL",
+            "_ACC_COLUMNS", "_SERIAL_BYTES"} <= read_by_calls
+    for name in sorted(read_by_calls):
+        before = sched.tuning()
+        monkeypatch.setattr(sched, name, getattr(sched, name) + 12345)
+        assert sched.tuning() != before, f"{name} is not in tuning()"
 
 
 def test_remembered_launches_keep_no_array_of_the_caller():

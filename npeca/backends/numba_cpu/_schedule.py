@@ -53,11 +53,12 @@ _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def tuning() -> tuple:
-    """The sizes above that decide a forward's schedule, as read now: part of the key of a
-    remembered launch (_run._PLANS), so that a changed size (the tests change them) is never
-    served a launch planned with the old one."""
+    """The sizes above that decide a forward's or a backward's schedule, as read now: part of
+    the key of a remembered launch (_run._PLANS, _run._BACKWARD_PLANS), so that a changed
+    size (the tests change them) is never served a launch planned with the old one."""
     return (_SERIAL_BYTES, _WAVE_BYTES_PER_THREAD, _ITEMS_PER_THREAD, _PER_SAMPLE_BYTES,
-            _CHUNK_BYTES, _ACC_COLUMNS, _MIN_BLOCK, _STREAM_BYTES, _STREAM_MIN_ROW)
+            _CHUNK_BYTES, _SEGMENTS_PER_THREAD, _PIPELINE_MIN_ROW, _ACC_COLUMNS, _MIN_BLOCK,
+            _STREAM_BYTES, _STREAM_MIN_ROW, _PARAMETER_SERIAL)
 
 # --- the wrappers: choose views, the schedule and staging, then call the kernels ------------
 

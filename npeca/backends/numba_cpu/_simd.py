@@ -18,10 +18,14 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["LANES", "lane_sum", "lane_sum2", "stream_scale", "stream_scale_add",
-           "scale_row", "scale_add_row", "stream_fence", "float_bits", "bits_float"]
+__all__ = ["LANES", "COLUMNS", "lane_sum", "lane_sum2", "column_lane_sums", "stream_scale",
+           "stream_scale_add", "scale_row", "scale_add_row", "stream_fence", "float_bits",
+           "bits_float"]
 
 LANES = 16  # float64 accumulators per sum: two AVX-512 or four AVX2 registers
+#: Columns summed at once by column_lane_sums: LANES float64 vectors of COLUMNS, 16 AVX-512
+#: registers (32 AVX2 registers, of which LLVM keeps half in L1: still no L2 traffic)
+COLUMNS = LANES // 2
 
 # --- the lane sum: an explicit SIMD reduction in a fixed order ------------------------------
 
@@ -219,6 +223,61 @@ def lane_sum2(typingctx, g, x, start, count):
     if (_is_flat(g) and _is_flat(x) and g.dtype == x.dtype
             and isinstance(start, types.Integer) and isinstance(count, types.Integer)):
         return types.UniTuple(types.float64, 2)(g, x, types.intp, types.intp), _lane_codegen
+    return None
+
+
+def _column_codegen(context, builder, sig, args):
+    """out[at:at + COLUMNS] = the lane sums of COLUMNS adjacent columns of ``count`` rows
+    ``stride`` elements apart from x[start]: row r into lane r mod LANES, each lane in row
+    order from +0.0, then _tree's order across the lanes. One float64 vector of COLUMNS per
+    lane, kept in registers, so that no sum goes through memory."""
+    x_ty, out_ty = sig.args[0], sig.args[4]
+    x = context.make_array(x_ty)(context, builder, args[0])
+    out = context.make_array(out_ty)(context, builder, args[4])
+    start, stride, count, at = args[1], args[2], args[3], args[5]
+    intp = count.type
+    vec = ir.VectorType(ir.DoubleType(), COLUMNS)
+    row_ptr = ir.VectorType(_elem(x_ty.dtype), COLUMNS).as_pointer()
+    accs = [cgutils.alloca_once_value(builder, ir.Constant(vec, [0.0] * COLUMNS))
+            for _ in range(LANES)]
+    lanes = ir.Constant(intp, LANES)
+
+    def add(lane, row):  # acc[lane] += x[start + row * stride:][:COLUMNS] (in float64)
+        ptr = builder.gep(x.data, [builder.add(start, builder.mul(row, stride))])
+        v = _widen(builder, builder.load(builder.bitcast(ptr, row_ptr),
+                                         align=x_ty.dtype.bitwidth // 8), x_ty.dtype)
+        builder.store(builder.fadd(builder.load(accs[lane]), v), accs[lane])
+
+    blocks = builder.udiv(count, lanes)
+    with cgutils.for_range(builder, blocks) as loop:  # LANES rows at a time, one per lane
+        first = builder.mul(loop.index, lanes)
+        for lane in range(LANES):
+            add(lane, builder.add(first, ir.Constant(intp, lane)))
+    first = builder.mul(blocks, lanes)
+    rest = builder.sub(count, first)
+    for lane in range(LANES - 1):  # the last count mod LANES rows go to lanes 0, 1, ...
+        with builder.if_then(builder.icmp_unsigned(">", rest, ir.Constant(intp, lane))):
+            add(lane, builder.add(first, ir.Constant(intp, lane)))
+    width = LANES
+    while width > 1:  # _tree, for COLUMNS columns at once
+        width //= 2
+        for lane in range(width):
+            builder.store(builder.fadd(builder.load(accs[lane]),
+                                       builder.load(accs[lane + width])), accs[lane])
+    builder.store(builder.load(accs[0]),
+                  builder.bitcast(builder.gep(out.data, [at]), vec.as_pointer()), align=8)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def column_lane_sums(typingctx, x, start, stride, count, out, at):
+    """out[at + j] = sum of x[start + r * stride + j] over r in range(count), for j in
+    range(COLUMNS), with the bits of lane_sum on that column (see _column_codegen; the caller
+    guarantees every index is inside x and out). x is a flat float32 or float64 array."""
+    if (_is_flat(x) and x.dtype != types.uint16 and isinstance(out, types.Array)
+            and out.ndim == 1 and out.dtype == types.float64):
+        return (types.void(x, types.intp, types.intp, types.intp, out, types.intp),
+                _column_codegen)
     return None
 
 
