@@ -97,7 +97,9 @@ def per_call_cost(rounds: int = 20000) -> dict:
     numba_cpu._run.forward_full(eca_problem(x, w), out)
     (kernel, args), = recording.calls
     recording.calls = []
-    numba_cpu._run.backward_full(eca_problem(x, w), g, dx)
+    # (backward_full: the full path; versions before remembered backward launches had only
+    # backward, which was the full path: this function then also times those)
+    getattr(numba_cpu._run, "backward_full", numba_cpu._run.backward)(eca_problem(x, w), g, dx)
     (bkernel, bargs), (gkernel, gargs) = recording.calls
     recording.calls = None
     calls = {"kernel": lambda: kernel.serial(*args),
