@@ -52,9 +52,11 @@ def all_now(x, m):
         _items._pool_cl(x, n, 0, x.shape[2], m[n])
 
 
-def median_us(call) -> float:
-    number = max(3, int(0.03 / max(1e-6, timeit.timeit(call, number=1))))
-    return float(np.median(timeit.repeat(call, number=number, repeat=11))) / number * 1e6
+def median_us(call, *args) -> float:
+    """The median of 11 means of enough calls of call(*args) for about 30 ms each, in us."""
+    number = max(3, int(0.03 / max(1e-6, timeit.timeit(lambda: call(*args), number=1))))
+    times = timeit.repeat(lambda: call(*args), number=number, repeat=11)
+    return float(np.median(times)) / number * 1e6
 
 
 def main() -> None:
@@ -69,10 +71,10 @@ def main() -> None:
         all_now(x, now)
         if before.tobytes() != now.tobytes():
             raise SystemExit(f"{s}x{c}: the two poolings differ")
-        print(f"{s}x{c:<9d} {median_us(lambda: rows(x, 0, 0, c, before[0])):15.1f} "
-              f"{median_us(lambda: _items._pool_cl(x, 0, 0, c, now[0])):8.1f} "
-              f"{median_us(lambda: all_rows(x, before)):17.0f} "
-              f"{median_us(lambda: all_now(x, now)):8.0f}")
+        print(f"{s}x{c:<9d} {median_us(rows, x, 0, 0, c, before[0]):15.1f} "
+              f"{median_us(_items._pool_cl, x, 0, 0, c, now[0]):8.1f} "
+              f"{median_us(all_rows, x, before):17.0f} "
+              f"{median_us(all_now, x, now):8.0f}")
 
 
 if __name__ == "__main__":
