@@ -548,6 +548,33 @@ def test_bitwise_identical_across_calls_and_set_num_threads():
         numba.set_num_threads(before)
 
 
+_PLAN_CASES = [((1, 64, 9, 7), 1, {}), ((3, 40, 5, 6), -1, dict(bias=0.3)),
+               ((1, 7, 8, 33), -1, dict(padding="circular", gate="hard_sigmoid")),
+               ((2, 48, 60, 50), 1, dict(groups=4, bias=-0.2)), ((1, 60, 40, 48), -1, {}),
+               ((64, 256, 2, 3), 1, dict(bias=0.1))]
+
+
+def _plan_trials(plans: dict, seed: int):
+    """For each of _PLAN_CASES, dtype and weight form (shared, per channel), at one thread
+    and at all: ``plans`` emptied, then three calls' (rng, x, weight, channel_axis, keywords),
+    the first taking the full path and recording, the later ones replaying with a new weight
+    (float32 from the second on) and bias. The caller restores the thread count."""
+    import numba
+    rng = np.random.default_rng(seed)
+    for threads in (1, numba.get_num_threads()):
+        numba.set_num_threads(threads)
+        for shape, axis, kw in _PLAN_CASES:
+            for dtype in (np.float32, np.float64):
+                x = rng.standard_normal(shape).astype(dtype)
+                c = shape[axis]
+                for w in (rng.standard_normal(5), rng.standard_normal((c, 3))):
+                    plans.clear()
+                    for trial in range(3):
+                        wt = (w * (1 + trial)).astype(np.float32 if trial else w.dtype)
+                        kwt = dict(kw, bias=kw["bias"] * trial) if "bias" in kw else kw
+                        yield rng, x, wt, axis, kwt
+
+
 def test_a_remembered_launch_gives_the_bits_of_the_full_path():
     """The second forward of a kind of call runs a remembered launch (_run._PLANS), without
     the schedule: it must give the full path's bits, for each layout, in place or not, for
@@ -555,34 +582,17 @@ def test_a_remembered_launch_gives_the_bits_of_the_full_path():
     import numba
     from npeca._validate import eca_problem
     run = numba_cpu._run
-    rng = np.random.default_rng(12)
     before = numba.get_num_threads()
-    cases = [((1, 64, 9, 7), 1, {}), ((3, 40, 5, 6), -1, dict(bias=0.3)),
-             ((1, 7, 8, 33), -1, dict(padding="circular", gate="hard_sigmoid")),
-             ((2, 48, 60, 50), 1, dict(groups=4)), ((1, 60, 40, 48), -1, {})]
     try:
-        for threads in (1, before):
-            numba.set_num_threads(threads)
-            for shape, axis, kw in cases:
-                for dtype in (np.float32, np.float64):
-                    x = rng.standard_normal(shape).astype(dtype)
-                    c = shape[axis]
-                    for w in (rng.standard_normal(5), rng.standard_normal((c, 3))):
-                        run._PLANS.clear()
-                        for trial in range(3):  # full path + remembered; then new values
-                            wt = (w * (1 + trial)).astype(np.float32 if trial else w.dtype)
-                            kwt = dict(kw, bias=kw["bias"] * trial) if "bias" in kw else kw
-                            p = eca_problem(x, wt, channel_axis=axis, **kwt)
-                            full = run.forward_full(p)
-                            got = npeca.eca_forward(x, wt, channel_axis=axis,
-                                                    backend="numba", **kwt)
-                            assert run._PLANS, "nothing was remembered"
-                            for u, v in zip(full, got):
-                                np.testing.assert_array_equal(u, v)
-                            xi = x.copy()  # in place
-                            np.testing.assert_array_equal(
-                                npeca.eca(xi, wt, out=xi, channel_axis=axis,
-                                          backend="numba", **kwt), full.y)
+        for _, x, wt, axis, kwt in _plan_trials(run._PLANS, 12):
+            full = run.forward_full(eca_problem(x, wt, channel_axis=axis, **kwt))
+            got = npeca.eca_forward(x, wt, channel_axis=axis, backend="numba", **kwt)
+            assert run._PLANS, "nothing was remembered"
+            for u, v in zip(full, got):
+                np.testing.assert_array_equal(u, v)
+            xi = x.copy()  # in place
+            np.testing.assert_array_equal(
+                npeca.eca(xi, wt, out=xi, channel_axis=axis, backend="numba", **kwt), full.y)
     finally:
         numba.set_num_threads(before)
 
@@ -591,46 +601,28 @@ def test_a_remembered_backward_launch_gives_the_bits_of_the_full_path():
     """The second backward of a kind of call runs remembered launches (_run._BACKWARD_PLANS):
     the gradients of x, weight and bias must be the full path's bits, for each layout, into
     a new dx or in place over x or g, for one thread and all (the weight gradients on all
-    threads too: 64 x 256 x 3 terms), with the weight, bias and g of its own call."""
+    threads too: 64 x 256 x 5 terms), with the weight, bias and g of its own call."""
     import numba
     from npeca._validate import eca_problem
     run = numba_cpu._run
-    rng = np.random.default_rng(14)
     before = numba.get_num_threads()
-    cases = [((1, 64, 9, 7), 1, {}), ((3, 40, 5, 6), -1, dict(bias=0.3)),
-             ((1, 7, 8, 33), -1, dict(padding="circular", gate="hard_sigmoid")),
-             ((2, 48, 60, 50), 1, dict(groups=4, bias=-0.2)), ((1, 60, 40, 48), -1, {}),
-             ((64, 256, 2, 3), 1, dict(bias=0.1))]
     try:
-        for threads in (1, before):
-            numba.set_num_threads(threads)
-            for shape, axis, kw in cases:
-                for dtype in (np.float32, np.float64):
-                    x = rng.standard_normal(shape).astype(dtype)
-                    c = shape[axis]
-                    for w in (rng.standard_normal(3), rng.standard_normal((c, 3))):
-                        run._BACKWARD_PLANS.clear()
-                        for trial in range(3):  # full path + remembered; then new values
-                            wt = (w * (1 + trial)).astype(np.float32 if trial else w.dtype)
-                            kwt = dict(kw, bias=kw["bias"] * trial) if "bias" in kw else kw
-                            g = rng.standard_normal(shape).astype(dtype)
-                            p = eca_problem(x, wt, channel_axis=axis, **kwt)
-                            full = run.backward_full(p, g)
-                            got = npeca.eca_backward(x, wt, g, channel_axis=axis,
-                                                     backend="numba", **kwt)
-                            assert run._BACKWARD_PLANS, "nothing was remembered"
-                            assert (got.bias is None) == (full.bias is None)
-                            for u, v in zip(full, got):
-                                if u is not None:
-                                    assert u.dtype == v.dtype and u.shape == v.shape
-                                    np.testing.assert_array_equal(u, v)
-                            for which in ("x", "g"):  # in place
-                                xi, gi = x.copy(), g.copy()
-                                dx = npeca.eca_backward(xi, wt, gi, channel_axis=axis,
-                                                        backend="numba",
-                                                        out=xi if which == "x" else gi, **kwt)
-                                np.testing.assert_array_equal(dx.x, full.x)
-                                np.testing.assert_array_equal(dx.weight, full.weight)
+        for rng, x, wt, axis, kwt in _plan_trials(run._BACKWARD_PLANS, 14):
+            g = rng.standard_normal(x.shape).astype(x.dtype)
+            full = run.backward_full(eca_problem(x, wt, channel_axis=axis, **kwt), g)
+            got = npeca.eca_backward(x, wt, g, channel_axis=axis, backend="numba", **kwt)
+            assert run._BACKWARD_PLANS, "nothing was remembered"
+            assert (got.bias is None) == (full.bias is None)
+            for u, v in zip(full, got):
+                if u is not None:
+                    assert u.dtype == v.dtype and u.shape == v.shape
+                    np.testing.assert_array_equal(u, v)
+            for which in ("x", "g"):  # in place
+                xi, gi = x.copy(), g.copy()
+                dx = npeca.eca_backward(xi, wt, gi, channel_axis=axis, backend="numba",
+                                        out=xi if which == "x" else gi, **kwt)
+                np.testing.assert_array_equal(dx.x, full.x)
+                np.testing.assert_array_equal(dx.weight, full.weight)
     finally:
         numba.set_num_threads(before)
 
