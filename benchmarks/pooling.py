@@ -8,7 +8,8 @@ all threads on 32 samples (one sample per thread at a time, x read from memory o
 microseconds, medians::
 
     python benchmarks/pooling.py
-    NUMBA_CPU_NAME=haswell python benchmarks/pooling.py   # compiled for AVX2 only
+    NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=+avx2,+fma,+avx,+sse4.2,+popcnt \
+        python benchmarks/pooling.py   # compiled for AVX2 only (the name alone is not)
 """
 
 from __future__ import annotations

@@ -287,6 +287,37 @@ def test_reference_expected_values_pass_correct_and_catch_wrong():
         check_backend(planted("dbias_from_da"), expected="reference")
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "known defect of the golden bounds: store(v, e) = e + rho (v + e) has no underflow term, "
+    "so a contract-keeping backend that rounds a logit near zero to float16 is judged beyond "
+    "its bound. Adding it changes every stored bound, which old suites' verifiers would "
+    "then refuse as edited: it needs a versioned bound formula (open)"))
+def test_a_float16_result_that_underflows_is_within_its_bound():
+    """A backend keeping the contract may round z (and any result) to float16; near zero
+    that rounding underflows, an absolute error of up to half the smallest float16
+    subnormal, which a bound relative to |z| alone does not cover. This problem (found by
+    the random Hypothesis profile) has a logit of 6.36e-7, which float16 stores as 6.56e-7:
+    the correct model rounding every output once to float16 must pass; the bound there must
+    stay below |z| (the element is still checked), and twice the bound away must fail."""
+    problem = ECAProblemDraw.build("float16", (2, 4, 2, 4), k=3, padding="zeros", groups=4,
+                                   gate="sigmoid", bias=False, channel_axis=1,
+                                   weight_form="Ck", seed=113, scale=0.25)
+    assert judge(problem, planted_eca, GRADS).status == "PASS"
+    exact = _expected_exact(problem)
+    tiny = np.unravel_index(np.argmin(np.abs(exact["z"])), exact["z"].shape)
+    assert 0 < abs(exact["z"][tiny]) < 2.0 ** -14  # in float16's subnormal range
+    bound = error_bounds({**problem.inputs, **exact}, problem.params, "float16")["z"][tiny]
+    assert np.finfo(np.float16).smallest_subnormal / 2 <= bound < abs(exact["z"][tiny])
+
+    def off(inputs, params):  # the correct model, one logit twice its bound off
+        out = planted_eca(inputs, params)
+        z = out["z"].astype(np.float64)
+        z[tiny] = float(exact["z"][tiny]) + 2 * bound
+        out["z"] = z
+        return out
+    assert judge(problem, off, GRADS).status == "FAIL"
+
+
 def test_channels_last_with_as_many_channels_as_positions():
     # x (N, S, C) with S == C: the (N, C, S) order of the bound computation has x's shape
     # there; the bounds must still be moved back to x's layout (they once were not)
@@ -345,8 +376,10 @@ def test_planted_bug_is_caught_and_shrunk(bug):
 
 
 def test_float16_sums_fail_float32_problems_only():
-    # the planted float16 accumulation only touches float32 problems
-    assert check_backend(planted("float16_sums"), dtypes=("float16", "float64"),
+    # the planted float16 accumulation only touches float32 problems (float64 ones here:
+    # on float16 problems the planted model's own rounding of a logit near zero can exceed
+    # the bound, the open defect of test_a_float16_result_that_underflows_is_within_its_bound)
+    assert check_backend(planted("float16_sums"), dtypes=("float64",),
                          max_examples=30).passed == 30
     with pytest.raises(BackendMismatch, match=r"problem: float32 x\(1, 1, 1\)"):
         check_backend(planted("float16_sums"), dtypes=("float32",))

@@ -273,9 +273,11 @@ def _column_codegen(context, builder, sig, args):
 def column_lane_sums(typingctx, x, start, stride, count, out, at):
     """out[at + j] = sum of x[start + r * stride + j] over r in range(count), for j in
     range(COLUMNS), with the bits of lane_sum on that column (see _column_codegen; the caller
-    guarantees every index is inside x and out). x is a flat float32 or float64 array."""
+    guarantees every index is inside x and out). x is a flat float32 or float64 array, out a
+    writeable C-contiguous float64 one (the results are stored as one vector)."""
     if (_is_flat(x) and x.dtype != types.uint16 and isinstance(out, types.Array)
-            and out.ndim == 1 and out.dtype == types.float64):
+            and out.ndim == 1 and out.layout == "C" and out.mutable
+            and out.dtype == types.float64):
         return (types.void(x, types.intp, types.intp, types.intp, out, types.intp),
                 _column_codegen)
     return None
