@@ -72,12 +72,7 @@ def _planned(problem: ECAProblem, out: np.ndarray | None) -> ECAForward | None:
     plan = _PLANS.get(key)
     x = problem.x
     if plan is None:
-        _recording.calls = []
-        try:
-            result = forward_full(problem, out)
-            calls = _recording.calls
-        finally:
-            _recording.calls = None
+        result, calls = _recorded(forward_full, problem, out)
         if len(calls) == 1:
             _remember(key, calls[0])
         return result
@@ -88,6 +83,17 @@ def _planned(problem: ECAProblem, out: np.ndarray | None) -> ECAForward | None:
                0.0 if problem.bias is None else float(problem.bias), has_bias, *after,
                y.reshape(shape), m, z, a)
     return tuple.__new__(ECAForward, (y, m, z, a))  # ECAForward(y, m, z, a), 0.4 us sooner
+
+
+def _recorded(full, *args) -> tuple:
+    """(full(*args), the launches it made as (kernel, args) pairs): the first call of a kind
+    takes the full path while _Call.launch records."""
+    _recording.calls = []
+    try:
+        result = full(*args)
+        return result, _recording.calls
+    finally:
+        _recording.calls = None
 
 
 def _key(problem: ECAProblem, writeable: tuple) -> tuple:
@@ -181,12 +187,7 @@ def _planned_backward(problem: ECAProblem, g: np.ndarray,
     key = _key(problem, (x.flags.writeable, g.flags.writeable))
     plan = _BACKWARD_PLANS.get(key)
     if plan is None:
-        _recording.calls = []
-        try:
-            result = backward_full(problem, g, out)
-            calls = _recording.calls
-        finally:
-            _recording.calls = None
+        result, calls = _recorded(backward_full, problem, g, out)
         _remember_backward(key, calls)
         return result
     kernel, shape, before, has_bias, after, grads, fixed = plan
