@@ -287,18 +287,14 @@ def test_reference_expected_values_pass_correct_and_catch_wrong():
         check_backend(planted("dbias_from_da"), expected="reference")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known defect of the golden bounds: store(v, e) = e + rho (v + e) has no underflow term, "
-    "so a contract-keeping backend that rounds a logit near zero to float16 is judged beyond "
-    "its bound. Adding it changes every stored bound, which old suites' verifiers would "
-    "then refuse as edited: it needs a versioned bound formula (open)"))
 def test_a_float16_result_that_underflows_is_within_its_bound():
     """A backend keeping the contract may round z (and any result) to float16; near zero
     that rounding underflows, an absolute error of up to half the smallest float16
     subnormal, which a bound relative to |z| alone does not cover. This problem (found by
     the random Hypothesis profile) has a logit of 6.36e-7, which float16 stores as 6.56e-7:
     the correct model rounding every output once to float16 must pass; the bound there must
-    stay below |z| (the element is still checked), and twice the bound away must fail."""
+    stay below |z| (the element is still checked), and twice the bound away must fail.
+    Without the underflow term (the formula of schema version 2) the correct model fails."""
     problem = ECAProblemDraw.build("float16", (2, 4, 2, 4), k=3, padding="zeros", groups=4,
                                    gate="sigmoid", bias=False, channel_axis=1,
                                    weight_form="Ck", seed=113, scale=0.25)
@@ -316,6 +312,10 @@ def test_a_float16_result_that_underflows_is_within_its_bound():
         out["z"] = z
         return out
     assert judge(problem, off, GRADS).status == "FAIL"
+    old = error_bounds({**problem.inputs, **exact}, problem.params, "float16",
+                       schema_version=2)["z"][tiny]
+    model_z = planted_eca(problem.inputs, problem.params)["z"].astype(np.float64)[tiny]
+    assert old < abs(model_z - exact["z"][tiny]) <= bound
 
 
 def test_channels_last_with_as_many_channels_as_positions():
@@ -376,10 +376,9 @@ def test_planted_bug_is_caught_and_shrunk(bug):
 
 
 def test_float16_sums_fail_float32_problems_only():
-    # the planted float16 accumulation only touches float32 problems (float64 ones here:
-    # on float16 problems the planted model's own rounding of a logit near zero can exceed
-    # the bound, the open defect of test_a_float16_result_that_underflows_is_within_its_bound)
-    assert check_backend(planted("float16_sums"), dtypes=("float64",),
+    # the planted float16 accumulation only touches float32 problems (on float16 ones the
+    # model's own rounding of a logit near zero is within the bound's underflow term)
+    assert check_backend(planted("float16_sums"), dtypes=("float16", "float64"),
                          max_examples=30).passed == 30
     with pytest.raises(BackendMismatch, match=r"problem: float32 x\(1, 1, 1\)"):
         check_backend(planted("float16_sums"), dtypes=("float32",))

@@ -14,8 +14,11 @@ import pytest
 from conftest import require
 from npeca import golden
 from npeca.cli import main
+from npeca.errors import ParameterError
 from npeca.golden import Suite, dtypes
+from npeca.golden.bounds import BOUNDS, error_bounds
 from npeca.golden.cases import core_cases
+from npeca.golden.schema import READ_VERSIONS, SCHEMA_VERSION
 
 COMMITTED = Path(__file__).parent / "golden" / "core"
 
@@ -58,7 +61,7 @@ def test_generated_suite_verifies_with_the_reference(suite_dir, capsys):
 
 def test_manifest_covers_what_the_issue_asks(suite_dir):
     m = json.loads((suite_dir / "manifest.json").read_text())
-    assert m["schema"] == "npeca-golden" and m["schema_version"] == 2
+    assert m["schema"] == "npeca-golden" and m["schema_version"] == 3
     assert set(m["generator"]) >= {"npeca", "numpy"}
     cases = {c["name"]: c for c in m["cases"]}
     channels = {c["arrays"]["x"]["shape"][1] for c in cases.values() if
@@ -260,6 +263,51 @@ def test_committed_core_suite_matches_a_fresh_generation(tmp_path):
         for key in new:
             np.testing.assert_array_equal(old[key], new[key], err_msg=f"{name}.{key}")
     assert fresh.digest == committed.digest
+
+
+# --- suites of an earlier schema version ----------------------------------------------------
+
+V2_SAMPLE = Path(__file__).parent / "golden" / "v2-sample"  # 3 core cases as written before
+
+
+def test_the_bound_formulas_are_the_versions_read():
+    assert tuple(BOUNDS) == READ_VERSIONS and max(READ_VERSIONS) == SCHEMA_VERSION == 3
+    arrays = Suite(V2_SAMPLE).arrays("float16_bias_hard")
+    case = Suite(V2_SAMPLE).cases["float16_bias_hard"]
+    for bad in (1, 4, True, 3.0, "3"):
+        with pytest.raises(ParameterError, match="schema_version must be one of"):
+            error_bounds(arrays, case["params"], "float16", schema_version=bad)
+
+
+def test_a_version_2_suite_verifies_with_the_bounds_it_was_written_with(capsys):
+    """A suite written before the underflow term (schema_version 2; the files are those the
+    earlier generator wrote) still verifies: its stored bounds are version 2's, which differ
+    from version 3's in every case of the sample, so a verifier that used the newest formula
+    would refuse it as edited."""
+    suite = Suite(V2_SAMPLE)
+    assert suite.schema_version == 2 and len(suite.cases) == 3
+    for name, case in suite.cases.items():
+        arrays = suite.arrays(name)
+        v2 = error_bounds(arrays, case["params"], case["dtype"], schema_version=2)
+        v3 = error_bounds(arrays, case["params"], case["dtype"], schema_version=3)
+        for out, bname in case["bounds"].items():
+            np.testing.assert_array_equal(arrays[bname], v2[out], err_msg=f"{name}.{out}")
+            assert (v3[out] >= v2[out]).all(), (name, out)  # eta only widens
+        assert any((v3[o] != v2[o]).any() for o in case["bounds"]), name
+    assert _verify_exit(V2_SAMPLE, "--require", "y,m,z,a,dx,dweight") == 0
+    assert "3 PASS, 0 FAIL" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("source,relabel", [(V2_SAMPLE, 3), (COMMITTED, 2)])
+def test_a_suite_relabelled_to_the_other_version_is_refused(tmp_path, capsys, source,
+                                                           relabel):
+    path = _copy(source, tmp_path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["schema_version"] = relabel
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    assert _verify_exit(path) == 2
+    err = capsys.readouterr().err
+    assert "the bound derived from the case's inputs" in err and "edited" in err
 
 
 # --- integrity: every damaged suite is refused ----------------------------------------------

@@ -9,21 +9,28 @@ by element, ``|computed - exact|`` for each output, carrying first-order terms e
 second-order ones that matter (``e_a ** 2``) explicitly:
 
     gamma(n)        = n u / (1 - n u)          (any summation order of n terms)
-    store(v, e)     = e + rho (v + e)          (a result of size v with error e, rounded)
-    reduce(T, n)    = 2 rho T + gamma(n) (1 + 2 rho) T
+    round(v)        = rho v + eta              (one rounding of a value of size v)
+    store(v, e)     = e + round(v + e)         (a result of size v with error e, rounded)
+    reduce(T, n)    = 2 rho T + 2 n eta + gamma(n) (1 + 2 rho) T
                       (n terms of absolute sum T, each a product that may be rounded twice)
+
+where ``eta`` is half the smallest subnormal of the case's dtype: the absolute error of a
+rounding that underflows (an addition that underflows is exact, a product or a quotient is
+not). Suites of schema version 2 were written with eta = 0 (a bound that could be too tight
+near zero in float16 and bfloat16); :data:`BOUNDS` maps each schema version to its formula,
+so that a suite is always checked against the bounds it was written with.
 
     e_m  = store(|m|, reduce(mean|x|, S + 1))
     e_z  = store(|z|, sum_j |w_j| e_m~ + reduce(|b| + sum_j |w_j| (|m~| + e_m~), k + 1))
     e_a  = store(|a|, max gate' over [z - e_z, z + e_z] * e_z + 4 rho)
-    e_y  = store(|y|, |x| e_a + rho |x| (|a| + e_a))
+    e_y  = store(|y|, |x| e_a + round(|x| (|a| + e_a)))
     e_da = store(|da|, reduce(sum_s |g x|, S))
-    e_s  = (|1 - 2a| + 2 e_a) e_a + 4 rho (s + 2 e_a)  (sigmoid'; hard: rho / 6 inside)
-    e_dz = store(|dz|, s e_da + (|da| + e_da) e_s + rho |dz|)
+    e_s  = (|1 - 2a| + 2 e_a) e_a + 4 round(s + 2 e_a)  (sigmoid'; hard: rho / 6 inside)
+    e_dz = store(|dz|, s e_da + (|da| + e_da) e_s + round(|dz|))
     e_dw = store(|dw|, sum (e_dz |m~| + |dz| e_m~ + e_dz e_m~) + reduce(sum T, #terms))
     e_db = store(|db|, sum e_dz + gamma(NC) (1 + rho) sum (|dz| + e_dz))
     e_dm = store(sum |w||dz|, sum |w| e_dz + reduce(sum |w| (|dz| + e_dz), #terms))
-    e_dx = store(|dx|, |g| e_a + e_dm / S + 2 rho (|g| (|a| + e_a) + (|dm| + e_dm) / S))
+    e_dx = store(|dx|, |g| e_a + e_dm / S + 2 round(|g| (|a| + e_a) + (|dm| + e_dm) / S))
 
 The comparison is with the stored expected value E, itself the exact value rounded once:
 ``bound = (e + u_E |E| (1 + u_E) + tiny_E) * (1 + 2**-20)``, where ``u_E`` and ``tiny_E``
@@ -45,9 +52,12 @@ from typing import Mapping
 import numpy as np
 
 from .dtypes import fmt
-from .schema import INTERMEDIATES, OUTPUTS
+from ..errors import ParameterError
+from .schema import INTERMEDIATES, OUTPUTS, SCHEMA_VERSION
 
 GATE_EVAL = 4  # roundings a gate evaluation may make (exp, add, divide, store)
+# the bound formula of each schema version a suite may name (eta: the underflow term)
+BOUNDS = {2: "no underflow term (eta = 0)", 3: "eta = half the smallest subnormal of the dtype"}
 SAFETY = 1.0 + 2.0 ** -20
 
 _DEC = decimal.Context(prec=30, rounding=decimal.ROUND_HALF_EVEN)
@@ -104,32 +114,41 @@ def taps(c: int, k: int, groups: int, padding: str) -> np.ndarray:
 
 
 def error_bounds(arrays: Mapping[str, np.ndarray], params: Mapping, dtype: str, *,
-                 roundoffs: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
+                 roundoffs: tuple[float, float] | None = None,
+                 schema_version: int = SCHEMA_VERSION) -> dict[str, np.ndarray]:
     """Per-element bounds on |actual - expected| for every output present in ``arrays``.
 
     ``arrays`` holds a case's inputs (x, weight, grad_out, bias when used) and its stored
     expected values; ``params`` is the case's manifest ``params``. ``roundoffs`` = (u, rho)
     replaces the contract of ``dtype`` (what-if analyses, such as docs/numerics.md's on
-    float8; the stored expected values are still taken to be of ``dtype``).
+    float8; the stored expected values are still taken to be of ``dtype``, and so is eta).
+    ``schema_version`` picks the formula of :data:`BOUNDS` (a suite's manifest names it).
     """
+    if type(schema_version) is not int or schema_version not in BOUNDS:
+        raise ParameterError(f"schema_version must be one of {sorted(BOUNDS)} (the bound "
+                             f"formulas this npeca knows); got {schema_version!r:.40}")
+    eta = fmt(dtype).smallest_subnormal / 2 if schema_version >= 3 else 0.0
     with np.errstate(over="ignore", invalid="ignore"):  # inf bounds for absurd magnitudes
-        return _error_bounds(arrays, params, dtype, roundoffs)
+        return _error_bounds(arrays, params, dtype, roundoffs, eta)
 
 
 # long: the bound table of docs/golden.md, one row per output in order, each row using the ones
 # above
 def _error_bounds(arrays: Mapping[str, np.ndarray], params: Mapping, dtype: str,
-                  roundoffs: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
+                  roundoffs: tuple[float, float] | None, eta: float) -> dict[str, np.ndarray]:
     u, rho = contract(dtype) if roundoffs is None else roundoffs
 
     def gamma(n: int) -> float:
         return n * u / (1 - n * u)
 
+    def rnd(v):  # one rounding of a value of size v (eta: when it underflows)
+        return rho * v + eta
+
     def store(v: np.ndarray, e: np.ndarray) -> np.ndarray:
-        return e + rho * (v + e)
+        return e + rnd(v + e)
 
     def reduce(t: np.ndarray, n: int) -> np.ndarray:
-        return 2 * rho * t + gamma(n) * (1 + 2 * rho) * t
+        return 2 * rho * t + 2 * n * eta + gamma(n) * (1 + 2 * rho) * t
 
     axis = params["channel_axis"]
 
@@ -163,7 +182,8 @@ def _error_bounds(arrays: Mapping[str, np.ndarray], params: Mapping, dtype: str,
         slope = _sigmoid_slope(Zabs)
         slope_max = _sigmoid_slope(np.maximum(Zabs - e_z, 0.0))
         e_a = store(A, slope_max * e_z + GATE_EVAL * rho)
-        e_s = (np.abs(1 - 2 * A) + 2 * e_a) * e_a + GATE_EVAL * rho * (slope_max + 2 * e_a)
+        e_s = (np.abs(1 - 2 * A) + 2 * e_a) * e_a + (GATE_EVAL * rho * (slope_max + 2 * e_a)
+                                                         + GATE_EVAL * eta)
     else:
         inside, outside = Zabs + e_z < 3.0, Zabs - e_z > 3.0
         slope = np.where(inside, 1.0 / 6.0, 0.0)
@@ -175,14 +195,14 @@ def _error_bounds(arrays: Mapping[str, np.ndarray], params: Mapping, dtype: str,
     e: dict[str, np.ndarray] = {"m": e_m, "z": e_z, "a": e_a}
     if "y" in arrays:
         e["y"] = store(ncs(exp_abs["y"]), X * e_a[:, :, None]
-                       + rho * X * (A + e_a)[:, :, None])
+                       + (rho * X * (A + e_a)[:, :, None] + eta))
 
     gx = np.where(np.isfinite(g * x), g * x, 0.0)
     P = _rowsum(G * X)  # sum_s |g x|, (N, C)
     DA = np.abs(_rowsum(gx)) + 2.0 ** -50 * P  # |da|, a hair above for float64 products
     e_da = store(DA, reduce(P, s))
     DZ = DA * slope
-    e_dz = store(DZ, slope * e_da + (DA + e_da) * e_s + rho * DZ)
+    e_dz = store(DZ, slope * e_da + (DA + e_da) * e_s + rnd(DZ))
 
     if "dbias" in arrays:
         terms = _rowsum((DZ + e_dz).reshape(1, -1))[0]
@@ -215,7 +235,7 @@ def _error_bounds(arrays: Mapping[str, np.ndarray], params: Mapping, dtype: str,
         ga = G * (A + e_a)[:, :, None]
         dm_s = ((dm_terms + e_dm) / s)[:, :, None]
         e["dx"] = store(ncs(exp_abs["dx"]), G * e_a[:, :, None] + (e_dm / s)[:, :, None]
-                        + 2 * rho * (ga + dm_s))
+                        + (2 * rho * (ga + dm_s) + 2 * eta))
 
     bounds = {}
     for name, err in e.items():

@@ -104,7 +104,7 @@ def export(suite_dir: str | os.PathLike, fmt: str, out_dir: str | os.PathLike, *
     write = _writer(str(fmt))
     suite = Suite(suite_dir)
     for name, case in suite.cases.items():  # an edited suite is refused, as verify refuses it
-        check_case(case, suite.arrays(name))
+        check_case(case, suite.arrays(name), schema_version=suite.schema_version)
     out = Path(out_dir).absolute()
     inside = Path(os.path.realpath(out))
     if inside == Path(os.path.realpath(suite.path)) or \

@@ -408,6 +408,7 @@ class Suite:
                                        "manifest") from None
         check_manifest(self.manifest)
         self.digest = digest(self.manifest)
+        self.schema_version: int = self.manifest["schema_version"]  # names its bound formula
         self.cases = {c["name"]: c for c in self.manifest["cases"]}
         self._bytes: dict[str, bytes] = {}
         cases_dir = self.path / "cases"

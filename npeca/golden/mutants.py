@@ -228,7 +228,7 @@ def kill_table(suite: Any, *, seed: int = 0) -> tuple[list[KillRow], list[KillRo
     cases = []
     for name, case in suite.cases.items():
         arrays = suite.arrays(name)
-        check_case(case, arrays)
+        check_case(case, arrays, schema_version=suite.schema_version)
         cases.append((case, arrays))
 
     def run(label: str, text: str, fn: Callable) -> KillRow:

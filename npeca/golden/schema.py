@@ -17,7 +17,10 @@ from typing import Any
 from ..errors import NpecaError
 
 SCHEMA = "npeca-golden"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # what a new suite is written as
+# What this npeca reads: 2 and 3 differ only in the error-bound formula (3 has the underflow
+# term, npeca.golden.bounds.BOUNDS), and each suite is checked with the formula it names.
+READ_VERSIONS = (2, 3)
 FORMATS = ("npz", "safetensors", "json")
 DTYPES = ("float16", "float32", "float64", "bfloat16")  # as npeca.golden.dtypes.DTYPES
 INPUTS = ("x", "weight", "bias", "grad_out")
@@ -160,11 +163,12 @@ def check_manifest(manifest: Any) -> None:
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
         raise _fail(f"schema must be {SCHEMA!r}")
     version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION or isinstance(version, bool):
+    if version not in READ_VERSIONS or type(version) is not int:
         shown = repr(version)[:40] if isinstance(version, (int, str)) else type(version).__name__
         raise GoldenIntegrityError(
             f"manifest.json: schema_version {shown} is not supported by this npeca (it reads "
-            f"version {SCHEMA_VERSION}); use the npeca that wrote the suite, or regenerate it")
+            f"versions {', '.join(map(str, READ_VERSIONS))}); use the npeca that wrote the "
+            f"suite, or regenerate it")
     _keys(manifest, TOP_KEYS, "the manifest")
     _str(manifest["suite"], "suite")
     for key in ("rounding", "contract"):
@@ -213,7 +217,8 @@ def digest(manifest: dict) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
-__all__ = ["SATURATION", "SCHEMA", "SCHEMA_VERSION", "FORMATS", "DTYPES", "INPUTS", "OUTPUTS",
+__all__ = ["SATURATION", "SCHEMA", "SCHEMA_VERSION", "READ_VERSIONS", "FORMATS", "DTYPES",
+           "INPUTS", "OUTPUTS",
            "INTERMEDIATES", "EXPORT_MARKER",
            "BOUND_PREFIX",
            "ARRAY_ORDER", "GoldenIntegrityError", "check_manifest", "check_case", "digest"]

@@ -24,7 +24,8 @@ from .bounds import checkable, error_bounds, nonfinite_reach
 from .io import Suite
 from .progress import Progress
 from .dtypes import BFLOAT16, fmt, from_backend, ordered, round_float64, to_backend
-from .schema import INPUTS, INTERMEDIATES, OUTPUTS, SATURATION, GoldenIntegrityError
+from .schema import (INPUTS, INTERMEDIATES, OUTPUTS, SATURATION, SCHEMA_VERSION,
+                     GoldenIntegrityError)
 
 def ulp_distance(actual: np.ndarray, expected: np.ndarray, dtype: Any) -> np.ndarray:
     """Representable values of format ``dtype`` (a name or NumPy dtype; bfloat16 too)
@@ -151,15 +152,17 @@ def reference_outputs(p: Mapping, arrays: Mapping[str, np.ndarray], dtype: str |
     return out
 
 
-def check_case(case: Mapping, arrays: Mapping[str, np.ndarray]) -> None:
+def check_case(case: Mapping, arrays: Mapping[str, np.ndarray], *,
+               schema_version: int = SCHEMA_VERSION) -> None:
     """Refuse (GoldenIntegrityError) a case that is not consistent: expected values that
     disagree with npeca's float64 reference on its inputs by more than the reference's own
     error bound plus rounding, stored bounds that differ from the bounds derived from its
     arrays, or flags that do not match them. (A suite rebuilt consistently from other
-    inputs is consistent: only a pinned digest tells it apart.)"""
+    inputs is consistent: only a pinned digest tells it apart.) ``schema_version`` is the
+    suite's (:attr:`Suite.schema_version`): the bounds are derived with its formula."""
     name, p = case["name"], case["params"]
     with np.errstate(all="ignore"):
-        derived = error_bounds(arrays, p, case["dtype"])
+        derived = error_bounds(arrays, p, case["dtype"], schema_version=schema_version)
         own = error_bounds(arrays, p, "float64")  # the reference's bound
     ref = reference_outputs(p, arrays, case["dtype"])
     for out in case["bounds"]:
@@ -211,7 +214,7 @@ def verify_case(suite: Suite, name: str, adapter: Adapter, fmt: str | None = Non
         return CaseResult(name, "SKIP", message=f"no {fmt} file for this case (JSON is "
                                                 f"written only for small cases)")
     arrays = suite.arrays(name, fmt)
-    check_case(case, arrays)
+    check_case(case, arrays, schema_version=suite.schema_version)
     return run_case(case, arrays, adapter, require)
 
 
