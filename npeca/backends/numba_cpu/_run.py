@@ -54,7 +54,7 @@ def _plan_key(problem: ECAProblem, out: np.ndarray | None) -> tuple | None:
     if not (_fast(x) if out is None else _fast(x, out)):
         return None
     in_place = out is not None and (out is x or np.may_share_memory(x, out))
-    return (in_place, _key(problem, (x.flags.writeable,)))
+    return _key(problem, (x.flags.writeable, in_place))
 
 
 def _planned(problem: ECAProblem, out: np.ndarray | None) -> ECAForward | None:
@@ -96,14 +96,18 @@ def _recorded(full, *args) -> tuple:
         _recording.calls = None
 
 
-def _key(problem: ECAProblem, writeable: tuple) -> tuple:
-    """The part of a remembered launch's key that forward and backward share: the geometry,
-    x's dtype, whether the inputs are writeable (``writeable``), every keyword, the thread
-    count and the schedule's sizes."""
+def _key(problem: ECAProblem, flags: tuple) -> tuple:
+    """The key of a remembered launch: the thread count first (key[_THREADS], which
+    _remember and _remember_backward read), then the geometry, x's dtype, the call's
+    ``flags`` (whether the inputs are writeable; in place or not), every keyword and the
+    schedule's sizes."""
     x = problem.x
-    return (x.shape, x.dtype.char, writeable,
+    return (_Call.use_threads(x.nbytes), x.shape, x.dtype.char, flags,
             problem.channels_last, problem.k, problem.groups, problem.padding, problem.gate,
-            problem.per_channel, problem.bias is None, _Call.use_threads(x.nbytes), tuning())
+            problem.per_channel, problem.bias is None, tuning())
+
+
+_THREADS = 0  # where _key puts the thread count
 
 
 def _bias_at(args: tuple) -> int | None:
@@ -119,7 +123,7 @@ def _remember(key: tuple, launch: tuple) -> None:
     bias, has_bias, settings..., y, m, z, a) with the bias the only float; a launch of
     another form is not remembered."""
     kernel, args = launch
-    threads = key[-1][-2]
+    threads = key[_THREADS]
     if threads > 1 and not compiled(kernel, args):
         return  # its parallel twin still compiles in the background: ask again next time
     at = _bias_at(args)
@@ -211,7 +215,7 @@ def _remember_backward(key: tuple, calls: list) -> None:
     if len(calls) != 2:
         return
     (kernel, args), (grads, grad_args) = calls
-    threads = key[-2]
+    threads = key[_THREADS]
     if threads > 1 and not compiled(kernel, args):
         return  # its parallel twin still compiles in the background: ask again next time
     n, c = grad_args[1].shape  # dz, then the weight (rows, k)
