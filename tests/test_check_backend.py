@@ -318,6 +318,16 @@ def test_a_float16_result_that_underflows_is_within_its_bound():
     assert old < abs(model_z - exact["z"][tiny]) <= bound
 
 
+def test_float64_results_in_the_subnormal_range_are_within_their_bounds():
+    # float64's half subnormal (2**-1075) is not a float64: eta and tiny_E must not round
+    # to 0 there, or a bound of 0 fails a reference that is off by one subnormal (found by
+    # a reviewer at x scale 1e-160; 1e-310 makes x itself subnormal)
+    for scale in (1e-160, 1e-310):
+        problems = eca_problems(dtypes=("float64",), scales=(scale,), locs=(0.0,))
+        assert check_backend("numpy", problems=problems, max_examples=60,
+                             seed=0).passed == 60
+
+
 def test_channels_last_with_as_many_channels_as_positions():
     # x (N, S, C) with S == C: the (N, C, S) order of the bound computation has x's shape
     # there; the bounds must still be moved back to x's layout (they once were not)

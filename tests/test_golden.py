@@ -298,6 +298,18 @@ def test_a_version_2_suite_verifies_with_the_bounds_it_was_written_with(capsys):
     assert "3 PASS, 0 FAIL" in capsys.readouterr().out
 
 
+def test_every_reader_of_a_version_2_suite_uses_its_formula(tmp_path):
+    """export and mutants check a suite's integrity as verify does: with the formula of the
+    suite's version (else they refuse a version 2 suite as edited)."""
+    from npeca.golden.export import export
+    from npeca.golden.mutants import kill_table
+    report = export(V2_SAMPLE, "c", tmp_path / "c")
+    assert len(report.written) == 3 and not report.skipped
+    correct, mutants = kill_table(Suite(V2_SAMPLE))
+    assert len(correct) == 4 and all(not row.failed and row.ran == 3 for row in correct)
+    assert any(row.failed for row in mutants)
+
+
 @pytest.mark.parametrize("source,relabel", [(V2_SAMPLE, 3), (COMMITTED, 2)])
 def test_a_suite_relabelled_to_the_other_version_is_refused(tmp_path, capsys, source,
                                                            relabel):
@@ -327,6 +339,18 @@ def test_wrong_value_with_a_valid_hash_fails_the_comparison(tmp_path, capsys):
     _rehash(path)
     assert _verify_exit(path) == 2  # consistent hashes, but y disagrees with the inputs
     assert "case bias: expected y[0, 3, 1, 1]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("version", [1, 4, 99, 3.0, 2.0, True, "3", None, [3]])
+def test_a_schema_version_not_read_is_refused(tmp_path, capsys, version):
+    path = _copy(V2_SAMPLE, tmp_path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["schema_version"] = version
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    assert _verify_exit(path) == 2
+    err = capsys.readouterr().err
+    assert "schema_version" in err and "is not supported by this npeca (it reads versions " \
+        "2, 3)" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("damage", ["flip_byte", "truncate", "delete", "hash", "schema",

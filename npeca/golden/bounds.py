@@ -14,9 +14,10 @@ second-order ones that matter (``e_a ** 2``) explicitly:
     reduce(T, n)    = 2 rho T + 2 n eta + gamma(n) (1 + 2 rho) T
                       (n terms of absolute sum T, each a product that may be rounded twice)
 
-where ``eta`` is half the smallest subnormal of the case's dtype: the absolute error of a
-rounding that underflows (an addition that underflows is exact, a product or a quotient is
-not). Suites of schema version 2 were written with eta = 0 (a bound that could be too tight
+where ``eta`` is half the smallest subnormal of the case's dtype (for float64, which cannot
+hold that, the smallest subnormal 2**-1074): the absolute error of a rounding that
+underflows (an addition that underflows is exact, a product or a quotient is not). Suites
+of schema version 2 were written with eta = 0 (a bound that could be too tight
 near zero in float16 and bfloat16); :data:`BOUNDS` maps each schema version to its formula,
 so that a suite is always checked against the bounds it was written with.
 
@@ -25,7 +26,7 @@ so that a suite is always checked against the bounds it was written with.
     e_a  = store(|a|, max gate' over [z - e_z, z + e_z] * e_z + 4 rho)
     e_y  = store(|y|, |x| e_a + round(|x| (|a| + e_a)))
     e_da = store(|da|, reduce(sum_s |g x|, S))
-    e_s  = (|1 - 2a| + 2 e_a) e_a + 4 round(s + 2 e_a)  (sigmoid'; hard: rho / 6 inside)
+    e_s  = (|1 - 2a| + 2 e_a) e_a + 4 round(s_max + 2 e_a)  (sigmoid'; hard: rho / 6 inside)
     e_dz = store(|dz|, s e_da + (|da| + e_da) e_s + round(|dz|))
     e_dw = store(|dw|, sum (e_dz |m~| + |dz| e_m~ + e_dz e_m~) + reduce(sum T, #terms))
     e_db = store(|db|, sum e_dz + gamma(NC) (1 + rho) sum (|dz| + e_dz))
@@ -34,8 +35,9 @@ so that a suite is always checked against the bounds it was written with.
 
 The comparison is with the stored expected value E, itself the exact value rounded once:
 ``bound = (e + u_E |E| (1 + u_E) + tiny_E) * (1 + 2**-20)``, where ``u_E`` and ``tiny_E``
-are the unit roundoff and half the smallest subnormal of E's dtype, and the last factor
-absorbs the rounding of this float64 arithmetic itself.
+are the unit roundoff and half the smallest subnormal of E's dtype (from version 3 on at
+least 2**-1074, as eta), and the last factor absorbs the rounding of this float64
+arithmetic itself.
 
 Everything here is computed from the stored arrays only (inputs and the stored m, z, a,
 y, dx, dweight, dbias), with IEEE elementwise operations, :func:`math.fsum` for every sum
@@ -59,6 +61,7 @@ GATE_EVAL = 4  # roundings a gate evaluation may make (exp, add, divide, store)
 # the bound formula of each schema version a suite may name (eta: the underflow term)
 BOUNDS = {2: "no underflow term (eta = 0)", 3: "eta = half the smallest subnormal of the dtype"}
 SAFETY = 1.0 + 2.0 ** -20
+_SMALLEST_FLOAT64 = 2.0 ** -1074
 
 _DEC = decimal.Context(prec=30, rounding=decimal.ROUND_HALF_EVEN)
 
@@ -127,15 +130,19 @@ def error_bounds(arrays: Mapping[str, np.ndarray], params: Mapping, dtype: str, 
     if type(schema_version) is not int or schema_version not in BOUNDS:
         raise ParameterError(f"schema_version must be one of {sorted(BOUNDS)} (the bound "
                              f"formulas this npeca knows); got {schema_version!r:.40}")
-    eta = fmt(dtype).smallest_subnormal / 2 if schema_version >= 3 else 0.0
+    # version 3: eta, and tiny_E of the comparison, at least the smallest float64 subnormal
+    # (half of it, float64's own eta, is not a float64: it would round to 0)
+    floor = _SMALLEST_FLOAT64 if schema_version >= 3 else 0.0
+    eta = max(fmt(dtype).smallest_subnormal / 2, floor) if schema_version >= 3 else 0.0
     with np.errstate(over="ignore", invalid="ignore"):  # inf bounds for absurd magnitudes
-        return _error_bounds(arrays, params, dtype, roundoffs, eta)
+        return _error_bounds(arrays, params, dtype, roundoffs, eta, floor)
 
 
 # long: the bound table of docs/golden.md, one row per output in order, each row using the ones
 # above
 def _error_bounds(arrays: Mapping[str, np.ndarray], params: Mapping, dtype: str,
-                  roundoffs: tuple[float, float] | None, eta: float) -> dict[str, np.ndarray]:
+                  roundoffs: tuple[float, float] | None, eta: float, floor: float
+                  ) -> dict[str, np.ndarray]:
     u, rho = contract(dtype) if roundoffs is None else roundoffs
 
     def gamma(n: int) -> float:
@@ -249,7 +256,7 @@ def _error_bounds(arrays: Mapping[str, np.ndarray], params: Mapping, dtype: str,
             err = np.moveaxis(err.reshape(shape), 1, axis)
         info = fmt("float64" if name in INTERMEDIATES else dtype)  # E's format
         u_e = info.unit_roundoff
-        tiny = info.smallest_subnormal / 2
+        tiny = max(info.smallest_subnormal / 2, floor)
         bound = (err + u_e * exp_abs[name] * (1 + u_e) + tiny) * SAFETY
         bounds[name] = np.ascontiguousarray(bound, dtype=np.float64)
     return bounds

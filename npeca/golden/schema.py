@@ -159,7 +159,8 @@ def check_case(case: Any, formats: list[str]) -> None:
 
 
 def check_manifest(manifest: Any) -> None:
-    """Refuse anything but a manifest of this schema version, exactly as written."""
+    """Refuse anything but a manifest of a schema version this npeca reads (READ_VERSIONS),
+    exactly as written."""
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
         raise _fail(f"schema must be {SCHEMA!r}")
     version = manifest.get("schema_version")

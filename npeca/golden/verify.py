@@ -188,8 +188,8 @@ def check_case(case: Mapping, arrays: Mapping[str, np.ndarray], *,
             how = "looser than" if stored[i] > derived[out][i] else "not"
             raise GoldenIntegrityError(
                 f"case {name}: {bname}{list(i)} = {float(stored[i])!r} is {how} the bound "
-                f"derived from the case's inputs ({float(derived[out][i])!r}); the suite was "
-                f"edited")
+                f"derived from the case's inputs ({float(derived[out][i])!r}, by the formula "
+                f"of schema_version {schema_version}); the suite was edited")
     flags = case["flags"]
     nonfinite = not all(np.isfinite(arrays[i]).all() for i in INPUTS if i in arrays)
     with np.errstate(invalid="ignore"):
