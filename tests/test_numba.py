@@ -292,6 +292,8 @@ def test_schedule_does_not_change_a_bit(monkeypatch, channel_axis, dtype, n):
             monkeypatch.setattr(sched, "_STREAM_BYTES", 0 if stream else 1 << 62)
             monkeypatch.setattr(sched, "_STREAM_MIN_ROW", 1)  # streaming stores, rows of
             # 63 elements at every alignment: the ordinary head and tail and the vector body
+            # (channels-last: rows of 40 channels, each with its own factor)
+            monkeypatch.setattr(sched, "_STREAM_MIN_COLUMNS", 1)
             monkeypatch.setattr(sched, "_WAVE_BYTES_PER_THREAD", wave_bytes)
             monkeypatch.setattr(sched, "_ITEMS_PER_THREAD", items)
             # every thread, however small x is (else one thread and whole samples), and

@@ -24,6 +24,8 @@ from ._simd import scale_row as _scale_row
 from ._simd import stream_fence as _stream_fence
 from ._simd import stream_scale as _stream_scale
 from ._simd import stream_scale_add as _stream_scale_add
+from ._simd import stream_scale_add_columns as _stream_scale_add_columns
+from ._simd import stream_scale_columns as _stream_scale_columns
 
 #: Channels-last columns of at most this many positions (maps up to 8x8) are pooled COLUMNS
 #: at a time with their lane sums in registers (_simd.column_lane_sums): a pass down a block
@@ -387,7 +389,7 @@ def _pool_cl(x, n, c0, c1, m_row):
 
 
 @_jit()
-def _forward_item_cl(x, y, w, src, cg, bias, has_bias, hard, n, m, z, a):
+def _forward_item_cl(x, y, w, src, cg, bias, has_bias, hard, stream, n, m, z, a):
     """The whole forward of sample n of (N, S, C) arrays, by one thread: pool every column,
     gate, then scale the sample, position by position (rows of all C channels). It reads
     nothing another item writes, so y may be x."""
@@ -395,12 +397,28 @@ def _forward_item_cl(x, y, w, src, cg, bias, has_bias, hard, n, m, z, a):
     m_row = m[n]
     _pool_cl(x, n, 0, c_, m_row)
     _gate_cl(w, src, cg, bias, has_bias, hard, n, 0, c_, m_row, z, a)
-    ab = a[n]
-    for s in range(s_):
+    _scale_cl(x, y, stream, n, 0, s_, a)
+
+
+@_jit()
+def _scale_cl(x, y, stream, n, s0, s1, a):
+    """y[n, s] = a[n] * x[n, s] for the positions [s0, s1) of (N, S, C) arrays, each element
+    in float64, rounded once to y's dtype; with ``stream``, by streaming stores (the same
+    values)."""
+    an = a[n]
+    if stream:
+        c_ = x.shape[2]
+        xf = x.reshape(x.size)
+        yf = y.reshape(y.size)
+        for s in range(s0, s1):
+            _stream_scale_columns(yf, xf, (n * x.shape[1] + s) * c_, c_, an, 0)
+        _stream_fence()
+        return
+    for s in range(s0, s1):
         xr = x[n, s]  # views and loops from 0, as in _pool_cl
         yr = y[n, s]
-        for j in range(c_):
-            yr[j] = ab[j] * np.float64(xr[j])  # rounded once to y's dtype
+        for c in range(xr.shape[0]):
+            yr[c] = an[c] * np.float64(xr[c])
 
 
 @_jit()
@@ -427,7 +445,7 @@ def _sums_cl(g, x, n, c0, c1, m_row, da_row):
 
 
 @_jit()
-def _backward_item_cl(x, g, dx, w, src, rd, cg, bias, has_bias, hard, n, m, dz):
+def _backward_item_cl(x, g, dx, w, src, rd, cg, bias, has_bias, hard, stream, n, m, dz):
     """The whole backward of sample n of (N, S, C) arrays, by one thread: sum x and g * x
     over every column, then dz, dm and dx = g * a + dm / S position by position. Every sum
     is done before the first dx is written, so dx may be x or g."""
@@ -444,11 +462,7 @@ def _backward_item_cl(x, g, dx, w, src, rd, cg, bias, has_bias, hard, n, m, dz):
         dz_row[c] = da_row[c] * grad
     t = np.empty(c_)
     _dms(dz_row, w, rd, cg, 0, c_, s_, t)
-    for s in range(s_):
-        gr = g[n, s]  # views and loops from 0, as in _pool_cl
-        dxr = dx[n, s]
-        for j in range(c_):
-            dxr[j] = np.float64(gr[j]) * a_row[j] + t[j]
+    _dx_cl(g, dx, stream, n, 0, s_, a_row, t)
 
 
 @_jit()
@@ -473,29 +487,26 @@ def _gate_cl(w, src, cg, bias, has_bias, hard, n, c0, c1, m_row, z, a):
 
 
 @_jit()
-def _scale_cl(x, y, n, s0, s1, a):
-    """y[n, s] = a[n] * x[n, s] for the positions [s0, s1) of (N, S, C) arrays."""
-    an = a[n]
-    for s in range(s0, s1):
-        xr = x[n, s]
-        yr = y[n, s]
-        for c in range(xr.shape[0]):
-            yr[c] = an[c] * np.float64(xr[c])
-
-
-@_jit()
 def _dm_cl(w, rd, cg, n, c0, c1, s_, dz, t):
     """t[n, c] = dm[n, c] / S for the channels [c0, c1) of sample n."""
     _dms(dz[n], w, rd, cg, c0, c1, s_, t[n, c0:c1])
 
 
 @_jit()
-def _dx_cl(g, dx, n, s0, s1, a, t):
-    """dx[n, s] = g[n, s] * a[n] + t[n] for the positions [s0, s1) of (N, S, C) arrays."""
-    an = a[n]
-    tn = t[n]
+def _dx_cl(g, dx, stream, n, s0, s1, an, tn):
+    """dx[n, s] = g[n, s] * an + tn for the positions [s0, s1) of (N, S, C) arrays (an, tn:
+    sample n's gates and dm / S, per channel), each element in float64, rounded once; with
+    ``stream``, by streaming stores (the same values)."""
+    if stream:
+        c_ = g.shape[2]
+        gf = g.reshape(g.size)
+        dxf = dx.reshape(dx.size)
+        for s in range(s0, s1):
+            _stream_scale_add_columns(dxf, gf, (n * g.shape[1] + s) * c_, c_, an, tn, 0)
+        _stream_fence()
+        return
     for s in range(s0, s1):
-        gr = g[n, s]
+        gr = g[n, s]  # views and loops from 0, as in _pool_cl
         dxr = dx[n, s]
         for c in range(gr.shape[0]):
             dxr[c] = np.float64(gr[c]) * an[c] + tn[c]

@@ -65,18 +65,19 @@ def _forward_cf(x, w, src, cg, span, bias, has_bias, hard, chunk, wave, stream, 
 
 
 @twin
-def _forward_cl(x, w, src, cg, bias, has_bias, hard, mode, wave, chunk, sb, y, m, z, a):
+def _forward_cl(x, w, src, cg, bias, has_bias, hard, mode, wave, chunk, sb, stream, y, m, z,
+                a):
     """Channels-last forward on x (N, S, C) into y.
 
     _SAMPLES: one parallel loop over whole samples, each pooled, gated and scaled by one
     thread (_forward_item_cl). _WAVES (one sample, or a few that would leave a thread idle):
     each wave of samples is pooled (items of `chunk` channels), gated, then scaled (items of
     `sb` positions), every thread on every phase; also in place, as each phase ends before
-    the next begins."""
+    the next begins. ``stream``: y is written with streaming stores."""
     n_, s_, c_ = x.shape
     if mode == _SAMPLES:
         for n in prange(n_):
-            _forward_item_cl(x, y, w, src, cg, bias, has_bias, hard, n, m, z, a)
+            _forward_item_cl(x, y, w, src, cg, bias, has_bias, hard, stream, n, m, z, a)
     else:
         per_c = (c_ + chunk - 1) // chunk
         per_s = (s_ + sb - 1) // sb
@@ -94,7 +95,7 @@ def _forward_cl(x, w, src, cg, bias, has_bias, hard, mode, wave, chunk, sb, y, m
             for i in prange(wn * per_s):
                 n = n0 + i // per_s
                 s0 = (i % per_s) * sb
-                _scale_cl(x, y, n, s0, min(s_, s0 + sb), a)
+                _scale_cl(x, y, stream, n, s0, min(s_, s0 + sb), a)
 
 
 @_jit()
@@ -200,18 +201,21 @@ def _backward_cf(x, g, w, src, rd, cg, span, bias, has_bias, hard, mode, wave, c
 
 
 @twin
-def _backward_cl(x, g, w, src, rd, cg, bias, has_bias, hard, mode, wave, chunk, sb, dx, m, dz):
+def _backward_cl(x, g, w, src, rd, cg, bias, has_bias, hard, mode, wave, chunk, sb, stream, dx,
+                 m, dz):
     """Channels-last backward on (N, S, C) arrays.
 
     _SAMPLES: one parallel loop over whole samples, each done by one thread
     (_backward_item_cl). _WAVES (one sample, or a few that would leave a thread idle): waves
     of samples, each summed (items of `chunk` channels), then dz, dm, then dx (items of `sb`
-    positions); dx may be x or g, as every sum of a wave ends before its first dx."""
+    positions); dx may be x or g, as every sum of a wave ends before its first dx.
+    ``stream``: dx is written with streaming stores."""
     n_, s_, c_ = x.shape
     per_c = (c_ + chunk - 1) // chunk
     if mode == _SAMPLES:
         for n in prange(n_):
-            _backward_item_cl(x, g, dx, w, src, rd, cg, bias, has_bias, hard, n, m, dz)
+            _backward_item_cl(x, g, dx, w, src, rd, cg, bias, has_bias, hard, stream, n, m,
+                              dz)
     else:
         da = np.empty((n_, c_))
         a = np.empty((n_, c_))
@@ -234,7 +238,7 @@ def _backward_cl(x, g, w, src, rd, cg, bias, has_bias, hard, mode, wave, chunk, 
             for i in prange(wn * per_s):
                 n = n0 + i // per_s
                 s0 = (i % per_s) * sb
-                _dx_cl(g, dx, n, s0, min(s_, s0 + sb), a, t)
+                _dx_cl(g, dx, stream, n, s0, min(s_, s0 + sb), a[n], t[n])
 
 
 @twin

@@ -48,6 +48,7 @@ _STAGE_BYTES = 4 << 20  # bytes of x staged at a time on the slow path
 # other cores and processes) bypass the caches with streaming stores ...
 _STREAM_BYTES = min(_CACHES.l3, 32 << 20)
 _STREAM_MIN_ROW = 1024  # ... when their channels-first rows have at least this many elements
+_STREAM_MIN_COLUMNS = 512  # ... or their channels-last rows (positions) this many channels
 _PARAMETER_SERIAL = 1 << 15  # weight gradients of fewer N * C * k terms: one thread
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -58,7 +59,7 @@ def tuning() -> tuple:
     size (the tests change them) is never served a launch planned with the old one."""
     return (_SERIAL_BYTES, _WAVE_BYTES_PER_THREAD, _ITEMS_PER_THREAD, _PER_SAMPLE_BYTES,
             _CHUNK_BYTES, _SEGMENTS_PER_THREAD, _PIPELINE_MIN_ROW, _ACC_COLUMNS, _MIN_BLOCK,
-            _STREAM_BYTES, _STREAM_MIN_ROW, _PARAMETER_SERIAL)
+            _STREAM_BYTES, _STREAM_MIN_ROW, _STREAM_MIN_COLUMNS, _PARAMETER_SERIAL)
 
 # --- the wrappers: choose views, the schedule and staging, then call the kernels ------------
 
@@ -254,8 +255,8 @@ class _Call:
         if self.channels_last:
             mode, wave, chunk, sb = self.channels_last_plan(x.shape[0], x.dtype.itemsize)
             self.launch(_forward_cl, self.view3(x), self.w, self.src, self.cg, self.bias,
-                        self.has_bias, self.hard, mode, wave, chunk, sb, self.view3(y), m,
-                        z, a)
+                        self.has_bias, self.hard, mode, wave, chunk, sb, self.stream(y),
+                        self.view3(y), m, z, a)
         else:
             # in place (out is x): wave > 0 asks for pooling before scaling (see the kernel)
             wave = self.schedule(x.shape[0], x.dtype.itemsize)[1] if \
@@ -271,7 +272,7 @@ class _Call:
             mode, wave, chunk, sb = self.channels_last_plan(x.shape[0], x.dtype.itemsize)
             self.launch(_backward_cl, self.view3(x), self.view3(g), self.w, self.src, self.rd,
                         self.cg, self.bias, self.has_bias, self.hard, mode, wave, chunk, sb,
-                        self.view3(dx), m, dz)
+                        self.stream(dx), self.view3(dx), m, dz)
         else:
             mode, wave, chunk, _ = self.schedule(x.shape[0], x.dtype.itemsize, pipelined=True)
             self.launch(_backward_cf, self.view3(x), self.view3(g), self.w, self.src, self.rd,
@@ -295,7 +296,11 @@ class _Call:
     def stream(self, out: np.ndarray) -> bool:
         """Whether to write ``out`` with streaming stores: when the whole output of the call
         is too large to stay in cache (reading it back for ownership would only cost
-        bandwidth) and its rows are long enough to pay for the alignment and the fence."""
+        bandwidth) and its rows are long enough to pay for the alignment and the fence
+        (channels-first: rows of S positions; channels-last: rows of C channels, each
+        element with its own channel's factor)."""
+        if self.channels_last:
+            return self.problem.x.nbytes >= _STREAM_BYTES and self.c >= _STREAM_MIN_COLUMNS
         return self.problem.x.nbytes >= _STREAM_BYTES and self.s >= _STREAM_MIN_ROW
 
     def stager(self, *dtypes: np.dtype) -> "_Stager":

@@ -19,8 +19,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__ = ["LANES", "COLUMNS", "lane_sum", "lane_sum2", "column_lane_sums", "stream_scale",
-           "stream_scale_add", "scale_row", "scale_add_row", "stream_fence", "float_bits",
-           "bits_float"]
+           "stream_scale_add", "stream_scale_columns", "stream_scale_add_columns", "scale_row",
+           "scale_add_row", "stream_fence", "float_bits", "bits_float"]
 
 LANES = 16  # float64 accumulators per sum: two AVX-512 or four AVX2 registers
 #: Columns summed at once by column_lane_sums: LANES float64 vectors of COLUMNS, 16 AVX-512
@@ -304,9 +304,46 @@ def _row_codegen(context, builder, sig, args):
 
 
 def _scale_codegen(context, builder, sig, args, nontemporal):
-    """dst[r] = a * src[r] (+ t) for r = start:start + count, each element computed in
-    float64 and rounded once to dst's dtype, exactly as a plain loop does, LANES elements
-    per vector and the last count mod LANES one at a time. ``nontemporal``: whole vectors of
+    """dst[r] = a * src[r] (+ t) for r = start:start + count: _scale_loop with one a (and t)
+    for every element."""
+    a = args[4]
+    t = args[5] if len(args) == 6 else None
+
+    def factors(i, vector):  # the same a (and t) for every element
+        if not vector:
+            return a, t
+        return _splat(builder, a), None if t is None else _splat(builder, t)
+    _scale_loop(context, builder, sig, args, nontemporal, factors)
+    return context.get_dummy_value()
+
+
+def _columns_codegen(context, builder, sig, args):
+    """dst[r] = a[at + r - start] * src[r] (+ t[at + r - start]) for r = start:start +
+    count, with streaming stores: _scale_loop with a (and t) read from float64 arrays, one
+    factor per element (a channels-last row: one per channel)."""
+    with_t = len(args) == 7  # (dst, src, start, count, a, t, at)
+    arrays = [context.make_array(sig.args[4 + k])(context, builder, args[4 + k]).data
+              for k in range(2 if with_t else 1)]
+    at = args[-1]
+    vec_ptr = ir.VectorType(ir.DoubleType(), LANES).as_pointer()
+
+    def factors(i, vector):  # a[at + i] (and t[at + i]): one element or LANES of them
+        got = []
+        for data in arrays:
+            ptr = builder.gep(data, [builder.add(at, i)])
+            got.append(builder.load(builder.bitcast(ptr, vec_ptr), align=8) if vector
+                       else builder.load(ptr))
+        return got[0], got[1] if with_t else None
+    _scale_loop(context, builder, sig, args, True, factors)
+    return context.get_dummy_value()
+
+
+def _scale_loop(context, builder, sig, args, nontemporal, factors):
+    """dst[r] = a * src[r] (+ t) for r = start:start + count (args: dst, src, start, count,
+    ...), each element computed in float64 and rounded once to dst's dtype, exactly as a
+    plain loop does, LANES elements per vector and the last count mod LANES one at a time;
+    ``factors(i, vector)`` gives a and t (or None) for the element i - or, with ``vector``,
+    the LANES elements from i - counted from start. ``nontemporal``: whole vectors of
     dst that start on a 64-byte boundary are written with non-temporal stores (they bypass
     the caches: no read-for-ownership of dst), the first few elements one at a time until
     that boundary. Otherwise a short row (a 7x7 map: 49 elements) costs three vectors and
@@ -314,8 +351,7 @@ def _scale_codegen(context, builder, sig, args, nontemporal):
     dst_ty, src_ty = sig.args[0], sig.args[1]
     dst = context.make_array(dst_ty)(context, builder, args[0])
     src = context.make_array(src_ty)(context, builder, args[1])
-    start, count, a = args[2], args[3], args[4]
-    t = args[5] if len(args) == 6 else None
+    start, count = args[2], args[3]
     intp = count.type
     d_elem, s_elem = _elem(dst_ty.dtype), _elem(src_ty.dtype)
     d_size = dst_ty.dtype.bitwidth // 8
@@ -335,7 +371,8 @@ def _scale_codegen(context, builder, sig, args, nontemporal):
     s0 = builder.gep(src.data, [start])
 
     def scalar(i):
-        builder.store(value(builder.load(builder.gep(s0, [i])), a, t), builder.gep(d0, [i]))
+        builder.store(value(builder.load(builder.gep(s0, [i])), *factors(i, False)),
+                      builder.gep(d0, [i]))
 
     peel = ir.Constant(intp, 0)
     if nontemporal:
@@ -347,15 +384,13 @@ def _scale_codegen(context, builder, sig, args, nontemporal):
             scalar(loop.index)
     lanes = ir.Constant(intp, LANES)
     blocks = builder.udiv(builder.sub(count, peel), lanes)
-    a_vec = _splat(builder, a)
-    t_vec = None if t is None else _splat(builder, t)
     hint = builder.module.add_metadata([ir.IntType(32)(1)])
     with cgutils.for_range(builder, blocks) as loop:
         i = builder.add(peel, builder.mul(loop.index, lanes))
         x = builder.load(builder.bitcast(builder.gep(s0, [i]),
                                          ir.VectorType(s_elem, LANES).as_pointer()),
                          align=src_ty.dtype.bitwidth // 8)
-        store = builder.store(value(x, a_vec, t_vec),
+        store = builder.store(value(x, *factors(i, True)),
                               builder.bitcast(builder.gep(d0, [i]),
                                               ir.VectorType(d_elem, LANES).as_pointer()),
                               # whole vectors from a 64-byte boundary: each one is aligned
@@ -366,7 +401,6 @@ def _scale_codegen(context, builder, sig, args, nontemporal):
     with cgutils.for_range(builder, count, start=builder.add(peel, builder.mul(blocks, lanes))
                            ) as loop:
         scalar(loop.index)
-    return context.get_dummy_value()
 
 
 @intrinsic
@@ -400,6 +434,30 @@ def scale_add_row(typingctx, dst, src, start, count, a, t):
     if _is_flat(dst) and _is_flat(src):
         return (types.void(dst, src, types.intp, types.intp, types.float64, types.float64),
                 _row_codegen)
+    return None
+
+
+def _factor_array(a) -> bool:
+    return isinstance(a, types.Array) and a.ndim == 1 and a.dtype == types.float64
+
+
+@intrinsic
+def stream_scale_columns(typingctx, dst, src, start, count, a, at):
+    """dst[start + j] = a[at + j] * src[start + j] for j in range(count), with streaming
+    stores (see _columns_codegen): a channels-last row, one factor per channel. a: a flat
+    float64 array."""
+    if _is_flat(dst) and _is_flat(src) and _factor_array(a):
+        return types.void(dst, src, types.intp, types.intp, a, types.intp), _columns_codegen
+    return None
+
+
+@intrinsic
+def stream_scale_add_columns(typingctx, dst, src, start, count, a, t, at):
+    """dst[start + j] = a[at + j] * src[start + j] + t[at + j] for j in range(count), with
+    streaming stores. a, t: flat float64 arrays."""
+    if _is_flat(dst) and _is_flat(src) and _factor_array(a) and _factor_array(t):
+        return (types.void(dst, src, types.intp, types.intp, a, t, types.intp),
+                _columns_codegen)
     return None
 
 
