@@ -310,14 +310,19 @@ def test_every_reader_of_a_version_2_suite_uses_its_formula(tmp_path):
     assert any(row.failed for row in mutants)
 
 
+def _relabelled(source: Path, tmp_path: Path, version) -> Path:
+    """A copy of the suite ``source`` whose manifest names ``version`` as its schema."""
+    path = _copy(source, tmp_path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["schema_version"] = version
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    return path
+
+
 @pytest.mark.parametrize("source,relabel", [(V2_SAMPLE, 3), (COMMITTED, 2)])
 def test_a_suite_relabelled_to_the_other_version_is_refused(tmp_path, capsys, source,
                                                            relabel):
-    path = _copy(source, tmp_path)
-    manifest = json.loads((path / "manifest.json").read_text())
-    manifest["schema_version"] = relabel
-    (path / "manifest.json").write_text(json.dumps(manifest))
-    assert _verify_exit(path) == 2
+    assert _verify_exit(_relabelled(source, tmp_path, relabel)) == 2
     err = capsys.readouterr().err
     assert "the bound derived from the case's inputs" in err and "edited" in err
 
@@ -343,11 +348,7 @@ def test_wrong_value_with_a_valid_hash_fails_the_comparison(tmp_path, capsys):
 
 @pytest.mark.parametrize("version", [1, 4, 99, 3.0, 2.0, True, "3", None, [3]])
 def test_a_schema_version_not_read_is_refused(tmp_path, capsys, version):
-    path = _copy(V2_SAMPLE, tmp_path)
-    manifest = json.loads((path / "manifest.json").read_text())
-    manifest["schema_version"] = version
-    (path / "manifest.json").write_text(json.dumps(manifest))
-    assert _verify_exit(path) == 2
+    assert _verify_exit(_relabelled(V2_SAMPLE, tmp_path, version)) == 2
     err = capsys.readouterr().err
     assert "schema_version" in err and "is not supported by this npeca (it reads versions " \
         "2, 3)" in err and "Traceback" not in err
