@@ -438,7 +438,15 @@ def scale_add_row(typingctx, dst, src, start, count, a, t):
 
 
 def _factor_array(a) -> bool:
-    return isinstance(a, types.Array) and a.ndim == 1 and a.dtype == types.float64
+    """A C-contiguous 1-D float64 array (the intrinsics index its data directly)."""
+    return (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+            and a.dtype == types.float64)
+
+
+def _columns_args(dst, src, start, count, at) -> bool:
+    """Flat arrays, a writeable dst and integer positions (as lane_sum asks)."""
+    return (_is_flat(dst) and _is_flat(src) and dst.mutable
+            and all(isinstance(v, types.Integer) for v in (start, count, at)))
 
 
 @intrinsic
@@ -446,7 +454,7 @@ def stream_scale_columns(typingctx, dst, src, start, count, a, at):
     """dst[start + j] = a[at + j] * src[start + j] for j in range(count), with streaming
     stores (see _columns_codegen): a channels-last row, one factor per channel. a: a flat
     float64 array."""
-    if _is_flat(dst) and _is_flat(src) and _factor_array(a):
+    if _columns_args(dst, src, start, count, at) and _factor_array(a):
         return types.void(dst, src, types.intp, types.intp, a, types.intp), _columns_codegen
     return None
 
@@ -455,7 +463,7 @@ def stream_scale_columns(typingctx, dst, src, start, count, a, at):
 def stream_scale_add_columns(typingctx, dst, src, start, count, a, t, at):
     """dst[start + j] = a[at + j] * src[start + j] + t[at + j] for j in range(count), with
     streaming stores. a, t: flat float64 arrays."""
-    if _is_flat(dst) and _is_flat(src) and _factor_array(a) and _factor_array(t):
+    if _columns_args(dst, src, start, count, at) and _factor_array(a) and _factor_array(t):
         return (types.void(dst, src, types.intp, types.intp, a, t, types.intp),
                 _columns_codegen)
     return None
