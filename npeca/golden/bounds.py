@@ -59,7 +59,8 @@ from .schema import INTERMEDIATES, OUTPUTS, SCHEMA_VERSION
 
 GATE_EVAL = 4  # roundings a gate evaluation may make (exp, add, divide, store)
 # the bound formula of each schema version a suite may name (eta: the underflow term)
-BOUNDS = {2: "no underflow term (eta = 0)", 3: "eta = half the smallest subnormal of the dtype"}
+BOUNDS = {2: "no underflow term (eta = 0)",
+          3: "eta = half the smallest subnormal of the dtype, at least 2**-1074"}
 SAFETY = 1.0 + 2.0 ** -20
 _SMALLEST_FLOAT64 = 2.0 ** -1074
 
@@ -201,6 +202,8 @@ def _error_bounds(arrays: Mapping[str, np.ndarray], params: Mapping, dtype: str,
     exp_abs = {name: _finite_abs(arrays[name]) for name in OUTPUTS if name in arrays}
     e: dict[str, np.ndarray] = {"m": e_m, "z": e_z, "a": e_a}
     if "y" in arrays:
+        # round() written out here and in e_s and dx: version 2's order of operations,
+        # so that its bounds keep their bits with eta = 0
         e["y"] = store(ncs(exp_abs["y"]), X * e_a[:, :, None]
                        + (rho * X * (A + e_a)[:, :, None] + eta))
 
