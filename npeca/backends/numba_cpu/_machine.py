@@ -20,13 +20,15 @@ _DEFAULTS = {1: 32 * _KIB, 2: 512 * _KIB, 3: 8 * _KIB * _KIB}  # the smallest co
 
 @dataclass(frozen=True)
 class Caches:
-    """Data cache sizes in bytes, per core for L1 and L2, per socket for L3, and where each
-    number came from ("sysfs", "sysconf" or "default")."""
+    """Data cache sizes in bytes, per core for L1 and L2, per socket (or core complex) for
+    L3, where each number came from ("sysfs", "sysconf" or "default"), and how many CPUs
+    share the L3 (sysfs's ``shared_cpu_list``, else every CPU of the machine)."""
 
     l1d: int
     l2: int
     l3: int
     source: str
+    l3_cpus: int = 1  # how many CPUs share that L3 (its share per CPU is l3 // l3_cpus)
 
 
 def _size(text: str) -> int:
@@ -66,6 +68,31 @@ def _from_sysconf() -> dict[int, int]:
     return found
 
 
+def _cpu_count(text: str) -> int:
+    """How many CPUs a sysfs CPU list names ('0-7,16-23' -> 16); 0 when unreadable."""
+    count = 0
+    for part in text.strip().split(","):
+        low, _, high = part.partition("-")
+        try:
+            count += int(high or low) - int(low) + 1
+        except ValueError:
+            return 0
+    return count
+
+
+def _l3_cpus(root: Path) -> int:
+    """How many CPUs share cpu0's level-3 cache (sysfs), else os.cpu_count()."""
+    for index in sorted(root.glob("index*")):
+        try:
+            if int((index / "level").read_text()) == 3:
+                count = _cpu_count((index / "shared_cpu_list").read_text())
+                if count > 0:
+                    return count
+        except (OSError, ValueError):
+            continue
+    return max(1, os.cpu_count() or 1)
+
+
 @functools.lru_cache(maxsize=1)
 def caches() -> Caches:
     """This machine's caches (read once per process; see the module docstring)."""
@@ -81,4 +108,6 @@ def caches() -> Caches:
     for level, (low, high) in bounds.items():
         if not low <= sizes[level] <= high:
             sizes[level] = _DEFAULTS[level]
-    return Caches(l1d=sizes[1], l2=sizes[2], l3=max(sizes[3], sizes[2]), source=source)
+    root = Path("/sys/devices/system/cpu/cpu0/cache")
+    return Caches(l1d=sizes[1], l2=sizes[2], l3=max(sizes[3], sizes[2]), source=source,
+                  l3_cpus=_l3_cpus(root))
