@@ -23,9 +23,10 @@ __all__ = ["LANES", "COLUMNS", "lane_sum", "lane_sum2", "column_lane_sums", "str
            "scale_add_row", "stream_fence", "float_bits", "bits_float"]
 
 LANES = 16  # float64 accumulators per sum: two AVX-512 or four AVX2 registers
-#: Columns summed at once by column_lane_sums: LANES float64 vectors of COLUMNS, 16 AVX-512
-#: registers (32 AVX2 registers, of which LLVM keeps half in L1: still no L2 traffic)
-COLUMNS = LANES // 2
+#: Columns summed at once by column_lane_sums: a 64-byte line of float32, as LANES float64
+#: vectors of COLUMNS of which one pass down the columns keeps half, 16 AVX-512 registers (32
+#: AVX2 registers, of which LLVM keeps half in L1: still no L2 traffic)
+COLUMNS = LANES
 
 # --- the lane sum: an explicit SIMD reduction in a fixed order ------------------------------
 
@@ -230,12 +231,21 @@ def _column_codegen(context, builder, sig, args):
     """out[at:at + COLUMNS] = the lane sums of COLUMNS adjacent columns of ``count`` rows
     ``stride`` elements apart from x[start]: row r into lane r mod LANES, each lane in row
     order from +0.0, then _tree's order across the lanes. One float64 vector of COLUMNS per
-    lane, kept in registers, so that no sum goes through memory."""
+    lane, in registers, so that no sum goes through memory.
+
+    In two passes down the columns: the rows of lanes 0 to LANES/2 - 1 first, then those of
+    the other half (their first step of the tree adds the two halves). A pass keeps LANES/2
+    vectors of COLUMNS float64 (16 AVX-512 registers), and a row's COLUMNS elements (a whole
+    64-byte line of float32) are read once, in one pass. Summing every lane in one pass
+    needs twice the registers, and so took half a line per pass down the columns: an 8-way
+    L1 (AMD EPYC) evicted a column's lines before the next pass down them when the rows were
+    2 KiB or more apart (docs/performance.md, "Channels-last pooling in registers")."""
     x_ty, out_ty = sig.args[0], sig.args[4]
     x = context.make_array(x_ty)(context, builder, args[0])
     out = context.make_array(out_ty)(context, builder, args[4])
     start, stride, count, at = args[1], args[2], args[3], args[5]
     intp = count.type
+    half = LANES // 2
     vec = ir.VectorType(ir.DoubleType(), COLUMNS)
     row_ptr = ir.VectorType(_elem(x_ty.dtype), COLUMNS).as_pointer()
     accs = [cgutils.alloca_once_value(builder, ir.Constant(vec, [0.0] * COLUMNS))
@@ -249,15 +259,16 @@ def _column_codegen(context, builder, sig, args):
         builder.store(builder.fadd(builder.load(accs[lane]), v), accs[lane])
 
     blocks = builder.udiv(count, lanes)
-    with cgutils.for_range(builder, blocks) as loop:  # LANES rows at a time, one per lane
-        first = builder.mul(loop.index, lanes)
-        for lane in range(LANES):
-            add(lane, builder.add(first, ir.Constant(intp, lane)))
     first = builder.mul(blocks, lanes)
     rest = builder.sub(count, first)
-    for lane in range(LANES - 1):  # the last count mod LANES rows go to lanes 0, 1, ...
-        with builder.if_then(builder.icmp_unsigned(">", rest, ir.Constant(intp, lane))):
-            add(lane, builder.add(first, ir.Constant(intp, lane)))
+    for lo in (0, half):  # the two passes, each over its half of the lanes
+        with cgutils.for_range(builder, blocks) as loop:  # LANES rows at a time
+            base = builder.mul(loop.index, lanes)
+            for lane in range(lo, lo + half):
+                add(lane, builder.add(base, ir.Constant(intp, lane)))
+        for lane in range(lo, min(lo + half, LANES - 1)):  # the last count mod LANES rows
+            with builder.if_then(builder.icmp_unsigned(">", rest, ir.Constant(intp, lane))):
+                add(lane, builder.add(first, ir.Constant(intp, lane)))
     width = LANES
     while width > 1:  # _tree, for COLUMNS columns at once
         width //= 2
