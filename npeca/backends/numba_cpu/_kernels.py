@@ -251,8 +251,9 @@ def _parameter_grads(m, dz, w, src, cg, per_channel, chunk, dw, db):
     the thread count and chunk."""
     n_, c_ = dz.shape
     k = w.shape[1]
-    part = np.empty((k, c_))  # part[j, c]: tap-major, so a tap's loop over channels is
-    db_c = np.empty(c_)  # contiguous (_tap_products)
+    part = np.empty((k + 1, c_))  # part[j, c]: tap-major, so a tap's loop over channels is
+    taps = part[:k]  # contiguous (_tap_products); the last row, db_c: the bias's partial sums
+    db_c = part[k]
     for i in prange((c_ + chunk - 1) // chunk):  # items own their columns of part and db_c
         c0 = i * chunk
         c1 = min(c_, c0 + chunk)
@@ -261,20 +262,47 @@ def _parameter_grads(m, dz, w, src, cg, per_channel, chunk, dw, db):
             for j in range(k):
                 part[j, c] = 0.0
         for n in range(n_):
-            _tap_products(dz[n], m[n], src, cg, c0, c1, part)
+            _tap_products(dz[n], m[n], src, cg, c0, c1, taps)
             for c in range(c0, c1):
                 db_c[c] += dz[n, c]
+    totals = np.empty(k + 1)
     if per_channel:
         for c in range(c_):  # element by element: a slice assignment would compile numba's
             for j in range(k):  # shape-mismatch error path, seconds of compile for nothing
                 dw[c, j] = part[j, c]
+        _row_sums(part, k, k + 1, totals)
     else:
+        _row_sums(part, 0, k + 1, totals)
         for j in range(k):
-            total = 0.0
-            for c in range(c_):
-                total += part[j, c]
-            dw[0, j] = total
-    bias_total = 0.0
-    for c in range(c_):
-        bias_total += db_c[c]
-    db[0] = bias_total
+            dw[0, j] = totals[j]
+    db[0] = totals[k]
+
+
+@_jit()
+def _row_sums(rows, r0, r1, out):
+    """out[r] = ((0.0 + rows[r, 0]) + rows[r, 1]) + ... in channel order, for r in [r0, r1):
+    four rows at a time, so that four chains of dependent additions overlap (each sum is
+    still added in its own order: the bits of one row after another). One chain waits about
+    4 cycles per addition: the weight gradient of 2048 channels, k = 5 and a bias took 21 us
+    one row after another on AMD EPYC, 13 us four rows at a time (eight at a time: no
+    faster)."""
+    c_ = rows.shape[1]
+    r = r0
+    while r < r1:
+        last = min(r1 - r, 4)  # rows past the last one read the first one again, not kept
+        q1 = r + 1 if last > 1 else r
+        q2 = r + 2 if last > 2 else r
+        q3 = r + 3 if last > 3 else r
+        t0 = 0.0
+        t1 = 0.0
+        t2 = 0.0
+        t3 = 0.0
+        for c in range(c_):
+            t0 += rows[r, c]
+            t1 += rows[q1, c]
+            t2 += rows[q2, c]
+            t3 += rows[q3, c]
+        sums = (t0, t1, t2, t3)
+        for i in range(last):  # a tuple of one type: numba indexes it at run time
+            out[r + i] = sums[i]
+        r += 4
