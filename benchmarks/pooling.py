@@ -1,5 +1,6 @@
 """The channels-last pooling alone: this version's ``_pool_cl`` (columns of at most 64
-positions summed 8 at a time in registers) against the row-by-row pooling every column
+positions summed 16 at a time in registers, in two passes of 8 lanes) against the row-by-row
+pooling every column
 used before (each position added into one of 16 rows of C float64 sums in memory), in one
 process, on the same float32 input, the bits of the two compared first.
 

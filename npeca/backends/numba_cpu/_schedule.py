@@ -48,8 +48,10 @@ _SEGMENTS_PER_THREAD = 1  # channels-first backward of large samples: pipelined 
 # pipeline's bookkeeping per channel costs more than a second read of a short row from L2.
 _PIPELINE_MIN_ROW = 8192
 # Channels-last waves: most channels per pooling item, a multiple of 16 whose LANES float64
-# sums per column take about 2/3 of the L1 data cache (256 for 48 KiB). Blocks of columns
-# were measured no faster than whole rows for a sample that one thread pools alone.
+# sums per column take about 2/3 of the L1 data cache (256 for 48 KiB, 160 for 32 KiB).
+# Blocks of columns were measured no faster than whole rows for a sample that one thread
+# pools alone (Intel Xeon), and 1.0x to 1.4x slower on 32 samples of ResNet-50's shapes
+# (AMD EPYC, blocks of 80 and 160 in a throwaway A/B, rows read in pieces).
 _ACC_COLUMNS = max(16, (2 * _CACHES.l1d // 3) // (LANES * 8) // 16 * 16)
 _MIN_BLOCK = 16  # channels-last waves: fewest channels per pooling item
 _STAGE_BYTES = 4 << 20  # bytes of x staged at a time on the slow path
