@@ -33,7 +33,7 @@ from npeca.backends.numba_cpu import _run, _schedule
 
 SHAPES = ["32x1024x14x14", "32x2048x7x7", "32x512x28x28", "16x256x56x56", "8x2048x7x7",
           "1x512x28x28nhwc", "1x1024x14x14nhwc"]
-ROUNDS = 5
+ROUNDS = 7
 
 
 def _old_channels_last_plan(self, n: int, itemsize: int) -> tuple[int, int, int, int]:
@@ -86,7 +86,7 @@ def main() -> None:
         g = rng.standard_normal(shape, dtype=np.float32)
         weight = np.array([0.1, 0.2, 0.4, 0.2, 0.1], np.float32)
         axis = -1 if channels_last else 1
-        number = max(5, int(2e7 / x.size))
+        number = max(20, int(1e8 / x.size))
         calls = (("fwd", functools.partial(npeca.eca, x, weight, channel_axis=axis)),
                  ("bwd", functools.partial(npeca.eca_backward, x, weight, g,
                                                    channel_axis=axis)))
