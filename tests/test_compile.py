@@ -121,6 +121,18 @@ def test_machine_caches_come_from_sysfs_or_sane_defaults(tmp_path, monkeypatch):
         (d / "size").write_text(f"{size}\n")
     assert _machine._from_sysfs(root) == {1: 32 << 10, 2: 512 << 10, 3: 32 << 20}
     assert _machine._size("1048576") == 1 << 20
+    # how many CPUs share the L3: its shared_cpu_list, else every CPU of the machine
+    assert found.l3_cpus >= 1
+    fallback = max(1, os.cpu_count() or 1)
+    assert _machine._l3_cpus(root) == fallback  # no shared_cpu_list file
+    (root / "index3" / "shared_cpu_list").write_text("0-7,16-23\n")
+    assert _machine._l3_cpus(root) == 16
+    for bad in ("", "0-", "7-0", "0-7,5-2", "a-b", "-1", "0-99999999999", "\uff11", "0,,1"):
+        (root / "index3" / "shared_cpu_list").write_text(bad)
+        assert _machine._cpu_count(bad) == 0, bad
+        assert _machine._l3_cpus(root) == fallback, bad
+    (root / "index3" / "level").write_text("x\n")  # an unreadable index is skipped
+    assert _machine._l3_cpus(root) == fallback
 
 
 def _run(code: str, env: dict) -> subprocess.CompletedProcess:

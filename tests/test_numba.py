@@ -264,6 +264,31 @@ def test_zero_weight_halves_the_input_exactly(case: Case):
                                   expected)
 
 
+def test_channels_last_waves_give_every_thread_the_same_number_of_pooling_blocks(
+        monkeypatch):
+    """One sample channels-last: blocks of at most _ACC_COLUMNS channels, multiples of 16,
+    and a count that the threads divide (one thread with 7 blocks of 160 while the other
+    has 6 waits for it), unless the blocks are already as small as _MIN_BLOCK or one block
+    is all C."""
+    from npeca._validate import eca_problem
+    sched = numba_cpu._schedule
+    checked = 0
+    for acc in (160, 256, 336):
+        monkeypatch.setattr(sched, "_ACC_COLUMNS", acc)
+        for c in list(range(1, 300)) + list(range(300, 4200, 7)) + [512, 1024, 2048, 4096]:
+            call = sched._Call(eca_problem(np.zeros((1, 1, 1, c), np.float32), np.ones(3),
+                                           channel_axis=-1))
+            for threads in (2, 3, 4, 8):
+                call.threads = threads
+                mode, wave, chunk, sb = call.channels_last_plan(1, 4)
+                assert mode == sched._WAVES and wave == 1 and 1 <= sb
+                assert chunk <= max(acc, sched._MIN_BLOCK) and (chunk == c or chunk % 16 == 0)
+                if sched._MIN_BLOCK < chunk < c:
+                    assert -(-c // chunk) % threads == 0, (acc, c, threads, chunk)
+                checked += 1
+    assert checked > 10000
+
+
 @pytest.mark.parametrize("channel_axis", [1, -1])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [4, 5])

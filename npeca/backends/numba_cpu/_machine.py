@@ -15,6 +15,7 @@ from pathlib import Path
 __all__ = ["Caches", "caches"]
 
 _KIB = 1024
+_MAX_CPUS = 1 << 16  # more CPUs sharing a cache than this is a misreport
 _DEFAULTS = {1: 32 * _KIB, 2: 512 * _KIB, 3: 8 * _KIB * _KIB}  # the smallest common x86 sizes
 
 
@@ -68,16 +69,25 @@ def _from_sysconf() -> dict[int, int]:
     return found
 
 
+def _digits(text: str) -> bool:
+    """ASCII decimal digits only (int() would also take other scripts' digits)."""
+    return text.isascii() and text.isdecimal()
+
+
 def _cpu_count(text: str) -> int:
-    """How many CPUs a sysfs CPU list names ('0-7,16-23' -> 16); 0 when unreadable."""
+    """How many CPUs a sysfs CPU list names ('0-7,16-23' -> 16); 0 when it is not such a
+    list (empty, a range without its end or running backwards, not decimal, or more CPUs
+    than any machine has)."""
     count = 0
     for part in text.strip().split(","):
-        low, _, high = part.partition("-")
-        try:
-            count += int(high or low) - int(low) + 1
-        except ValueError:
+        low, dash, high = part.partition("-")
+        if not _digits(low) or (dash and not _digits(high)):
             return 0
-    return count
+        first, last = int(low), int(high) if dash else int(low)
+        if last < first:
+            return 0
+        count += last - first + 1
+    return count if count <= _MAX_CPUS else 0
 
 
 def _l3_cpus(root: Path) -> int:

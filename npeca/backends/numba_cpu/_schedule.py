@@ -248,7 +248,7 @@ class _Call:
         threads (or there are at least 4 per thread): each is pooled, then scaled, by one
         thread, reading rows of whole positions, and is safe in place. Otherwise (N = 1, or
         a few samples that leave a thread idle) _WAVES: every sample of a wave pooled by
-        blocks of up to _ACC_COLUMNS channels, as many blocks for each thread (wide rows, no
+        blocks of up to _ACC_COLUMNS channels, as many for each thread (wide rows, no
         halo), then scaled by blocks of ``sb`` positions. Items of part of a sample with
         their own halo columns (chunk < C in _SAMPLES, before) read short, misaligned rows;
         they measured up to 1.9x slower on ResNet-50's shapes and 3.4x to 4.6x on large
@@ -258,10 +258,15 @@ class _Call:
             return _SAMPLES, 0, self.c, 0
         c, s = self.c, self.s
         wave = min(n, max(1, (_WAVE_BYTES_PER_THREAD * threads) // (c * s * itemsize)))
-        # each thread about the same number of blocks, of at most _ACC_COLUMNS channels (a
-        # multiple of 16): 512 channels in blocks of 160 left one of 2 threads 320 of them
+        # each thread the same number of blocks, of at most _ACC_COLUMNS channels (a multiple
+        # of 16): 512 channels in blocks of 160 left one of 2 threads 320 of them. Rounding
+        # up to 16 can leave a count that the threads do not divide (2048 channels in 14
+        # blocks are 13 of 160): then more, smaller blocks (16 of 128), down to _MIN_BLOCK
         blocks = threads * _ceil(_ceil(c, threads), _ACC_COLUMNS)
         chunk = min(c, max(_MIN_BLOCK, _ceil(_ceil(c, blocks), 16) * 16))
+        while _MIN_BLOCK < chunk < c and _ceil(c, chunk) % threads:
+            blocks += threads
+            chunk = min(c, max(_MIN_BLOCK, _ceil(_ceil(c, blocks), 16) * 16))
         return _WAVES, wave, chunk, min(s, _ceil(wave * s, _ITEMS_PER_THREAD * threads))
 
     def forward(self, x, y, m, z, a) -> None:
