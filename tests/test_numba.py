@@ -343,8 +343,10 @@ def test_channels_last_pooling_in_registers_gives_the_lane_sum_bits():
     """Columns of up to _REGISTER_ROWS positions are pooled COLUMNS at a time with their sums
     in registers (_simd.column_lane_sums), longer ones row by row: both must give the bits
     of the channels-first lane sum of the same values, for every count of positions (full
-    lane cycles and every tail), ragged ranges of channels, float32 and float64, -0.0 (a
-    column of only -0.0 has the mean +0.0, as lanes start at +0.0), NaN and Inf."""
+    lane cycles and every tail), ragged ranges of channels, float32 and float64, rows that
+    are whole 64-byte lines (C a multiple of 16 or 8) at every element offset in a line (the
+    blocks then start at the first column on a line boundary), -0.0 (a column of only -0.0
+    has the mean +0.0, as lanes start at +0.0), NaN and Inf."""
     from npeca.backends.numba_cpu import _items
     rng = np.random.default_rng(21)
     cols = numba_cpu._simd.COLUMNS
@@ -353,8 +355,13 @@ def test_channels_last_pooling_in_registers_gives_the_lane_sum_bits():
     for s_ in list(range(1, 35)) + [47, 48, 49, 63, 64, 65, 80, 196]:
         for dtype in (np.float32, np.float64):
             c = int(rng.integers(1, 4 * cols + 3))
-            x = (rng.standard_normal((2, s_, c)) * 10.0 ** rng.integers(-3, 4, (1, 1, c)))
-            x = x.astype(dtype)
+            if rng.integers(2):  # rows of whole lines
+                c = 16 * int(rng.integers(1, 6))
+            values = rng.standard_normal((2, s_, c)) * 10.0 ** rng.integers(-3, 4, (1, 1, c))
+            buffer = np.empty(values.size + 16, dtype)  # x at a random element offset
+            offset = int(rng.integers(16))
+            x = buffer[offset:offset + values.size].reshape(values.shape)
+            x[...] = values
             x[1, :, 0] = -0.0  # an all -0.0 column
             if c > 2:
                 x[1, rng.integers(s_), 1] = np.nan
@@ -363,7 +370,9 @@ def test_channels_last_pooling_in_registers_gives_the_lane_sum_bits():
             for n in range(2):
                 want = np.empty((2, c))
                 _items._pool_cf(flat, n, 0, c, c, s_, want)
-                for c0, c1 in ((0, c), (c // 3, c), (min(1, c - 1), max(1, c - 1))):
+                c2 = int(rng.integers(c)) if c > 1 else 0
+                for c0, c1 in ((0, c), (c // 3, c), (min(1, c - 1), max(1, c - 1)),
+                               (c2, int(rng.integers(c2, c)) + 1)):
                     got = np.full(c, 7.0)
                     _items._pool_cl(x, n, c0, c1, got)
                     assert got[c0:c1].tobytes() == want[n, c0:c1].tobytes(), (s_, c, c0, c1)

@@ -364,18 +364,42 @@ def _pool_cl(x, n, c0, c1, m_row):
     """m_row[c] = mean of column c of sample n of (N, S, C) x, for c in [c0, c1): position s
     into lane s mod LANES, then the tree of _lane_sum, so that the bits equal the
     channels-first ones (and do not depend on the range a column is pooled with, nor on
-    whether its sums were in registers: see _REGISTER_ROWS)."""
+    whether its sums were in registers: see _REGISTER_ROWS).
+
+    Short columns go COLUMNS at a time into registers from the first column whose elements
+    start a 64-byte line, when every row starts at the same place in a line (C elements a
+    whole number of lines): each block then reads whole lines. The columns before it, and
+    those after the last whole block, are pooled row by row. Blocks that straddle lines
+    (NumPy's large arrays start 16 bytes into a line) measured 2.4x slower on 32 samples of
+    49 x 2048 on AMD EPYC than the same blocks on whole lines (benchmarks/pooling.py)."""
     s_ = x.shape[1]
     if s_ <= _REGISTER_ROWS:  # short columns: COLUMNS at a time, the sums in registers
         c_ = x.shape[2]
         xf = x.reshape(x.size)
-        while c0 + COLUMNS <= c1:
-            _column_lane_sums(xf, (n * s_) * c_ + c0, c_, s_, m_row, c0)
-            for c in range(c0, c0 + COLUMNS):
+        first = c0
+        per_line = 64 // x.itemsize
+        if c_ % per_line == 0:  # every row at the same offset in a line: align the blocks
+            offset = (xf.ctypes.data // x.itemsize + (n * s_) * c_ + c0) % per_line
+            first = min(c1, c0 + (per_line - offset) % per_line)
+        b = first
+        while b + COLUMNS <= c1:
+            _column_lane_sums(xf, (n * s_) * c_ + b, c_, s_, m_row, b)
+            for c in range(b, b + COLUMNS):
                 m_row[c] = m_row[c] / s_
-            c0 += COLUMNS
-        if c0 == c1:
-            return
+            b += COLUMNS
+        if c0 < first:
+            _pool_rows(x, n, c0, first, m_row)
+        if b < c1:
+            _pool_rows(x, n, b, c1, m_row)
+        return
+    _pool_rows(x, n, c0, c1, m_row)
+
+
+@_jit()
+def _pool_rows(x, n, c0, c1, m_row):
+    """_pool_cl's columns [c0, c1) row by row: position s added into row s mod LANES of
+    LANES rows of sums, then the tree (the same bits as in registers)."""
+    s_ = x.shape[1]
     width = c1 - c0
     acc = np.zeros((LANES, width))
     for s in range(s_):
