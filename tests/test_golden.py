@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import require
+import npeca.backends
 from npeca import golden
 from npeca.cli import main
 from npeca.errors import ParameterError
@@ -633,6 +634,12 @@ def test_signals_remove_the_temporary_directory(tmp_path, signame):
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # signal stays blocked from the parent
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
+    # A numba compile that earlier tests left running in this process's background holds the
+    # GIL for seconds at a time: the loop below then saw the temporary directory only after
+    # the child had finished its 7 s, and signalled a process that had exited with 0.
+    npeca.backends._join_importer()  # backend="auto" imports numba in the background too
+    if "npeca.backends.numba_cpu" in sys.modules:
+        assert sys.modules["npeca.backends.numba_cpu"].wait_until_ready(timeout=600)
     proc = subprocess.Popen([sys.executable, "-m", "npeca.cli", "golden", "generate",
                              str(tmp_path / "out"), "--quiet"], stderr=subprocess.PIPE,
                             preexec_fn=default_sigint)
