@@ -358,9 +358,10 @@ def test_channels_last_pooling_in_registers_gives_the_lane_sum_bits():
             if rng.integers(2):  # rows of whole lines
                 c = 16 * int(rng.integers(1, 6))
             values = rng.standard_normal((2, s_, c)) * 10.0 ** rng.integers(-3, 4, (1, 1, c))
-            buffer = np.empty(values.size + 16, dtype)  # x at a random element offset
-            offset = int(rng.integers(16))
-            x = buffer[offset:offset + values.size].reshape(values.shape)
+            buffer = np.empty(values.size + 32, dtype)  # x at a random element offset
+            offset = int(rng.integers(16))  # from a 64-byte boundary
+            start = (-buffer.ctypes.data % 64) // buffer.itemsize + offset
+            x = buffer[start:start + values.size].reshape(values.shape)
             x[...] = values
             x[1, :, 0] = -0.0  # an all -0.0 column
             if c > 2:
