@@ -36,10 +36,11 @@ _ITEMS_PER_THREAD = 8  # work items per thread in a wave, for load balance
 # backward's _SAMPLES): one thread pools (sums) its sample, then scales it (writes its dx),
 # reading it again from its own cache: L2, or its share of the last-level cache when the sample
 # is larger than L2. Splitting a sample instead pools its halo channels twice and makes more
-# items; measured on a 2-core AMD EPYC (1 MiB L2, 32 MiB L3 for 2 CPUs; docs/performance.md),
-# whole samples of 0.4 to 3.2 MB were 2 to 20 % faster in the forward than items of 3/4 of an
-# L2, and the backward of 16x256x56x56 was 25 % faster than pipelined. At most a quarter of
-# the L3 share (room for the output and the other threads), and 4 L2s (the most measured).
+# items. Measured on a 2-core AMD EPYC (1 MiB L2, 32 MiB L3 for 2 CPUs) against items of 3/4
+# of an L2 (`python benchmarks/schedule.py`; docs/performance.md): forward 0.85x to 1.02x the
+# time on samples of 0.4 to 3.2 MB, backward 0.62x to 0.88x (16x256x56x56, which was
+# pipelined, 0.62x). At most a quarter of the L3 share (room for the output and the other
+# threads), and 4 L2s (the largest samples measured were 3.2 MB).
 _PER_SAMPLE_BYTES = max(_CACHES.l2 // 4,
                         min(4 * _CACHES.l2, _CACHES.l3 // _CACHES.l3_cpus // 4))
 _CHUNK_BYTES = 3 * _CACHES.l2 // 4  # channels-first forward of large samples: x per item
