@@ -28,13 +28,24 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.3g}"
 
 
+def _ratio(times: dict, name: str) -> str:
+    """Column ``name``'s median over the copy floor's, as 'r.rrx'."""
+    return f"{times[name]['median_s'] / times['copy']['median_s']:.2f}x"
+
+
 def _cell(times: dict, name: str, bold: bool = False) -> str:
     """'t (r x)' for column ``name`` of a row (r: the ratio to the copy floor), or n/a."""
     if name not in times or "median_s" not in times[name]:
         return "n/a"
-    t = times[name]["median_s"]
-    text = f"{_ms(t)} ({t / times['copy']['median_s']:.2f}x)"
+    text = f"{_ms(times[name]['median_s'])} ({_ratio(times, name)})"
     return f"**{text}**" if bold else text
+
+
+def _inference_start(row: dict) -> str:
+    """The first cells of a ResNet-50 row: shape, layout, copy floor, npeca in bold."""
+    shape, layout = row["case"].split()
+    t = row["times"]
+    return f"| {shape} | {layout} | {_ms(t['copy']['median_s'])} | {_cell(t, 'npeca', True)} | "
 
 
 def _shape(case: str) -> str:
@@ -90,12 +101,9 @@ def inference_forward(run: dict) -> list[str]:
              "|---|---|--:|--:|--:|--:|--:|--:|"]
     for row in run["inference_forward"]:
         t = row["times"]
-        shape, layout = row["case"].split()
         peer = min(t[name]["median_s"] for name in ("torch", "onnxruntime") if name in t)
-        lines.append(f"| {shape} | {layout} | {_ms(t['copy']['median_s'])} | "
-                     f"{_cell(t, 'npeca', True)} | {_cell(t, 'npeca out=')} | "
-                     f"{_cell(t, 'torch')} | {_cell(t, 'onnxruntime')} | "
-                     f"{t['npeca']['median_s'] / peer:.2f} |")
+        lines.append(_inference_start(row) + f"{_cell(t, 'npeca out=')} | {_cell(t, 'torch')} | "
+                     f"{_cell(t, 'onnxruntime')} | {t['npeca']['median_s'] / peer:.2f} |")
     return lines
 
 
@@ -105,13 +113,10 @@ def inference_train(run: dict) -> list[str]:
     verdicts = {t["case"]: t for t in run["inference_targets"] if "backward" in t["target"]}
     for row in run["inference_train"]:
         t = row["times"]
-        shape, layout = row["case"].split()
         target = verdicts[row["case"]]
-        asked = f"{1 / target['limit']:.0f}x"
-        lines.append(f"| {shape} | {layout} | {_ms(t['copy']['median_s'])} | "
-                     f"{_cell(t, 'npeca', True)} | {_cell(t, 'torch')} | "
+        lines.append(_inference_start(row) + f"{_cell(t, 'torch')} | "
                      f"{t['torch']['median_s'] / t['npeca']['median_s']:.2f}x | "
-                     f"{asked}: {_verdict(target)} |")
+                     f"{1 / target['limit']:.0f}x: {_verdict(target)} |")
     return lines
 
 
@@ -123,12 +128,9 @@ def readme(run: dict) -> list[str]:
         if row["dtype"] != "float32":
             continue
         t, b = row["times"], train_rows[row["case"]]
-
-        def ratio(times: dict, name: str) -> str:
-            return f"{times[name]['median_s'] / times['copy']['median_s']:.2f}x"
-        lines.append(f"| {_shape(row['case'])} | **{ratio(t, 'numba new y')}** | "
-                     f"{ratio(t, 'numba')} | {ratio(t, 'onnxruntime')} | {ratio(t, 'torch')} | "
-                     f"{ratio(b, 'numba')} | {ratio(b, 'torch')} |")
+        lines.append(f"| {_shape(row['case'])} | **{_ratio(t, 'numba new y')}** | "
+                     f"{_ratio(t, 'numba')} | {_ratio(t, 'onnxruntime')} | {_ratio(t, 'torch')} | "
+                     f"{_ratio(b, 'numba')} | {_ratio(b, 'torch')} |")
     return lines
 
 

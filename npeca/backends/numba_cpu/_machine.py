@@ -106,7 +106,8 @@ def _l3_cpus(root: Path) -> int:
 @functools.lru_cache(maxsize=1)
 def caches() -> Caches:
     """This machine's caches (read once per process; see the module docstring)."""
-    found, source = _from_sysfs(Path("/sys/devices/system/cpu/cpu0/cache")), "sysfs"
+    root = Path("/sys/devices/system/cpu/cpu0/cache")
+    found, source = _from_sysfs(root), "sysfs"
     if 2 not in found:
         found, source = _from_sysconf(), "sysconf"
     if 2 not in found:
@@ -118,6 +119,5 @@ def caches() -> Caches:
     for level, (low, high) in bounds.items():
         if not low <= sizes[level] <= high:
             sizes[level] = _DEFAULTS[level]
-    root = Path("/sys/devices/system/cpu/cpu0/cache")
     return Caches(l1d=sizes[1], l2=sizes[2], l3=max(sizes[3], sizes[2]), source=source,
                   l3_cpus=_l3_cpus(root))
