@@ -341,7 +341,8 @@ def test_schedule_does_not_change_a_bit(monkeypatch, channel_axis, dtype, n):
 
 def test_channels_last_pooling_in_registers_gives_the_lane_sum_bits():
     """Columns of up to _REGISTER_ROWS positions are pooled COLUMNS at a time with their sums
-    in registers (_simd.column_lane_sums), longer ones row by row: both must give the bits
+    in registers (_simd.column_lane_sums), longer ones row by row, _RUN_ROWS positions of a
+    lane per load of its row of sums, then the last ones one at a time: all must give the bits
     of the channels-first lane sum of the same values, for every count of positions (full
     lane cycles and every tail), ragged ranges of channels, float32 and float64, rows that
     are whole 64-byte lines (C a multiple of 16 or 8) at every element offset in a line (the
@@ -352,7 +353,7 @@ def test_channels_last_pooling_in_registers_gives_the_lane_sum_bits():
     cols = numba_cpu._simd.COLUMNS
     assert _items._REGISTER_ROWS >= 16 and cols >= 4
     checked = 0
-    for s_ in list(range(1, 35)) + [47, 48, 49, 63, 64, 65, 80, 196]:
+    for s_ in list(range(1, 35)) + [47, 48, 49, 63, 64, 65, 80, 127, 128, 129, 143, 196, 263]:
         for dtype in (np.float32, np.float64):
             c = int(rng.integers(1, 4 * cols + 3))
             if rng.integers(2):  # rows of whole lines
@@ -384,6 +385,42 @@ def test_channels_last_pooling_in_registers_gives_the_lane_sum_bits():
     m = np.empty(16)
     _items._pool_cl(zeros, 0, 0, 16, m)
     assert m.tobytes() == np.zeros(16).tobytes()
+
+
+def test_channels_last_sums_give_the_channels_first_bits():
+    """The backward's channels-last sums of x and g * x (_sums_cl: runs of _RUN_ROWS positions
+    per lane, then the last positions one at a time) give the bits of the channels-first
+    _sums_cf of the same values, for counts of positions with no run, whole runs and every
+    kind of tail, ragged ranges of channels, float32 and float64, with NaN and Inf; and
+    write nothing outside the range."""
+    from npeca.backends.numba_cpu import _items
+    rng = np.random.default_rng(22)
+    run = _items._RUN_ROWS * numba_cpu._simd.LANES
+    checked = 0
+    for s_ in [1, 15, 16, 17, run - 1, run, run + 1, 2 * run - 1, 2 * run, 2 * run + 17, 196]:
+        for dtype in (np.float32, np.float64):
+            c = int(rng.integers(1, 70))
+            scale = 10.0 ** rng.integers(-3, 4, (1, 1, c))
+            x = (rng.standard_normal((2, s_, c)) * scale).astype(dtype)
+            g = rng.standard_normal((2, s_, c)).astype(dtype)
+            if c > 2:
+                x[1, rng.integers(s_), 1] = np.nan
+                g[1, rng.integers(s_), 2] = np.inf
+            xf = np.ascontiguousarray(np.moveaxis(x, -1, 1)).reshape(-1)  # (N, C, S)
+            gf = np.ascontiguousarray(np.moveaxis(g, -1, 1)).reshape(-1)
+            want_m, want_da = np.empty((2, c)), np.empty((2, c))
+            for n in range(2):
+                _items._sums_cf(gf, xf, n, 0, c, c, s_, want_m, want_da)
+                c0 = int(rng.integers(c))
+                for lo, hi in ((0, c), (c0, int(rng.integers(c0, c)) + 1)):
+                    m, da = np.full(c, 7.0), np.full(c, 7.0)
+                    _items._sums_cl(g, x, n, lo, hi, m, da)
+                    assert m[lo:hi].tobytes() == want_m[n, lo:hi].tobytes(), (s_, c, lo, hi)
+                    assert da[lo:hi].tobytes() == want_da[n, lo:hi].tobytes(), (s_, c, lo, hi)
+                    assert (m[:lo] == 7.0).all() and (m[hi:] == 7.0).all()
+                    assert (da[:lo] == 7.0).all() and (da[hi:] == 7.0).all()
+                    checked += 1
+    assert checked == 88
 
 
 def test_tap_loops_over_runs_equal_the_per_channel_formulas_bit_for_bit():

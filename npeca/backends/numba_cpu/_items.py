@@ -27,14 +27,20 @@ from ._simd import stream_scale_add as _stream_scale_add
 from ._simd import stream_scale_add_columns as _stream_scale_add_columns
 from ._simd import stream_scale_columns as _stream_scale_columns
 
-#: Channels-last columns of at most this many positions (maps up to 8x8) are pooled COLUMNS
+#: Positions added to a row of sums per load and store of it (_pool_rows, _add_run): the
+#: positions s, s + LANES, ..., s + (_RUN_ROWS - 1) LANES of one lane, unrolled in _add_run
+#: and _add_run2 (the same additions in the same order as one position at a time).
+_RUN_ROWS = 4
+#: Channels-last columns of at most this many positions (maps up to 7x7) are pooled COLUMNS
 #: at a time with their lane sums in registers (_simd.column_lane_sums): a pass down a block
-#: of columns then touches only a few cache lines per lane. Longer columns are pooled row by
-#: row into LANES rows of sums in memory, which reads x in order (measured: a 7x7 map pools
-#: faster in registers, a 14x14 one slower, once x is no longer in L2). The backward's sums
-#: of x and g * x stay row by row: twice the sums do not fit in the registers, and reading
-#: two arrays down their columns measured no faster on 32 samples of 49 x 2048.
-_REGISTER_ROWS = 4 * LANES
+#: of columns then touches only a few cache lines per lane. Longer columns, which have a
+#: whole run of _RUN_ROWS positions in every lane, are pooled row by row into LANES rows of
+#: sums in memory (_pool_rows), which reads x in order. Measured on AMD EPYC
+#: (benchmarks/pooling.py, docs/performance.md): 49 positions pool faster in registers, 64
+#: as fast or faster in runs, 196 and more faster in runs. The backward's sums of x and
+#: g * x are always row by row (_sums_cl): twice the sums do not fit in the registers, and
+#: reading two arrays down their columns measured no faster on 32 samples of 49 x 2048.
+_REGISTER_ROWS = _RUN_ROWS * LANES - 1
 
 # --- small per-channel helpers --------------------------------------------------------------
 
@@ -398,18 +404,41 @@ def _pool_cl(x, n, c0, c1, m_row):
 @_jit()
 def _pool_rows(x, n, c0, c1, m_row):
     """_pool_cl's columns [c0, c1) row by row: position s added into row s mod LANES of
-    LANES rows of sums, then the tree (the same bits as in registers)."""
+    LANES rows of sums, then the tree (the same bits as in registers). Positions go
+    _RUN_ROWS at a time into each row of sums (s, s + LANES, ...: the same additions in the
+    same order), so that a row of sums is loaded and stored once per _RUN_ROWS rows of x,
+    not once per row (_add_run)."""
     s_ = x.shape[1]
-    width = c1 - c0
-    acc = np.zeros((LANES, width))
-    for s in range(s_):
+    acc = np.zeros((LANES, c1 - c0))
+    g = 0
+    while g + _RUN_ROWS * LANES <= s_:  # groups of _RUN_ROWS positions per lane
+        for lane in range(LANES):
+            _add_run(acc[lane], x[n], g + lane, c0, c1)
+        g += _RUN_ROWS * LANES
+    for s in range(g, s_):  # the last positions, one at a time
         lane = acc[s % LANES]
         xr = x[n, s, c0:c1]  # a view and a loop from 0: numba then knows the index is not
-        for j in range(width):  # negative, drops the wrap-around test, and LLVM vectorizes
+        for j in range(c1 - c0):  # negative, drops the wrap-around test, and LLVM vectorizes
             lane[j] += np.float64(xr[j])
     _tree_columns(acc)
     for c in range(c0, c1):
         m_row[c] = acc[0, c - c0] / s_
+
+
+@_jit()
+def _add_run(lane, xs, s, c0, c1):
+    """lane[j] += xs[s, c0 + j], then xs[s + LANES, c0 + j], ... for _RUN_ROWS positions,
+    one after the other in float64 as a row-by-row loop adds them (the positions of one
+    lane of _pool_rows): one load and one store of the row of sums for _RUN_ROWS rows of
+    xs (measured on AMD EPYC: 1.6x to 2.5x faster pooling of 32 samples of 56x56 to 14x14
+    channels-last maps than one row of x at a time; docs/performance.md)."""
+    x0 = xs[s, c0:c1]
+    x1 = xs[s + LANES, c0:c1]
+    x2 = xs[s + 2 * LANES, c0:c1]
+    x3 = xs[s + 3 * LANES, c0:c1]
+    for j in range(c1 - c0):
+        lane[j] = (((lane[j] + np.float64(x0[j])) + np.float64(x1[j])) + np.float64(x2[j])) \
+            + np.float64(x3[j])
 
 
 @_jit()
@@ -448,11 +477,18 @@ def _scale_cl(x, y, stream, n, s0, s1, a):
 @_jit()
 def _sums_cl(g, x, n, c0, c1, m_row, da_row):
     """m_row[c] = mean of x and da_row[c] = sum of g * x over column c of sample n of
-    (N, S, C) arrays, for c in [c0, c1), by the lane rule of _pool_cl."""
+    (N, S, C) arrays, for c in [c0, c1), by the lane rule of _pool_cl, _RUN_ROWS positions
+    at a time into each lane as in _pool_rows (_add_run2)."""
+    s_ = x.shape[1]
     width = c1 - c0
     acc_x = np.zeros((LANES, width))
     acc_gx = np.zeros((LANES, width))
-    for s in range(x.shape[1]):
+    q = 0
+    while q + _RUN_ROWS * LANES <= s_:
+        for lane in range(LANES):
+            _add_run2(acc_x[lane], acc_gx[lane], g[n], x[n], q + lane, c0, c1)
+        q += _RUN_ROWS * LANES
+    for s in range(q, s_):
         lane_x = acc_x[s % LANES]
         lane_gx = acc_gx[s % LANES]
         xr = x[n, s, c0:c1]  # views and loops from 0, as in _pool_cl
@@ -464,8 +500,30 @@ def _sums_cl(g, x, n, c0, c1, m_row, da_row):
     _tree_columns(acc_x)
     _tree_columns(acc_gx)
     for c in range(c0, c1):
-        m_row[c] = acc_x[0, c - c0] / x.shape[1]
+        m_row[c] = acc_x[0, c - c0] / s_
         da_row[c] = acc_gx[0, c - c0]
+
+
+@_jit()
+def _add_run2(lane_x, lane_gx, gs, xs, s, c0, c1):
+    """_add_run for the backward's two sums: lane_x of x and lane_gx of g * x (each product
+    rounded to float64, then added), _RUN_ROWS positions s, s + LANES, ... in order."""
+    x0 = xs[s, c0:c1]
+    x1 = xs[s + LANES, c0:c1]
+    x2 = xs[s + 2 * LANES, c0:c1]
+    x3 = xs[s + 3 * LANES, c0:c1]
+    g0 = gs[s, c0:c1]
+    g1 = gs[s + LANES, c0:c1]
+    g2 = gs[s + 2 * LANES, c0:c1]
+    g3 = gs[s + 3 * LANES, c0:c1]
+    for j in range(c1 - c0):
+        v0 = np.float64(x0[j])
+        v1 = np.float64(x1[j])
+        v2 = np.float64(x2[j])
+        v3 = np.float64(x3[j])
+        lane_x[j] = (((lane_x[j] + v0) + v1) + v2) + v3
+        lane_gx[j] = (((lane_gx[j] + np.float64(g0[j]) * v0) + np.float64(g1[j]) * v1)
+                      + np.float64(g2[j]) * v2) + np.float64(g3[j]) * v3
 
 
 @_jit()
