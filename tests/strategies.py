@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 DTYPES = (np.float16, np.float32, np.float64)
 WEIGHT_FORMS = ("k", "11k", "Ck", "C1k")
-LAYOUTS = ("contiguous", "strided", "fortran", "reversed")
+LAYOUTS = ("contiguous", "strided", "fortran", "reversed", "swapped")
 
 
 @dataclass
@@ -33,8 +33,16 @@ def make_weight(rng: np.random.Generator, form: str, c: int, k: int, dtype) -> n
     return (rng.standard_normal(shape) / np.sqrt(k)).astype(dtype)
 
 
-def relayout(rng: np.random.Generator, a: np.ndarray, layout: str) -> np.ndarray:
-    """The same values as ``a`` in another memory layout (a non-contiguous view or a copy)."""
+def relayout(rng: np.random.Generator, a: np.ndarray, layout: str,
+             channel_axis: int = 1) -> np.ndarray:
+    """The same values as ``a`` in another memory layout (a non-contiguous view or a copy).
+    "swapped": the other layout's memory order, a view of a C-contiguous array: channels
+    last in memory for ``channel_axis`` 1 (a PyTorch ``channels_last`` tensor's ``.numpy()``),
+    channels first for -1."""
+    if layout == "swapped":
+        other = -1 if channel_axis == 1 else 1
+        return np.moveaxis(np.ascontiguousarray(np.moveaxis(a, channel_axis, other)), other,
+                           channel_axis)
     if layout == "strided":  # every other element of a bigger buffer along each axis
         big = np.empty(tuple(2 * d for d in a.shape), dtype=a.dtype)
         big[...] = rng.standard_normal(big.shape)
@@ -68,7 +76,7 @@ def eca_cases(draw, dtypes=DTYPES, max_batch=3, max_cg=8, max_side=4, gates=("si
     rng = np.random.default_rng(seed)
     shape = (n, *spatial, c) if channels_last else (n, c, *spatial)
     x = relayout(rng, (scale * rng.standard_normal(shape) + rng.standard_normal()).astype(dtype),
-                 layout)
+                 layout, -1 if channels_last else 1)
     kwargs = {
         "channel_axis": -1 if channels_last else 1,
         "padding": draw(st.sampled_from(paddings)),

@@ -221,13 +221,15 @@ def test_nan_and_inf_propagate_per_ieee():
 
 # --- exact properties: layouts, channels-last, the split of the work ------------------------
 
-@given(eca_cases(layouts=("contiguous",)), st.sampled_from(("strided", "fortran", "reversed")))
+@given(eca_cases(layouts=("contiguous",)),
+       st.sampled_from(("strided", "fortran", "reversed", "swapped")))
 def test_memory_layout_does_not_change_a_bit(case: Case, layout: str):
-    other = relayout(np.random.default_rng(1), case.x, layout)
+    axis = case.kwargs["channel_axis"]
+    other = relayout(np.random.default_rng(1), case.x, layout, axis)
     kw = dict(case.kwargs, backend="numba")
     np.testing.assert_array_equal(npeca.eca(other, case.weight, **kw),
                                   npeca.eca(case.x, case.weight, **kw))
-    g_other = relayout(np.random.default_rng(2), case.grad_out, layout)
+    g_other = relayout(np.random.default_rng(2), case.grad_out, layout, axis)
     a = npeca.eca_backward(other, case.weight, g_other, **kw)
     b = npeca.eca_backward(case.x, case.weight, case.grad_out, **kw)
     for u, v in zip(a, b):
@@ -854,3 +856,65 @@ def test_second_process_loads_kernels_from_the_cache(tmp_path):
     assert all(misses >= 1 and hits == 0 for hits, misses in first.values()), first
     second = json.loads(_run_python(_CACHE_SCRIPT, env=env))
     assert all(hits >= 1 and misses == 0 for hits, misses in second.values()), second
+
+
+def test_inputs_in_the_other_layouts_memory_order_are_transposed_by_the_tiled_kernel(
+        monkeypatch):
+    """A channels-first x (and grad_out, and out=) that is channels-last in memory, and the
+    reverse, are staged by _transpose_samples (not NumPy's element-by-element copy), with
+    the bits of the C-contiguous call: forward, backward, out= in either memory order and
+    in place, float32 and float64 (float32 x with a float64 grad_out: the float32 copy
+    into a float64 buffer), shapes with fewer and more rows than columns."""
+    from npeca.backends.numba_cpu import _kernels
+    sched = numba_cpu._schedule
+    rng = np.random.default_rng(31)
+    launched = []
+    launch = sched._Call.launch
+
+    def recording(self, kernel, *args, **kwargs):
+        launched.append(kernel)
+        return launch(self, kernel, *args, **kwargs)
+
+    monkeypatch.setattr(sched._Call, "launch", recording)
+    monkeypatch.setattr(numba_cpu._run, "_PLANS", {})  # every call through the full path
+    transposes = 0
+    for shape, axis, dtype, gtype in (((2, 24, 9, 7), 1, np.float32, np.float32),
+                                       ((3, 5, 4, 70), -1, np.float64, np.float64),
+                                       ((1, 130, 3), 1, np.float32, np.float64),
+                                       ((2, 6, 3, 2, 33), -1, np.float32, np.float32)):
+        x = rng.standard_normal(shape).astype(dtype)
+        g = rng.standard_normal(shape).astype(gtype)
+        w = rng.standard_normal(5)
+        kw = dict(channel_axis=axis, backend="numba", bias=0.25)
+        xs, gs = relayout(rng, x, "swapped", axis), relayout(rng, g, "swapped", axis)
+        assert not xs.flags.c_contiguous and np.moveaxis(
+            xs, axis, -1 if axis == 1 else 1).flags.c_contiguous
+        want = npeca.eca(x, w, **kw)
+        want_b = npeca.eca_backward(x, w, g, **kw)
+        launched.clear()
+        y = npeca.eca(xs, w, **kw)
+        assert y.tobytes() == want.tobytes() and y.flags.c_contiguous
+        assert launched.count(_kernels._transpose_samples) == 1  # x in
+        out = np.empty_like(xs)  # the swapped memory order too
+        npeca.eca(xs, w, out=out, **kw)
+        np.testing.assert_array_equal(out, want)
+        inplace = relayout(rng, x, "swapped", axis)
+        npeca.eca(inplace, w, out=inplace, **kw)
+        np.testing.assert_array_equal(inplace, want)
+        assert launched.count(_kernels._transpose_samples) == 5  # and 2 x (x in, y out)
+        got = npeca.eca_backward(xs, w, gs, **kw)
+        for u, v in zip(got, want_b):
+            if u is not None:
+                assert np.asarray(u).tobytes() == np.asarray(v).tobytes()
+        transposes += launched.count(_kernels._transpose_samples)
+    assert transposes == 4 * 7  # the backward: x and g in
+    # the tiled kernel itself, both loop orders, every edge of bands and tiles
+    for a_, b_ in ((1, 1), (63, 65), (65, 63), (130, 17), (17, 130), (64, 16), (200, 3)):
+        for src_t, dst_t in ((np.float32, np.float32), (np.float64, np.float64),
+                             (np.float32, np.float64)):
+            src = rng.standard_normal((2, a_, b_)).astype(src_t)
+            for kernel in (_kernels._transpose_samples.serial,
+                           _kernels._transpose_samples.parallel):
+                dst = np.full((2, b_, a_), np.nan, dst_t)
+                kernel(src, dst)
+                assert dst.tobytes() == src.transpose(0, 2, 1).astype(dst_t).tobytes()

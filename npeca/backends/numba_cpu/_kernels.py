@@ -306,3 +306,44 @@ def _row_sums(rows, r0, r1, out):
         for i in range(last):  # a tuple of one type: numba indexes it at run time
             out[r + i] = sums[i]
         r += 4
+
+
+#: Rows of src per item of _transpose_samples, and the width of its tiles.
+_BAND = 64
+_TILE = 16
+
+
+@twin
+def _transpose_samples(src, dst):
+    """dst[n, b, a] = src[n, a, b] for (n, A, B) src and (n, B, A) dst, both C-contiguous
+    (float32 to float32 or float64, float64 to float64: exact). The staging of inputs whose
+    memory order is the other layout's (_Stager.load, _Stager.store): a channels-first x
+    that is channels-last in memory (a PyTorch ``channels_last`` tensor's ``.numpy()``),
+    and the reverse. Items are a sample and a band of _BAND rows of src. With at least as
+    many rows as columns (A >= B), each row of dst gets its band's part in one run (the band
+    is read down its columns, _BAND lines that stay in L1 for the next _TILE columns); with
+    fewer, the band is read row by row, _TILE columns at a time, each element written to
+    its row of dst (_TILE lines of dst in L1). Measured on AMD EPYC (one thread, float32,
+    8 samples): 0.24 ms against 2.21 ms the other way for 2048 x 49, and 0.64 against 2.18
+    for 49 x 2048 (docs/performance.md). Only values move: no bit depends on how."""
+    n_, a_, b_ = src.shape
+    per = (a_ + _BAND - 1) // _BAND
+    for i in prange(n_ * per):
+        n = i // per
+        a0 = (i % per) * _BAND
+        a1 = min(a_, a0 + _BAND)
+        band = src[n, a0:a1]
+        dn = dst[n]
+        if a_ >= b_:
+            for b in range(b_):
+                row = dn[b, a0:a1]
+                for a in range(a1 - a0):
+                    row[a] = band[a, b]
+        else:
+            for b0 in range(0, b_, _TILE):
+                b1 = min(b_, b0 + _TILE)
+                for a in range(a1 - a0):
+                    part = band[a, b0:b1]
+                    col = a0 + a
+                    for b in range(b1 - b0):
+                        dn[b0 + b, col] = part[b]

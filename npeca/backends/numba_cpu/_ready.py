@@ -12,6 +12,7 @@ from ..._validate import ECAProblem
 from . import _compile
 from ._compile import _background_jobs, mark_ready, quiet, wait_for_background
 from ._run import backward, forward
+from ._kernels import _transpose_samples
 from ._schedule import _FAST_DTYPES, _bfloat16_bits, _direct, _recording
 
 
@@ -105,12 +106,30 @@ def _compile_all(kind: str, channels_last: bool, dtype: np.dtype, writeable: tup
     try:
         with quiet():
             _run_dummy(kind, channels_last, dtype, writeable, record=True)
-            for kernel, args in _recording.calls:
+            launches = _recording.calls
+            _recording.calls = None
+            if dtype in _FAST_DTYPES:  # inputs in the other layout's memory order: staged
+                launches += _transposes(dtype)  # by _transpose_samples
+            for kernel, args in launches:
                 kernel.parallel.compile(_compile.signature(args))
                 mark_ready(kernel.parallel, args)
     finally:
         _recording.calls = None
     _prepared.add((kind, channels_last, dtype.char, writeable))
+
+
+def _transposes(dtype: np.dtype) -> list:
+    """Run the serial _transpose_samples as the stager runs it for inputs of ``dtype``
+    (copied into a buffer from a writeable or a read-only input; a buffer copied into a
+    writeable ``out``), and return those launches as (kernel, args)."""
+    launches = []
+    for writeable in (True, False):
+        src = np.zeros((1, 2, 3), dtype)
+        src.flags.writeable = writeable
+        args = (src, np.zeros((1, 3, 2), dtype))
+        _transpose_samples.serial(*args)
+        launches.append((_transpose_samples, args))
+    return launches
 
 
 def _run_dummy(kind: str, channels_last: bool, dtype: np.dtype, writeable: tuple,

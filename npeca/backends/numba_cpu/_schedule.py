@@ -18,7 +18,8 @@ from ..._validate import ECAProblem
 from . import _compile
 from ._compile import Twin, run_parallel_or_serial
 from ._kernels import (_PHASES, _PIPELINED_SAMPLES, _SAMPLES, _WAVES, _backward_cf,
-                       _backward_cl, _forward_cf, _forward_cl, _parameter_grads)
+                       _backward_cl, _forward_cf, _forward_cl, _parameter_grads,
+                       _transpose_samples)
 from ._machine import caches
 from ._simd import LANES
 
@@ -365,9 +366,15 @@ def _bfloat16_bits(channels_last: bool, *arrays: np.ndarray) -> tuple | None:
 
 class _Stager:
     """Copies a few samples at a time into reused C-contiguous buffers of the compute dtype
-    (bounded extra memory: about _STAGE_BYTES per staged array)."""
+    (bounded extra memory: about _STAGE_BYTES per staged array). An array whose memory is
+    in the other layout's order (a channels-first x that is channels-last in memory, as a
+    PyTorch ``channels_last`` tensor's ``.numpy()`` is, or the reverse) is copied by the
+    tiled _transpose_samples kernel, on numba's threads: NumPy's copy of such a view reads
+    it element by element across rows (measured 3.7x slower on 32x256x56x56 float32,
+    docs/performance.md)."""
 
     def __init__(self, call: _Call, dtype: np.dtype):
+        self.call = call
         self.dtype = dtype
         self.step = max(1, _STAGE_BYTES // (call.c * call.s * dtype.itemsize))
         self.n = call.n
@@ -385,28 +392,64 @@ class _Stager:
         if _direct(part, self.dtype):
             return part
         buf = self._buffer(name, self.dtype)[:n1 - n0]
-        np.copyto(buf, part)  # float16 -> float32 and float32 -> float64 are exact
+        swapped = self.swapped(part)
+        if swapped is not None and (part.dtype == self.dtype or self.dtype == np.float64):
+            # the same dtype, or float32 into float64 (exact): only values move
+            self._transpose(swapped, self.call.view3(buf))
+        else:
+            np.copyto(buf, part)  # float16 -> float32 and float32 -> float64 are exact
         return buf
 
     def result(self, out: np.ndarray, n0: int, n1: int) -> tuple[np.ndarray, bool]:
         """Where the kernel writes out[n0:n1]: out itself when it can, else a buffer of the
-        compute dtype (float64 whenever out's dtype differs, so out is rounded once); and
-        whether the buffer must be copied to out afterwards."""
+        compute dtype (out is then rounded once, in store); and whether the buffer must be
+        copied to out afterwards."""
         part = out[n0:n1]
         if _direct(part, self.dtype):
             return part, False
         return self._buffer("out", self.dtype)[:n1 - n0], True
 
-    @staticmethod
-    def store(out: np.ndarray, n0: int, n1: int, buf: np.ndarray) -> None:
+    def store(self, out: np.ndarray, n0: int, n1: int, buf: np.ndarray) -> None:
         """out[n0:n1] = buf, the only rounding to out's dtype (bfloat16 by round_to: one
-        rounding from float64, not two through float32)."""
-        out[n0:n1] = round_to(buf, out.dtype) if is_bfloat16(out.dtype) else buf
+        rounding from float64, not two through float32); a part of out of buf's dtype whose
+        memory is in the other layout's order by _transpose_samples (no rounding)."""
+        part = out[n0:n1]
+        if part.dtype == buf.dtype:
+            swapped = self.swapped(part)
+            if swapped is not None:
+                self._transpose(self.call.view3(buf), swapped)
+                return
+        part[...] = round_to(buf, out.dtype) if is_bfloat16(out.dtype) else buf
+
+    def swapped(self, part: np.ndarray) -> np.ndarray | None:
+        """``part`` (samples of x's shape) as a C-contiguous, aligned (n, S, C) view when the
+        call is channels-first and part is channels-last in memory, or as an (n, C, S) view
+        when the call is channels-last and part is channels-first in memory; float32 or
+        float64 only. Else None."""
+        if part.dtype not in _FAST_DTYPES:
+            return None
+        n = part.shape[0]
+        if self.call.channels_last:
+            view = np.moveaxis(part, -1, 1)
+            shape = (n, self.call.c, self.call.s)
+        else:
+            view = np.moveaxis(part, 1, -1)
+            shape = (n, self.call.s, self.call.c)
+        if not (view.flags.c_contiguous and view.flags.aligned):
+            return None
+        return view.reshape(shape)
+
+    def _transpose(self, src: np.ndarray, dst: np.ndarray) -> None:
+        """_transpose_samples(src, dst), which trusts its shapes (it writes dst[n, b, a]
+        for every element of src): a mismatch here would write outside dst."""
+        n, a, b = src.shape
+        if dst.shape != (n, b, a):
+            raise RuntimeError(f"npeca internal error: transposing {src.shape} into "
+                               f"{dst.shape}")
+        self.call.launch(_transpose_samples, src, dst)
 
     def _buffer(self, name: str, dtype: np.dtype) -> np.ndarray:
         """The reused buffer ``name`` of one stage of samples."""
         if name not in self._buffers:
             self._buffers[name] = np.empty(self.shape, dtype)
         return self._buffers[name]
-
-
