@@ -2,10 +2,11 @@
 the bits of the three compared first:
 
 * ``one row``: each position added into one of 16 rows of C float64 sums in memory, one row
-  of x at a time (the row-by-row pooling of every column before version 0.13);
+  of x at a time (the row-by-row pooling of columns longer than 64 positions before the
+  runs);
 * ``runs``: ``_items._pool_rows``, the same sums with 4 positions of a lane added per load
   and store of its row of sums (``_add_run``);
-* ``now``: ``_items._pool_cl``, what the kernels run: columns of at most 64 positions
+* ``now``: ``_items._pool_cl``, what the kernels run: columns of at most 63 positions
   summed 16 at a time in registers (two passes of 8 lanes), longer ones by ``_pool_rows``.
 
 Per shape (positions x channels): one thread on one sample (which then stays in cache), and
@@ -65,19 +66,19 @@ def all_now(x, m):
         _items._pool_cl(x, n, 0, x.shape[2], m[n])
 
 
-def median_us(call, *args) -> float:
+def mean_us(call, *args) -> float:
     """The mean time of one call of call(*args) over enough calls for about 20 ms, in us."""
     number = max(3, int(0.02 / max(1e-6, timeit.timeit(lambda: call(*args), number=1))))
     return timeit.timeit(lambda: call(*args), number=number) / number * 1e6
 
 
 def alternated(calls: list, rounds: int = 11) -> list[float]:
-    """The median over ``rounds`` of median_us of each (call, *args) of ``calls``, the calls
+    """The median over ``rounds`` of mean_us of each (call, *args) of ``calls``, the calls
     taking turns within each round, so that a slow spell of the machine hits all alike."""
     times: list[list[float]] = [[] for _ in calls]
     for _ in range(rounds):
         for i, (call, *args) in enumerate(calls):
-            times[i].append(median_us(call, *args))
+            times[i].append(mean_us(call, *args))
     return [float(np.median(t)) for t in times]
 
 

@@ -28,16 +28,18 @@ from ._simd import stream_scale_add_columns as _stream_scale_add_columns
 from ._simd import stream_scale_columns as _stream_scale_columns
 
 #: Positions added to a row of sums per load and store of it (_pool_rows, _add_run): the
-#: positions s, s + LANES, ..., s + (_RUN_ROWS - 1) LANES of one lane, unrolled in _add_run
-#: and _add_run2 (the same additions in the same order as one position at a time).
+#: positions s, s + LANES, ..., s + (_RUN_ROWS - 1) LANES of one lane, written out one by
+#: one in _add_run and _add_run2 (the same additions in the same order as one position at a
+#: time), which therefore take exactly 4.
 _RUN_ROWS = 4
 #: Channels-last columns of at most this many positions (maps up to 7x7) are pooled COLUMNS
 #: at a time with their lane sums in registers (_simd.column_lane_sums): a pass down a block
 #: of columns then touches only a few cache lines per lane. Longer columns, which have a
 #: whole run of _RUN_ROWS positions in every lane, are pooled row by row into LANES rows of
 #: sums in memory (_pool_rows), which reads x in order. Measured on AMD EPYC
-#: (benchmarks/pooling.py, docs/performance.md): 49 positions pool faster in registers, 64
-#: as fast or faster in runs, 196 and more faster in runs. The backward's sums of x and
+#: (benchmarks/pooling.py, docs/performance.md): 49 positions (no whole run in a lane) pool
+#: faster in registers, 64 about as fast either way, 196 and more faster in runs; so the
+#: registers take the columns whose lanes have no whole run. The backward's sums of x and
 #: g * x are always row by row (_sums_cl): twice the sums do not fit in the registers, and
 #: reading two arrays down their columns measured no faster on 32 samples of 49 x 2048.
 _REGISTER_ROWS = _RUN_ROWS * LANES - 1
@@ -410,16 +412,16 @@ def _pool_rows(x, n, c0, c1, m_row):
     not once per row (_add_run)."""
     s_ = x.shape[1]
     acc = np.zeros((LANES, c1 - c0))
-    g = 0
-    while g + _RUN_ROWS * LANES <= s_:  # groups of _RUN_ROWS positions per lane
+    s0 = 0  # the first position of a group of _RUN_ROWS positions per lane
+    while s0 + _RUN_ROWS * LANES <= s_:
         for lane in range(LANES):
-            _add_run(acc[lane], x[n], g + lane, c0, c1)
-        g += _RUN_ROWS * LANES
-    for s in range(g, s_):  # the last positions, one at a time
-        lane = acc[s % LANES]
+            _add_run(acc[lane], x[n], s0 + lane, c0, c1)
+        s0 += _RUN_ROWS * LANES
+    for s in range(s0, s_):  # the last positions, one at a time
+        sums = acc[s % LANES]
         xr = x[n, s, c0:c1]  # a view and a loop from 0: numba then knows the index is not
         for j in range(c1 - c0):  # negative, drops the wrap-around test, and LLVM vectorizes
-            lane[j] += np.float64(xr[j])
+            sums[j] += np.float64(xr[j])
     _tree_columns(acc)
     for c in range(c0, c1):
         m_row[c] = acc[0, c - c0] / s_
@@ -427,11 +429,12 @@ def _pool_rows(x, n, c0, c1, m_row):
 
 @_jit()
 def _add_run(lane, xs, s, c0, c1):
-    """lane[j] += xs[s, c0 + j], then xs[s + LANES, c0 + j], ... for _RUN_ROWS positions,
-    one after the other in float64 as a row-by-row loop adds them (the positions of one
-    lane of _pool_rows): one load and one store of the row of sums for _RUN_ROWS rows of
-    xs (measured on AMD EPYC: 1.6x to 2.5x faster pooling of 32 samples of 56x56 to 14x14
-    channels-last maps than one row of x at a time; docs/performance.md)."""
+    """lane[j] += xs[s, c0 + j], then xs[s + LANES, c0 + j], ... for _RUN_ROWS (4)
+    positions, one after the other in float64 as a row-by-row loop adds them (the positions
+    of one lane of _pool_rows): one load and one store of the row of sums for 4 rows of xs
+    (measured on AMD EPYC: pooling 1.4x to 1.6x faster on one sample of 56x56 to 14x14
+    channels-last maps in cache, 1.4x to 2.1x on 32 samples, than one row of x at a time;
+    benchmarks/pooling.py, docs/performance.md)."""
     x0 = xs[s, c0:c1]
     x1 = xs[s + LANES, c0:c1]
     x2 = xs[s + 2 * LANES, c0:c1]
@@ -483,12 +486,12 @@ def _sums_cl(g, x, n, c0, c1, m_row, da_row):
     width = c1 - c0
     acc_x = np.zeros((LANES, width))
     acc_gx = np.zeros((LANES, width))
-    q = 0
-    while q + _RUN_ROWS * LANES <= s_:
+    s0 = 0  # the first position of a group of _RUN_ROWS positions per lane
+    while s0 + _RUN_ROWS * LANES <= s_:
         for lane in range(LANES):
-            _add_run2(acc_x[lane], acc_gx[lane], g[n], x[n], q + lane, c0, c1)
-        q += _RUN_ROWS * LANES
-    for s in range(q, s_):
+            _add_run2(acc_x[lane], acc_gx[lane], g[n], x[n], s0 + lane, c0, c1)
+        s0 += _RUN_ROWS * LANES
+    for s in range(s0, s_):
         lane_x = acc_x[s % LANES]
         lane_gx = acc_gx[s % LANES]
         xr = x[n, s, c0:c1]  # views and loops from 0, as in _pool_cl
