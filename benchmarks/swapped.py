@@ -73,8 +73,10 @@ def main() -> None:
             if got.tobytes(order="C") != want.tobytes(order="C"):
                 raise SystemExit(f"{text}: the forwards differ")
         want_b = columns[6]()
-        for got_b in (columns[4](), columns[5]()):
-            if any(np.asarray(u).tobytes() != np.asarray(v).tobytes()
+        last_b = columns[7]()
+        last_b = last_b._replace(x=last_b.x.transpose(0, 3, 1, 2))
+        for got_b in (columns[4](), columns[5](), last_b):
+            if any(np.asarray(u).tobytes(order="C") != np.asarray(v).tobytes(order="C")
                    for u, v in zip(got_b, want_b) if v is not None):
                 raise SystemExit(f"{text}: the backwards differ")
         times: list[list[float]] = [[] for _ in columns]

@@ -39,9 +39,9 @@ def relayout(rng: np.random.Generator, a: np.ndarray, layout: str,
     "swapped": the other layout's memory order, a view of a C-contiguous array: channels
     last in memory for ``channel_axis`` 1 (a PyTorch ``channels_last`` tensor's ``.numpy()``),
     channels first for -1."""
-    if layout == "swapped":
-        other = -1 if channel_axis == 1 else 1
-        return np.moveaxis(np.ascontiguousarray(np.moveaxis(a, channel_axis, other)), other,
+    if layout == "swapped":  # always a new array, also where size-1 axes make a view of a
+        other = -1 if channel_axis == 1 else 1  # contiguous in both orders
+        return np.moveaxis(np.moveaxis(a, channel_axis, other).copy(order="C"), other,
                            channel_axis)
     if layout == "strided":  # every other element of a bigger buffer along each axis
         big = np.empty(tuple(2 * d for d in a.shape), dtype=a.dtype)

@@ -908,8 +908,29 @@ def test_inputs_in_the_other_layouts_memory_order_are_transposed_by_the_tiled_ke
                 assert np.asarray(u).tobytes() == np.asarray(v).tobytes()
         transposes += launched.count(_kernels._transpose_samples)
     assert transposes == 4 * 7  # the backward: x and g in
-    # the tiled kernel itself, both loop orders, every edge of bands and tiles
-    for a_, b_ in ((1, 1), (63, 65), (65, 63), (130, 17), (17, 130), (64, 16), (200, 3)):
+    # several stages, the last one short: every stage read from and written to its own
+    # samples (a stage of 2 samples for 5)
+    x = rng.standard_normal((5, 3, 4, 40)).astype(np.float64)
+    g = rng.standard_normal(x.shape)
+    w = rng.standard_normal(3)
+    kw = dict(channel_axis=-1, backend="numba")
+    want, want_b = npeca.eca(x, w, **kw), npeca.eca_backward(x, w, g, **kw)
+    monkeypatch.setattr(sched, "_STAGE_BYTES", 2 * x[0].nbytes)
+    xs, gs = relayout(rng, x, "swapped", -1), relayout(rng, g, "swapped", -1)
+    launched.clear()
+    out = np.empty_like(xs)
+    assert npeca.eca(xs, w, out=out, **kw) is out
+    np.testing.assert_array_equal(out, want)
+    dx = np.empty_like(gs)
+    got = npeca.eca_backward(xs, w, gs, out=dx, **kw)
+    assert got.x is dx
+    np.testing.assert_array_equal(dx, want_b.x)
+    np.testing.assert_array_equal(got.weight, want_b.weight)
+    assert launched.count(_kernels._transpose_samples) == 3 * (2 + 3)  # per stage
+    # the tiled kernel itself, both loop orders, one and several bands, every edge of bands
+    # and tiles
+    for a_, b_ in ((1, 1), (63, 65), (65, 63), (130, 17), (17, 130), (64, 16), (200, 3),
+                   (65, 130), (130, 200), (129, 257)):
         for src_t, dst_t in ((np.float32, np.float32), (np.float64, np.float64),
                              (np.float32, np.float64)):
             src = rng.standard_normal((2, a_, b_)).astype(src_t)

@@ -119,16 +119,19 @@ def _compile_all(kind: str, channels_last: bool, dtype: np.dtype, writeable: tup
 
 
 def _transposes(dtype: np.dtype) -> list:
-    """Run the serial _transpose_samples as the stager runs it for inputs of ``dtype``
-    (copied into a buffer from a writeable or a read-only input; a buffer copied into a
-    writeable ``out``), and return those launches as (kernel, args)."""
+    """Run the serial _transpose_samples as the stager runs it for buffers of ``dtype``
+    (copied into one from a writeable or a read-only input of ``dtype``, or of float32 for
+    a float64 buffer; one copied into a writeable ``out``), and return those launches as
+    (kernel, args)."""
     launches = []
-    for writeable in (True, False):
-        src = np.zeros((1, 2, 3), dtype)
-        src.flags.writeable = writeable
-        args = (src, np.zeros((1, 3, 2), dtype))
-        _transpose_samples.serial(*args)
-        launches.append((_transpose_samples, args))
+    sources = [dtype] if dtype == np.float32 else [dtype, np.dtype(np.float32)]
+    for source in sources:
+        for writeable in (True, False):
+            src = np.zeros((1, 2, 3), source)
+            src.flags.writeable = writeable
+            args = (src, np.zeros((1, 3, 2), dtype))
+            _transpose_samples.serial(*args)
+            launches.append((_transpose_samples, args))
     return launches
 
 

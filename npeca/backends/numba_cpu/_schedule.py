@@ -370,8 +370,8 @@ class _Stager:
     in the other layout's order (a channels-first x that is channels-last in memory, as a
     PyTorch ``channels_last`` tensor's ``.numpy()`` is, or the reverse) is copied by the
     tiled _transpose_samples kernel, on numba's threads: NumPy's copy of such a view reads
-    it element by element across rows (measured 3.7x slower on 32x256x56x56 float32,
-    docs/performance.md)."""
+    it element by element across rows (the forward of 32x256x56x56 float32 staged that way
+    took 2.6x the time, `python benchmarks/swapped.py`, docs/performance.md)."""
 
     def __init__(self, call: _Call, dtype: np.dtype):
         self.call = call
@@ -393,9 +393,8 @@ class _Stager:
             return part
         buf = self._buffer(name, self.dtype)[:n1 - n0]
         swapped = self.swapped(part)
-        if swapped is not None and (part.dtype == self.dtype or self.dtype == np.float64):
-            # the same dtype, or float32 into float64 (exact): only values move
-            self._transpose(swapped, self.call.view3(buf))
+        if swapped is not None:  # part is float32 or float64; buf the same, or float64
+            self._transpose(swapped, self.call.view3(buf))  # (float32 widens exactly)
         else:
             np.copyto(buf, part)  # float16 -> float32 and float32 -> float64 are exact
         return buf
