@@ -321,7 +321,8 @@ def _transpose_samples(src, dst):
     that is channels-last in memory (a PyTorch ``channels_last`` tensor's ``.numpy()``),
     and the reverse. Items are a sample and a band of _BAND rows of src. With at least as
     many rows as columns (A >= B), each row of dst gets its band's part in one run (the band
-    is read down its columns, _BAND lines that stay in L1 for the next _TILE columns); with
+    is read down its columns: _BAND lines, which stay in L1 while the next columns on the
+    same lines are read); with
     fewer, the band is read row by row, _TILE columns at a time, each element written to
     its row of dst (_TILE lines of dst in L1). Each order was the faster one on AMD EPYC for
     its kind of shape (a throwaway script, one thread, float32, 8 samples: 2048 x 49 took
