@@ -64,18 +64,28 @@ def _keyed(dispatcher):
     return dispatcher
 
 
-def jit(parallel: bool = False):
+def jit(parallel: bool = False, inline: bool = False):
     """``njit(cache=True, nogil=True, error_model="numpy")``, or without the cache where
     numba finds no writable cache location (a read-only install with no writable HOME): then
     kernels compile in every process, and one warning per process says how to give them a
     cache. ``error_model="numpy"``: a division has no zero test that raises (no divisor in
     the kernels can be zero; validation refuses empty axes), so loops with a division, such
-    as the gates', vectorize."""
+    as the gates', vectorize.
+
+    ``inline``: numba inlines the function's code into each caller before typing it
+    (``inline="always"``) instead of compiling it as a function of its own. For the work of
+    one item, called from a kernel or two: each function numba compiles on its own is
+    optimized and turned into machine code once for itself and again inside every function
+    that calls it, so a chain kernel -> item -> scaling compiled the scaling three times.
+    Not for the small helpers called from many places: inlining retypes the code at every
+    call site (docs/performance.md, "Cold start")."""
+    options = {"inline": "always"} if inline else {}
+
     def decorate(fn):
         global _cache_warned
         try:
             return _keyed(njit(parallel=parallel, cache=True, nogil=True,
-                               error_model="numpy")(fn))
+                               error_model="numpy", **options)(fn))
         except RuntimeError as exc:
             if "cannot cache" not in str(exc):
                 raise
@@ -88,7 +98,7 @@ def jit(parallel: bool = False):
                     "beside the installed package nor in the user's cache directory); they "
                     "compile again in every process. Set NUMBA_CACHE_DIR to a writable "
                     "directory to cache them.", RuntimeWarning, stacklevel=2)
-            return njit(parallel=parallel, nogil=True, error_model="numpy")(fn)
+            return njit(parallel=parallel, nogil=True, error_model="numpy", **options)(fn)
     return decorate
 
 

@@ -170,7 +170,7 @@ def _channel_products(dz_row, m_row, src, c, part):
             part[j, c] += d * 0.0
 
 
-@_jit()
+@_jit(inline=True)
 def _tap_products(dz_row, m_row, src, cg, c0, c1, part):
     """part[j, c] += dz_row[c] * m~[c + j - p] for c in [c0, c1) and every tap j (m~: m_row
     with its zero or circular pads; the terms of dL/dw): the channels whose taps all fall
@@ -264,14 +264,14 @@ def _gate_and_grad(z, hard):
 
 # --- the work of one item: a sample and a range of its channels or positions ----------------
 
-@_jit()
+@_jit(inline=True)
 def _pool_cf(xf, n, c0, c1, c_, s_, m):
     """m[n, c] = mean of row (n, c) of the flat (N, C, S) array xf, for c in [c0, c1)."""
     for c in range(c0, c1):
         m[n, c] = _lane_sum(xf, (n * c_ + c) * s_, s_) / s_
 
 
-@_jit()
+@_jit(inline=True)
 def _scale_cf(x, y, w, src, cg, bias, has_bias, hard, stream, n, c0, c1, m_row, z, a):
     """Logit, gate and y[n, c] = a * x[n, c] for the channels [c0, c1) of sample n, whose
     pooled means (those channels and the ones they read) are in m_row."""
@@ -292,7 +292,7 @@ def _scale_cf(x, y, w, src, cg, bias, has_bias, hard, stream, n, c0, c1, m_row, 
         _stream_fence()
 
 
-@_jit()
+@_jit(inline=True)
 def _forward_item_cf(x, xf, y, w, src, cg, span, bias, has_bias, hard, stream, n, c0, c1,
                      m, z, a):
     """The whole forward of the channels [c0, c1) of sample n, with no other item to wait
@@ -300,9 +300,16 @@ def _forward_item_cf(x, xf, y, w, src, cg, span, bias, has_bias, hard, stream, n
     pooled here again, by the same lane sum, so their means have the same bits."""
     c_, s_ = x.shape[1], x.shape[2]
     _pool_cf(xf, n, c0, c1, c_, s_, m)
-    if c0 == 0 and c1 == c_:
-        _scale_cf(x, y, w, src, cg, bias, has_bias, hard, stream, n, c0, c1, m[n], z, a)
-        return
+    m_row = m[n]
+    if c0 > 0 or c1 < c_:  # the halo's means into a row of this item's own
+        m_row = _halo_means(xf, n, c0, c1, c_, s_, m, src, span)
+    _scale_cf(x, y, w, src, cg, bias, has_bias, hard, stream, n, c0, c1, m_row, z, a)
+
+
+@_jit(inline=True)
+def _halo_means(xf, n, c0, c1, c_, s_, m, src, span):
+    """A row of C means for the channels [c0, c1) of sample n: theirs from m, those of the
+    channels around them that their convolution reads pooled again here (the rest unset)."""
     m_row = np.empty(c_)
     for c in range(c0, c1):
         m_row[c] = m[n, c]
@@ -325,10 +332,10 @@ def _forward_item_cf(x, xf, y, w, src, cg, span, bias, has_bias, hard, stream, n
                 if sj >= 0 and not have[sj]:
                     m_row[sj] = _lane_sum(xf, (n * c_ + sj) * s_, s_) / s_
                     have[sj] = True
-    _scale_cf(x, y, w, src, cg, bias, has_bias, hard, stream, n, c0, c1, m_row, z, a)
+    return m_row
 
 
-@_jit()
+@_jit(inline=True)
 def _sums_cf(gf, xf, n, c0, c1, c_, s_, m, da):
     """m[n, c] = mean x and da[n, c] = sum g * x over row (n, c), one read of both."""
     for c in range(c0, c1):
@@ -367,7 +374,7 @@ def _dx_cf(g, dx, w, rd, cg, stream, n, c0, c1, a, dz):
         _stream_fence()
 
 
-@_jit()
+@_jit(inline=True)
 def _pool_cl(x, n, c0, c1, m_row):
     """m_row[c] = mean of column c of sample n of (N, S, C) x, for c in [c0, c1): position s
     into lane s mod LANES, then the tree of _lane_sum, so that the bits equal the
@@ -444,19 +451,20 @@ def _add_run(lane, xs, s, c0, c1):
             + np.float64(x3[j])
 
 
-@_jit()
+@_jit(inline=True)
 def _forward_item_cl(x, y, w, src, cg, bias, has_bias, hard, stream, n, m, z, a):
     """The whole forward of sample n of (N, S, C) arrays, by one thread: pool every column,
     gate, then scale the sample, position by position (rows of all C channels). It reads
     nothing another item writes, so y may be x."""
     c_, s_ = x.shape[2], x.shape[1]
+    first = c_ - c_  # 0 as a run-time int64 (a literal 0 compiles a second copy of a helper)
     m_row = m[n]
-    _pool_cl(x, n, 0, c_, m_row)
-    _gate_cl(w, src, cg, bias, has_bias, hard, n, 0, c_, m_row, z, a)
-    _scale_cl(x, y, stream, n, 0, s_, a)
+    _pool_cl(x, n, first, c_, m_row)
+    _gate_cl(w, src, cg, bias, has_bias, hard, n, first, c_, m_row, z, a)
+    _scale_cl(x, y, stream, n, first, s_, a)
 
 
-@_jit()
+@_jit(inline=True)
 def _scale_cl(x, y, stream, n, s0, s1, a):
     """y[n, s] = a[n] * x[n, s] for the positions [s0, s1) of (N, S, C) arrays, each element
     in float64, rounded once to y's dtype; with ``stream``, by streaming stores (the same
@@ -477,7 +485,7 @@ def _scale_cl(x, y, stream, n, s0, s1, a):
             yr[c] = an[c] * np.float64(xr[c])
 
 
-@_jit()
+@_jit(inline=True)
 def _sums_cl(g, x, n, c0, c1, m_row, da_row):
     """m_row[c] = mean of x and da_row[c] = sum of g * x over column c of sample n of
     (N, S, C) arrays, for c in [c0, c1), by the lane rule of _pool_cl, _RUN_ROWS positions
@@ -529,25 +537,26 @@ def _add_run2(lane_x, lane_gx, gs, xs, s, c0, c1):
                       + np.float64(g2[j]) * v2) + np.float64(g3[j]) * v3
 
 
-@_jit()
+@_jit(inline=True)
 def _backward_item_cl(x, g, dx, w, src, rd, cg, bias, has_bias, hard, stream, n, m, dz):
     """The whole backward of sample n of (N, S, C) arrays, by one thread: sum x and g * x
     over every column, then dz, dm and dx = g * a + dm / S position by position. Every sum
     is done before the first dx is written, so dx may be x or g."""
     c_, s_ = x.shape[2], x.shape[1]
+    first = c_ - c_  # 0 as a run-time int64 (a literal 0 compiles a second copy of a helper)
     m_row = m[n]
     da_row = np.empty(c_)
     a_row = np.empty(c_)
-    _sums_cl(g, x, n, 0, c_, m_row, da_row)
+    _sums_cl(g, x, n, first, c_, m_row, da_row)
     dz_row = dz[n]
-    _logits(m_row, w, src, cg, 0, c_, bias, has_bias, a_row)  # z, then a in its place
+    _logits(m_row, w, src, cg, first, c_, bias, has_bias, a_row)  # z, then a in its place
     for c in range(c_):
         ac, grad = _gate_and_grad(a_row[c], hard)
         a_row[c] = ac
         dz_row[c] = da_row[c] * grad
     t = np.empty(c_)
-    _dms(dz_row, w, rd, cg, 0, c_, s_, t)
-    _dx_cl(g, dx, stream, n, 0, s_, a_row, t)
+    _dms(dz_row, w, rd, cg, first, c_, s_, t)
+    _dx_cl(g, dx, stream, n, first, s_, a_row, t)
 
 
 @_jit()
@@ -561,7 +570,7 @@ def _tree_columns(acc):
                 acc[lane, j] = acc[lane, j] + acc[lane + width, j]
 
 
-@_jit()
+@_jit(inline=True)
 def _gate_cl(w, src, cg, bias, has_bias, hard, n, c0, c1, m_row, z, a):
     """z and a = gate(z) for the channels [c0, c1) of sample n, whose pooled means (and
     those of the channels they read) are in m_row."""
@@ -571,13 +580,13 @@ def _gate_cl(w, src, cg, bias, has_bias, hard, n, c0, c1, m_row, z, a):
         an[c] = _gate(zn[c], hard)
 
 
-@_jit()
+@_jit(inline=True)
 def _dm_cl(w, rd, cg, n, c0, c1, s_, dz, t):
     """t[n, c] = dm[n, c] / S for the channels [c0, c1) of sample n."""
     _dms(dz[n], w, rd, cg, c0, c1, s_, t[n, c0:c1])
 
 
-@_jit()
+@_jit(inline=True)
 def _dx_cl(g, dx, stream, n, s0, s1, an, tn):
     """dx[n, s] = g[n, s] * an + tn for the positions [s0, s1) of (N, S, C) arrays (an, tn:
     sample n's gates and dm / S, per channel), each element in float64, rounded once; with

@@ -98,7 +98,7 @@ def _forward_cl(x, w, src, cg, bias, has_bias, hard, mode, wave, chunk, sb, stre
                 _scale_cl(x, y, stream, n, s0, min(s_, s0 + sb), a)
 
 
-@_jit()
+@_jit(inline=True)
 def _pipeline_cf(g, x, gf, xf, w, src, rd, cg, span, bias, has_bias, hard, stream, n, s0, s1, m,
                  da, a, dz, dx, zdone, xdone):
     """Backward for the channels [s0, s1) of sample n in one sweep: channel after channel
@@ -272,7 +272,7 @@ def _parameter_grads(m, dz, w, src, cg, per_channel, chunk, dw, db):
                 dw[c, j] = part[j, c]
         _row_sums(part, k, k + 1, totals)
     else:
-        _row_sums(part, 0, k + 1, totals)
+        _row_sums(part, k - k, k + 1, totals)  # k - k: a run-time 0 (see _backward_cf)
         for j in range(k):
             dw[0, j] = totals[j]
     db[0] = totals[k]
