@@ -332,3 +332,48 @@ def test_exit_right_after_the_first_default_call_waits_for_the_background_load(t
     assert "waiting for a background compile" in done.stderr, done.stderr
     assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr
     assert list(tmp_path.rglob("*.nbi")), "the compile was cut off: nothing cached"
+
+
+_SPECIALIZATIONS_SCRIPT = r"""
+import json
+import numpy as np, npeca
+from npeca.backends.numba_cpu import _items, _kernels, _compile
+rng = np.random.default_rng(0)
+w = np.array([0.1, 0.2, 0.4, 0.2, 0.1])
+for shape, axis in (((1, 40, 6, 6), 1), ((1, 6, 6, 40), -1)):
+    x = rng.standard_normal(shape).astype(np.float32)
+    npeca.eca(x, w, channel_axis=axis, backend="numba")
+    npeca.eca_backward(x, w, x, channel_axis=axis, backend="numba")
+found = {}
+for module in (_items, _kernels):
+    for name, obj in vars(module).items():
+        for d in (obj if isinstance(obj, _compile.Twin) else (obj,)):
+            if hasattr(d, "signatures") and hasattr(d, "targetoptions"):
+                found[d.py_func.__name__] = {
+                    "inline": d.targetoptions.get("inline") == "always",
+                    "signatures": [str(s) for s in d.signatures]}
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.slow
+def test_a_first_compile_builds_each_helper_once_and_inlines_the_items(tmp_path):
+    """In a new cache, the first forward and backward of both layouts compile each helper for
+    one signature (a literal 0 argument made numba compile a second copy, Literal[int](0),
+    seconds of compile) and never compile an item function on its own (inline="always":
+    its code is compiled once, inside its kernel; docs/performance.md, "Cold start")."""
+    import json
+    done = _run(_SPECIALIZATIONS_SCRIPT, {"NUMBA_CACHE_DIR": str(tmp_path),
+                                         "NPECA_BACKGROUND_COMPILE": "0"})
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    compiled = {name for name, f in found.items() if f["signatures"]}
+    assert {"_forward_cf_serial", "_forward_cl_serial", "_backward_cf_serial",
+            "_backward_cl_serial", "_logits", "_dz"} <= compiled, sorted(compiled)
+    literal = {name: f["signatures"] for name, f in found.items()
+               if any("Literal" in s for s in f["signatures"])}
+    assert not literal, literal
+    inlined = {name for name, f in found.items() if f["inline"]}
+    assert {"_forward_item_cf", "_scale_cf", "_forward_item_cl", "_backward_item_cl",
+            "_pipeline_cf"} <= inlined, sorted(inlined)
+    assert not inlined & compiled, sorted(inlined & compiled)
