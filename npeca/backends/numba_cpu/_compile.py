@@ -156,8 +156,12 @@ def _what(dispatcher) -> str:
     name = dispatcher.py_func.__name__.strip("_")
     serial = name.endswith("_serial")
     name = name.removesuffix("_serial")
-    words = {"forward_cf": "channels-first forward", "forward_cl": "channels-last forward",
-             "backward_cf": "channels-first backward", "backward_cl": "channels-last backward",
+    words = {"forward_cf": "channels-first forward",
+             "forward_cf_waves": "channels-first forward in place",
+             "forward_cl": "channels-last forward",
+             "backward_cf": "channels-first backward",
+             "backward_cf_pipelined": "channels-first backward of large samples",
+             "backward_cl": "channels-last backward",
              "parameter_grads": "weight gradient"}.get(name, name.replace("_", " "))
     return f"{words} ({'one thread' if serial else 'parallel'})"
 

@@ -27,41 +27,54 @@ _SAMPLES, _PIPELINED_SAMPLES, _WAVES, _PHASES = 0, 1, 2, 3  # how kernels hand o
 # parallel loop per phase whose items are a sample and a range of `chunk` channels (or `sb`
 # positions), so that a single sample also spreads over every thread while it stays in
 # cache between the phases. The channels-first forward needs neither (halo items, see
-# _forward_item_cf) except in place; the channels-first backward of large samples is
-# pipelined (_pipeline_cf), per sample (_PIPELINED_SAMPLES) or per segment of a sample
-# (_WAVES). Items never share a sum: neither the mode, nor the wave and item sizes, nor the
-# thread count change a single bit.
+# _forward_item_cf) except in place (_forward_cf_waves); the channels-first backward of
+# large samples is pipelined (_pipeline_cf, in _backward_cf_pipelined), per sample
+# (_PIPELINED_SAMPLES) or per segment of a sample (_WAVES). Items never share a sum: neither
+# the mode, nor the wave and item sizes, nor the thread count change a single bit.
+#
+# A kind of call whose schedules need different loops has one kernel per family of
+# schedules, with the same arguments (FAMILIES): a first call compiles only the loops its
+# schedule runs (the first numba backward of 1 x 256 x 56 x 56 float32 compiled in 5.0 s
+# instead of 5.7 s on AMD EPYC, docs/performance.md), and warmup compiles the others with
+# it, from the same argument types.
 
 @twin
 def _forward_cf(x, w, src, cg, span, bias, has_bias, hard, chunk, wave, stream, y, m, z, a):
     """Channels-first forward on x (N, C, S) into y (N, C, S) and m, z, a (N, C).
 
     One parallel loop over items of `chunk` channels of a sample (a whole sample when chunk
-    is C), each pooled, convolved, gated and scaled while it is in cache. When y is x
-    (in place) and samples are split, an item must not scale channels that another item
-    still has to pool for its halo: then each wave of `wave` samples is pooled entirely
-    before it is scaled."""
+    is C), each pooled, convolved, gated and scaled while it is in cache (``wave`` is not
+    used: the arguments are those of _forward_cf_waves, see FAMILIES)."""
+    n_, c_ = x.shape[0], x.shape[1]
+    xf = x.reshape(x.size)
+    per = (c_ + chunk - 1) // chunk  # items per sample
+    for i in prange(n_ * per):
+        n = i // per
+        c0 = (i % per) * chunk
+        _forward_item_cf(x, xf, y, w, src, cg, span, bias, has_bias, hard, stream, n, c0,
+                         min(c_, c0 + chunk), m, z, a)
+
+
+@twin
+def _forward_cf_waves(x, w, src, cg, span, bias, has_bias, hard, chunk, wave, stream, y, m, z,
+                      a):
+    """_forward_cf in place (y is x) with samples split into items: an item must not scale
+    channels that another item still has to pool for its halo, so each wave of `wave`
+    samples is pooled entirely (one parallel loop) before it is scaled (another)."""
     n_, c_, s_ = x.shape
     xf = x.reshape(x.size)
     per = (c_ + chunk - 1) // chunk  # items per sample
-    if per == 1 or wave == 0:
-        for i in prange(n_ * per):
-            n = i // per
+    for n0 in range(0, n_, wave):
+        items = min(wave, n_ - n0) * per
+        for i in prange(items):
+            n = n0 + i // per
             c0 = (i % per) * chunk
-            _forward_item_cf(x, xf, y, w, src, cg, span, bias, has_bias, hard, stream, n, c0,
-                             min(c_, c0 + chunk), m, z, a)
-    else:
-        for n0 in range(0, n_, wave):
-            items = min(wave, n_ - n0) * per
-            for i in prange(items):
-                n = n0 + i // per
-                c0 = (i % per) * chunk
-                _pool_cf(xf, n, c0, min(c_, c0 + chunk), c_, s_, m)
-            for i in prange(items):
-                n = n0 + i // per
-                c0 = (i % per) * chunk
-                _scale_cf(x, y, w, src, cg, bias, has_bias, hard, stream, n, c0,
-                          min(c_, c0 + chunk), m[n], z, a)
+            _pool_cf(xf, n, c0, min(c_, c0 + chunk), c_, s_, m)
+        for i in prange(items):
+            n = n0 + i // per
+            c0 = (i % per) * chunk
+            _scale_cf(x, y, w, src, cg, bias, has_bias, hard, stream, n, c0,
+                      min(c_, c0 + chunk), m[n], z, a)
 
 
 @twin
@@ -138,7 +151,9 @@ def _pipeline_cf(g, x, gf, xf, w, src, rd, cg, span, bias, has_bias, hard, strea
 @twin
 def _backward_cf(x, g, w, src, rd, cg, span, bias, has_bias, hard, mode, wave, chunk, stream,
                  dx, m, dz):
-    """Channels-first backward: dx (N, C, S) and the m, dz (N, C) the weight gradient needs."""
+    """Channels-first backward: dx (N, C, S) and the m, dz (N, C) the weight gradient needs,
+    in sweeps (_SAMPLES, _PHASES; the pipelined modes are _backward_cf_pipelined, with the
+    same arguments: see FAMILIES)."""
     n_, c_, s_ = x.shape
     first = n_ - n_  # 0 as a run-time int64: a literal 0 would make numba compile a
     # second copy of every helper it is passed to
@@ -146,24 +161,12 @@ def _backward_cf(x, g, w, src, rd, cg, span, bias, has_bias, hard, mode, wave, c
     gf = g.reshape(g.size)
     da = np.empty((n_, c_))
     a = np.empty((n_, c_))
-    zdone = np.zeros((n_, c_), dtype=np.bool_)
-    xdone = np.zeros((n_, c_), dtype=np.bool_)
     if mode == _SAMPLES:  # a sample fits in cache: sweep it twice
         for n in prange(n_):
             _sums_cf(gf, xf, n, first, c_, c_, s_, m, da)
             _dz(w, src, cg, bias, has_bias, hard, n, first, c_, m, da, a, dz)
             _dx_cf(g, dx, w, rd, cg, stream, n, first, c_, a, dz)
-    elif mode == _PIPELINED_SAMPLES:  # a whole sample per item; only circular wraps wait
-        for n in prange(n_):
-            _pipeline_cf(g, x, gf, xf, w, src, rd, cg, span, bias, has_bias, hard, stream, n,
-                         first, c_, m, da, a, dz, dx, zdone, xdone)
-            for c in range(c_):
-                if not zdone[n, c]:
-                    _dz(w, src, cg, bias, has_bias, hard, n, c, c + 1, m, da, a, dz)
-            for c in range(c_):
-                if not xdone[n, c]:
-                    _dx_cf(g, dx, w, rd, cg, stream, n, c, c + 1, a, dz)
-    elif mode == _PHASES:  # short rows, few samples: every thread on each phase of a wave
+    else:  # _PHASES, short rows, few samples: every thread on each phase of a wave
         per = (c_ + chunk - 1) // chunk
         for n0 in range(0, n_, wave):
             items = min(wave, n_ - n0) * per
@@ -179,25 +182,55 @@ def _backward_cf(x, g, w, src, rd, cg, span, bias, has_bias, hard, mode, wave, c
                 n = n0 + i // per
                 c0 = (i % per) * chunk
                 _dx_cf(g, dx, w, rd, cg, stream, n, c0, min(c_, c0 + chunk), a, dz)
-    else:  # large samples: pipelined segments of `chunk` channels, then the segment edges
-        per = (c_ + chunk - 1) // chunk
-        for n0 in range(0, n_, wave):
-            items = min(wave, n_ - n0) * per
-            for i in prange(items):
-                n = n0 + i // per
-                c0 = (i % per) * chunk
-                _pipeline_cf(g, x, gf, xf, w, src, rd, cg, span, bias, has_bias, hard, stream, n,
-                             c0, min(c_, c0 + chunk), m, da, a, dz, dx, zdone, xdone)
-            for i in prange(items):
-                n = n0 + i // per
-                for c in range((i % per) * chunk, min(c_, (i % per) * chunk + chunk)):
-                    if not zdone[n, c]:
-                        _dz(w, src, cg, bias, has_bias, hard, n, c, c + 1, m, da, a, dz)
-            for i in prange(items):
-                n = n0 + i // per
-                for c in range((i % per) * chunk, min(c_, (i % per) * chunk + chunk)):
-                    if not xdone[n, c]:
-                        _dx_cf(g, dx, w, rd, cg, stream, n, c, c + 1, a, dz)
+
+
+@twin
+def _backward_cf_pipelined(x, g, w, src, rd, cg, span, bias, has_bias, hard, mode, wave, chunk,
+                           stream, dx, m, dz):
+    """_backward_cf for large samples, pipelined (_pipeline_cf): waves of `wave` samples in
+    segments of `chunk` channels, then what a segment's edges left for later (what reads a
+    channel outside the segment). _PIPELINED_SAMPLES: one wave of whole samples, where only
+    circular wraps are left for later."""
+    n_, c_ = x.shape[0], x.shape[1]
+    xf = x.reshape(x.size)
+    gf = g.reshape(g.size)
+    da = np.empty((n_, c_))
+    a = np.empty((n_, c_))
+    zdone = np.zeros((n_, c_), dtype=np.bool_)
+    xdone = np.zeros((n_, c_), dtype=np.bool_)
+    if mode == _PIPELINED_SAMPLES:  # whole samples, one wave: a segment is a sample
+        chunk, wave = c_, n_
+    per = (c_ + chunk - 1) // chunk  # segments of `chunk` channels, then the segment edges
+    for n0 in range(0, n_, wave):
+        items = min(wave, n_ - n0) * per
+        for i in prange(items):
+            n = n0 + i // per
+            c0 = (i % per) * chunk
+            _pipeline_cf(g, x, gf, xf, w, src, rd, cg, span, bias, has_bias, hard, stream, n,
+                         c0, min(c_, c0 + chunk), m, da, a, dz, dx, zdone, xdone)
+        for i in prange(items):
+            n = n0 + i // per
+            for c in range((i % per) * chunk, min(c_, (i % per) * chunk + chunk)):
+                if not zdone[n, c]:
+                    _dz(w, src, cg, bias, has_bias, hard, n, c, c + 1, m, da, a, dz)
+        for i in prange(items):
+            n = n0 + i // per
+            for c in range((i % per) * chunk, min(c_, (i % per) * chunk + chunk)):
+                if not xdone[n, c]:
+                    _dx_cf(g, dx, w, rd, cg, stream, n, c, c + 1, a, dz)
+
+
+#: Kernels with the same arguments, one per family of schedules of one kind of call: the
+#: schedule picks one for each call; "auto" and warmup compile all of them together.
+FAMILIES = ((_forward_cf, _forward_cf_waves), (_backward_cf, _backward_cf_pipelined))
+
+
+def family(kernel) -> tuple:
+    """The kernels compiled together with ``kernel`` (itself included)."""
+    for kernels in FAMILIES:
+        if any(k is kernel for k in kernels):
+            return kernels
+    return (kernel,)
 
 
 @twin

@@ -12,7 +12,7 @@ from ..._validate import ECAProblem
 from . import _compile
 from ._compile import _background_jobs, mark_ready, quiet, wait_for_background
 from ._run import backward, forward
-from ._kernels import _transpose_samples
+from ._kernels import _transpose_samples, family
 from ._schedule import _FAST_DTYPES, _bfloat16_bits, _direct, _recording
 
 
@@ -101,8 +101,10 @@ _compile.at_fork_child.append(_forget_jobs_in_child)
 
 
 def _compile_all(kind: str, channels_last: bool, dtype: np.dtype, writeable: tuple) -> None:
-    """The serial kernels of one kind of call (run on a tiny problem), then their parallel
-    twins for the same argument types; quietly. Marks the kind of call ready for "auto"."""
+    """The serial kernels of one kind of call (run on a tiny problem), the serial kernels of
+    the same family (the other schedules' loops, _kernels.FAMILIES), then the parallel
+    twins of all of them for the same argument types; quietly. Marks the kind of call
+    ready for "auto"."""
     try:
         with quiet():
             _run_dummy(kind, channels_last, dtype, writeable, record=True)
@@ -110,8 +112,11 @@ def _compile_all(kind: str, channels_last: bool, dtype: np.dtype, writeable: tup
             _recording.calls = None
             if dtype in _FAST_DTYPES:  # inputs in the other layout's memory order: staged
                 launches += _transposes(dtype)  # by _transpose_samples
+            launches = [(k, args) for kernel, args in launches for k in family(kernel)]
             for kernel, args in launches:
-                kernel.parallel.compile(_compile.signature(args))
+                signature = _compile.signature(args)
+                kernel.serial.compile(signature)  # compiled already for the one that ran
+                kernel.parallel.compile(signature)
                 mark_ready(kernel.parallel, args)
     finally:
         _recording.calls = None

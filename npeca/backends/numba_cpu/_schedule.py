@@ -18,8 +18,8 @@ from ..._validate import ECAProblem
 from . import _compile
 from ._compile import Twin, run_parallel_or_serial
 from ._kernels import (_PHASES, _PIPELINED_SAMPLES, _SAMPLES, _WAVES, _backward_cf,
-                       _backward_cl, _forward_cf, _forward_cl, _parameter_grads,
-                       _transpose_samples)
+                       _backward_cf_pipelined, _backward_cl, _forward_cf, _forward_cf_waves,
+                       _forward_cl, _parameter_grads, _transpose_samples)
 from ._machine import caches
 from ._simd import LANES
 
@@ -279,13 +279,14 @@ class _Call:
                         self.has_bias, self.hard, mode, wave, chunk, sb, self.stream(y),
                         self.view3(y), m, z, a)
         else:
-            # in place (out is x): wave > 0 asks for pooling before scaling (see the kernel)
-            wave = self.schedule(x.shape[0], x.dtype.itemsize)[1] if \
-                np.may_share_memory(x, y) else 0
-            self.launch(_forward_cf, self.view3(x), self.w, self.src, self.cg, self.span,
-                        self.bias, self.has_bias, self.hard,
-                        self.forward_chunk(x.shape[0], x.dtype.itemsize), wave,
-                        self.stream(y), self.view3(y), m, z, a)
+            # in place (out is x) with samples split into items: each wave of samples pooled
+            # before it is scaled (_forward_cf_waves)
+            chunk = self.forward_chunk(x.shape[0], x.dtype.itemsize)
+            waves = chunk < self.c and np.may_share_memory(x, y)
+            wave = self.schedule(x.shape[0], x.dtype.itemsize)[1] if waves else 0
+            self.launch(_forward_cf_waves if waves else _forward_cf, self.view3(x), self.w,
+                        self.src, self.cg, self.span, self.bias, self.has_bias, self.hard,
+                        chunk, wave, self.stream(y), self.view3(y), m, z, a)
 
     def backward(self, x, g, dx, m, dz) -> None:
         """The backward kernel on C-contiguous x, g and dx of one dtype."""
@@ -296,7 +297,8 @@ class _Call:
                         self.stream(dx), self.view3(dx), m, dz)
         else:
             mode, wave, chunk, _ = self.schedule(x.shape[0], x.dtype.itemsize, pipelined=True)
-            self.launch(_backward_cf, self.view3(x), self.view3(g), self.w, self.src, self.rd,
+            kernel = _backward_cf if mode in (_SAMPLES, _PHASES) else _backward_cf_pipelined
+            self.launch(kernel, self.view3(x), self.view3(g), self.w, self.src, self.rd,
                         self.cg, self.span, self.bias, self.has_bias, self.hard, mode, wave, chunk,
                         self.stream(dx), self.view3(dx), m, dz)
 
