@@ -152,7 +152,14 @@ def _cold_run(what: str, cache: str) -> dict:
 def cold_start() -> dict:
     """First calls in fresh processes: with an empty numba cache (the default call, a numba
     forward, a numba backward, each in its own empty cache) and with a filled one (a numba
-    forward, then the default call)."""
+    forward, then the default call).
+
+    npeca's bytecode is compiled first, as ``pip install`` leaves an installed package (an
+    editable install gets it from its first import, unless PYTHONDONTWRITEBYTECODE is set,
+    as on the benchmark machine: then every process would compile npeca's sources, about
+    20 ms of its first numba call, which imports the numba backend)."""
+    import compileall
+    compileall.compile_dir(os.path.dirname(npeca.__file__), quiet=2)
     results = {}
     with tempfile.TemporaryDirectory(prefix="npeca-cold-") as tmp:
         for what in ("default", "forward", "backward"):
