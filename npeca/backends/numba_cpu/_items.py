@@ -363,6 +363,32 @@ def _dz(w, src, cg, bias, has_bias, hard, n, c0, c1, m, da, a, dz):
 
 
 @_jit()
+def _dz_one(w, src, bias, has_bias, hard, n, c, m, da, a, dz):
+    """_dz for the one channel c, with _logit (the formula _logits runs over ranges, with
+    the same values as _logits says): the pipelined backward decides channels one at a
+    time, and so compiles none of _logits' vector loops (docs/performance.md, "Where a
+    first compile's time goes")."""
+    ac, grad = _gate_and_grad(_logit(m[n], w, src, c, bias, has_bias), hard)
+    a[n, c] = ac
+    dz[n, c] = da[n, c] * grad
+
+
+@_jit()
+def _dx_one(g, dx, w, rd, stream, n, c, a, dz):
+    """_dx_cf for the one channel c, with _dm (the formula _dms runs over ranges, the same
+    values), for the pipelined backward as _dz_one."""
+    c_, s_ = g.shape[1], g.shape[2]
+    gf = g.reshape(g.size)
+    dxf = dx.reshape(dx.size)
+    t = _dm(dz[n], w, rd, c) / s_
+    if stream:
+        _stream_scale_add(dxf, gf, (n * c_ + c) * s_, s_, a[n, c], t)
+        _stream_fence()
+    else:  # dx = g * a + t in float64, rounded once
+        _scale_add_row(dxf, gf, (n * c_ + c) * s_, s_, a[n, c], t)
+
+
+@_jit()
 def _dx_cf(g, dx, w, rd, cg, stream, n, c0, c1, a, dz):
     """dx[n, c] = g[n, c] * a + dm / S for the channels [c0, c1) of sample n."""
     c_, s_ = g.shape[1], g.shape[2]

@@ -13,9 +13,9 @@ from numba import prange
 
 from ._compile import jit as _jit
 from ._compile import twin
-from ._items import (_backward_item_cl, _dm_cl, _dx_cf, _dx_cl, _dz, _forward_item_cf,
-                     _forward_item_cl, _gate_cl, _pool_cf, _pool_cl, _scale_cf, _scale_cl,
-                     _sums_cf, _sums_cl, _tap_products)
+from ._items import (_backward_item_cl, _dm_cl, _dx_cf, _dx_cl, _dx_one, _dz, _dz_one,
+                     _forward_item_cf, _forward_item_cl, _gate_cl, _pool_cf, _pool_cl,
+                     _scale_cf, _scale_cl, _sums_cf, _sums_cl, _tap_products)
 
 _SAMPLES, _PIPELINED_SAMPLES, _WAVES, _PHASES = 0, 1, 2, 3  # how kernels hand out work
 # (_Call.schedule, _Call.channels_last_plan)
@@ -34,9 +34,9 @@ _SAMPLES, _PIPELINED_SAMPLES, _WAVES, _PHASES = 0, 1, 2, 3  # how kernels hand o
 #
 # A kind of call whose schedules need different loops has one kernel per family of
 # schedules, with the same arguments (FAMILIES): a first call compiles only the loops its
-# schedule runs (the first numba backward of 1 x 256 x 56 x 56 float32 compiled in 5.0 s
-# instead of 5.7 s on AMD EPYC, docs/performance.md), and warmup compiles the others with
-# it, from the same argument types.
+# schedule runs (the first numba backward of 1 x 256 x 56 x 56 float32 compiled in 4.9 to
+# 5.0 s instead of 5.8 s on AMD EPYC, docs/performance.md), and warmup compiles the
+# others with it, from the same argument types.
 
 @twin
 def _forward_cf(x, w, src, cg, span, bias, has_bias, hard, chunk, wave, stream, y, m, z, a):
@@ -127,7 +127,7 @@ def _pipeline_cf(g, x, gf, xf, w, src, rd, cg, span, bias, has_bias, hard, strea
             if span[zp, 0] < s0 or span[zp, 1] >= s1:
                 zdone[n, zp] = False
             elif span[zp, 1] < done:
-                _dz(w, src, cg, bias, has_bias, hard, n, zp, zp + 1, m, da, a, dz)
+                _dz_one(w, src, bias, has_bias, hard, n, zp, m, da, a, dz)
                 zdone[n, zp] = True
             else:
                 break
@@ -143,7 +143,7 @@ def _pipeline_cf(g, x, gf, xf, w, src, rd, cg, span, bias, has_bias, hard, strea
                     if rd[xp, j] >= 0 and not zdone[n, rd[xp, j]]:
                         ready = False
                 if ready:
-                    _dx_cf(g, dx, w, rd, cg, stream, n, xp, xp + 1, a, dz)
+                    _dx_one(g, dx, w, rd, stream, n, xp, a, dz)
                 xdone[n, xp] = ready
             xp += 1
 
@@ -212,12 +212,12 @@ def _backward_cf_pipelined(x, g, w, src, rd, cg, span, bias, has_bias, hard, mod
             n = n0 + i // per
             for c in range((i % per) * chunk, min(c_, (i % per) * chunk + chunk)):
                 if not zdone[n, c]:
-                    _dz(w, src, cg, bias, has_bias, hard, n, c, c + 1, m, da, a, dz)
+                    _dz_one(w, src, bias, has_bias, hard, n, c, m, da, a, dz)
         for i in prange(items):
             n = n0 + i // per
             for c in range((i % per) * chunk, min(c_, (i % per) * chunk + chunk)):
                 if not xdone[n, c]:
-                    _dx_cf(g, dx, w, rd, cg, stream, n, c, c + 1, a, dz)
+                    _dx_one(g, dx, w, rd, stream, n, c, a, dz)
 
 
 #: Kernels with the same arguments, one per family of schedules of one kind of call: the
