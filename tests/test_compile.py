@@ -344,6 +344,15 @@ for shape, axis in (((1, 40, 6, 6), 1), ((1, 6, 6, 40), -1)):
     x = rng.standard_normal(shape).astype(np.float32)
     npeca.eca(x, w, channel_axis=axis, backend="numba")
     npeca.eca_backward(x, w, x, channel_axis=axis, backend="numba")
+# the other kernel of each family: in place with split samples (_forward_cf_waves) and the
+# pipelined backward (_backward_cf_pipelined, _pipeline_cf, _dz_one, _dx_one)
+from npeca.backends.numba_cpu import _schedule
+_schedule._PER_SAMPLE_BYTES = 0
+_schedule._PIPELINE_MIN_ROW = 0
+_schedule._CHUNK_BYTES = 1
+x = rng.standard_normal((1, 40, 6, 6)).astype(np.float32)
+npeca.eca(x, w, out=x, backend="numba")
+npeca.eca_backward(x, w, x.copy(), backend="numba")
 found = {}
 for module in (_items, _kernels):
     for name, obj in vars(module).items():
@@ -358,18 +367,21 @@ print(json.dumps(found))
 
 @pytest.mark.slow
 def test_a_first_compile_builds_each_helper_once_and_inlines_the_items(tmp_path):
-    """In a new cache, the first forward and backward of both layouts compile each helper for
-    one signature (a literal 0 argument made numba compile a second copy, Literal[int](0),
-    seconds of compile) and never compile an item function on its own (inline="always":
-    its code is compiled once, inside its kernel; docs/performance.md, "Cold start")."""
+    """In a new cache, the first forward and backward of both layouts, and the other kernel
+    of each family (in place with split samples, the pipelined backward), compile each
+    helper for one signature (a literal 0 argument made numba compile a second copy,
+    Literal[int](0), seconds of compile) and never compile an item function on its own
+    (inline="always": its code is compiled once, inside its kernel; docs/performance.md,
+    "Where a first compile's time goes")."""
     import json
     done = _run(_SPECIALIZATIONS_SCRIPT, {"NUMBA_CACHE_DIR": str(tmp_path),
                                          "NPECA_BACKGROUND_COMPILE": "0"})
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout.strip().splitlines()[-1])
     compiled = {name for name, f in found.items() if f["signatures"]}
-    assert {"_forward_cf_serial", "_forward_cl_serial", "_backward_cf_serial",
-            "_backward_cl_serial", "_logits", "_dz"} <= compiled, sorted(compiled)
+    assert {"_forward_cf_serial", "_forward_cf_waves_serial", "_forward_cl_serial",
+            "_backward_cf_serial", "_backward_cf_pipelined_serial", "_backward_cl_serial",
+            "_logits", "_dz", "_dz_one", "_dx_one"} <= compiled, sorted(compiled)
     literal = {name: f["signatures"] for name, f in found.items()
                if any("Literal" in s for s in f["signatures"])}
     assert not literal, literal

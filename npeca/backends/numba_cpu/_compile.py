@@ -160,7 +160,7 @@ def _what(dispatcher) -> str:
              "forward_cf_waves": "channels-first forward in place",
              "forward_cl": "channels-last forward",
              "backward_cf": "channels-first backward",
-             "backward_cf_pipelined": "channels-first backward of large samples",
+             "backward_cf_pipelined": "channels-first backward, pipelined",
              "backward_cl": "channels-last backward",
              "parameter_grads": "weight gradient"}.get(name, name.replace("_", " "))
     return f"{words} ({'one thread' if serial else 'parallel'})"

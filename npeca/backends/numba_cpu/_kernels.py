@@ -34,9 +34,8 @@ _SAMPLES, _PIPELINED_SAMPLES, _WAVES, _PHASES = 0, 1, 2, 3  # how kernels hand o
 #
 # A kind of call whose schedules need different loops has one kernel per family of
 # schedules, with the same arguments (FAMILIES): a first call compiles only the loops its
-# schedule runs (the first numba backward of 1 x 256 x 56 x 56 float32 compiled in 4.9 to
-# 5.0 s instead of 5.8 s on AMD EPYC, docs/performance.md), and warmup compiles the
-# others with it, from the same argument types.
+# schedule runs (docs/performance.md, "Where a first compile's time goes"), and warmup
+# compiles the others with it, from the same argument types.
 
 @twin
 def _forward_cf(x, w, src, cg, span, bias, has_bias, hard, chunk, wave, stream, y, m, z, a):
@@ -117,7 +116,7 @@ def _pipeline_cf(g, x, gf, xf, w, src, rd, cg, span, bias, has_bias, hard, strea
     """Backward for the channels [s0, s1) of sample n in one sweep: channel after channel
     sum x and g * x, and as soon as every channel a result needs is done, dz and then
     dx = g * a + dm / S, while g is still in L1/L2. What needs a channel outside [s0, s1)
-    is left to _backward_cf's clean-up loops (zdone / xdone False)."""
+    is left to _backward_cf_pipelined's clean-up loops (zdone / xdone False)."""
     c_, s_ = x.shape[1], x.shape[2]
     zp = s0  # next channel whose dz is to be decided
     xp = s0  # next channel whose dx is to be decided
@@ -187,7 +186,8 @@ def _backward_cf(x, g, w, src, rd, cg, span, bias, has_bias, hard, mode, wave, c
 @twin
 def _backward_cf_pipelined(x, g, w, src, rd, cg, span, bias, has_bias, hard, mode, wave, chunk,
                            stream, dx, m, dz):
-    """_backward_cf for large samples, pipelined (_pipeline_cf): waves of `wave` samples in
+    """_backward_cf pipelined (_pipeline_cf), for samples too large to sweep twice from
+    cache, or too few to share among the threads as whole samples: waves of `wave` samples in
     segments of `chunk` channels, then what a segment's edges left for later (what reads a
     channel outside the segment). _PIPELINED_SAMPLES: one wave of whole samples, where only
     circular wraps are left for later."""
