@@ -156,8 +156,9 @@ def cold_start() -> dict:
 
     npeca's bytecode is compiled first, as ``pip install`` leaves an installed package (an
     editable install gets it from its first import, unless PYTHONDONTWRITEBYTECODE is set,
-    as on the benchmark machine: then every process would compile npeca's sources, about
-    20 ms of its first numba call, which imports the numba backend)."""
+    as on the benchmark machine: then every process would compile npeca's sources during
+    its first numba call, which imports the numba backend; docs/performance.md, "Cold
+    start and the cost of one call")."""
     import compileall
     compileall.compile_dir(os.path.dirname(npeca.__file__), quiet=2)
     results = {}
