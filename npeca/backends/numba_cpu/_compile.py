@@ -78,7 +78,7 @@ def jit(parallel: bool = False, inline: bool = False):
     optimized and turned into machine code once for itself and again inside every function
     that calls it, so a chain kernel -> item -> scaling compiled the scaling three times.
     Not for the small helpers called from many places: inlining retypes the code at every
-    call site (docs/performance.md, "Cold start")."""
+    call site (docs/performance.md, "Where a first compile's time goes")."""
     options = {"inline": "always"} if inline else {}
 
     def decorate(fn):
