@@ -381,7 +381,8 @@ def test_a_first_compile_builds_each_helper_once_and_inlines_the_items(tmp_path)
     compiled = {name for name, f in found.items() if f["signatures"]}
     assert {"_forward_cf_serial", "_forward_cf_waves_serial", "_forward_cl_serial",
             "_backward_cf_serial", "_backward_cf_pipelined_serial", "_backward_cl_serial",
-            "_logits", "_dz", "_dz_one", "_dx_one"} <= compiled, sorted(compiled)
+            "_logits", "_gates", "_dz", "_gates_and_grads", "_dz_one", "_dx_one"} <= compiled, \
+        sorted(compiled)
     literal = {name: f["signatures"] for name, f in found.items()
                if any("Literal" in s for s in f["signatures"])}
     assert not literal, literal

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import platform
 
 import numpy as np
 import pytest
@@ -510,6 +511,34 @@ def test_exp_of_the_gates_is_within_one_ulp_of_libm_and_of_the_exact_value():
     special = _exp_nonpositive_of(np.array([0.0, -0.0, -np.inf, np.nan, -746.0, -800.0]))
     assert special[:2].tolist() == [1.0, 1.0] and special[2] == 0.0 and np.isnan(special[3])
     assert special[4:].tolist() == [0.0, 0.0]
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                    reason="reads x86 assembly")
+def test_the_loops_of_gates_vectorize_over_a_run_time_range():
+    """The gate loops over a range [c0, c1) known only at run time (the items of the
+    batch-1 schedules) compile to packed divisions (v)divpd, not one division per channel:
+    indexed from c0 with ``hard`` tested per channel, they did not vectorize, and 2048
+    sigmoids and their slopes took 22.8 us instead of 3.7 on AMD EPYC (no timing here)."""
+    import re
+    from numba import njit
+    from npeca.backends.numba_cpu import _items
+
+    @njit(error_model="numpy")
+    def gates(z, a, c0, c1, hard):
+        _items._gates(z, a, c0, c1, hard)
+
+    @njit(error_model="numpy")
+    def gates_and_grads(a, da, dz, c0, c1, hard):
+        _items._gates_and_grads(a, da, dz, c0, c1, hard)
+
+    row = np.linspace(-8.0, 8.0, 64)
+    gates(row, row.copy(), 3, 60, False)
+    gates_and_grads(row.copy(), row, row.copy(), 3, 60, False)
+    for fn in (gates, gates_and_grads):
+        asm = fn.inspect_asm(fn.signatures[0])
+        packed = re.findall(r"\bv?divpd\b", asm)
+        assert len(packed) >= 2, (fn.__name__, "no packed division in the gate loops")
 
 
 def test_lane_sum_matches_exact_sum_to_its_bound():

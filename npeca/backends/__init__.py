@@ -62,8 +62,10 @@ AUTO_MIN_SIZE = 1 << 16
 #: the compile and needs several float64 copies of x).
 AUTO_WAIT_SIZE = 1 << 25
 
-_MODULES = {"numpy": "npeca.backends.numpy_backend", "numba": "npeca.backends.numba_cpu",
-            "cuda": "npeca.backends.numba_cuda"}
+# The backends' modules, named from this package's own name: a copy of npeca imported under
+# another name (benchmarks/ab.py times two commits in one process) runs its own kernels.
+_MODULES = {"numpy": f"{__name__}.numpy_backend", "numba": f"{__name__}.numba_cpu",
+            "cuda": f"{__name__}.numba_cuda"}
 _lock = threading.Lock()
 _numba_failure: str | None = None  # why numba did not import, once it has failed
 _warned = False

@@ -1,0 +1,135 @@
+"""npeca of another commit against this working tree, in one process: the same calls on the
+same arrays, timed in turns, after checking that both give the same bits.
+
+    python benchmarks/ab.py REV [SHAPE ...] [--kind forward|backward|both]
+                                [--layout nchw|nhwc|both]
+
+REV (a commit, tag or branch) is extracted with ``git archive`` into a directory of the
+temporary folder as a package of another name, ``npeca_ab``, kept there so that a second run
+finds its numba kernels cached. Both packages are warmed up (``npeca warmup``'s kernels)
+before anything is timed. Per shape (``1x2048x7x7``, N x C x H x W; default: ResNet-50's
+ECA shapes at batch 1 and 32), layout and kind (``forward``: ``y = eca(x, w)``;
+``backward``: ``eca_backward(x, w, g)``, new arrays), the two calls are first compared bit
+for bit (a difference is reported and that row is not timed), then timed in 7 rounds of
+30 calls each, the two in turn; the least of the 7 medians of each, and their ratio.
+
+A copy of npeca under another name must run its own kernels: commits before this script
+named the backend modules ``npeca.backends.*`` in full, so the copy's numba backend was this
+tree's, and an A/B of two commits compared this tree with itself. The extracted copy's
+names are rewritten to its own, and the script stops unless each package's numba backend
+is its own module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+SHAPES = ["1x256x56x56", "1x512x28x28", "1x1024x14x14", "1x2048x7x7",
+          "32x256x56x56", "32x512x28x28", "32x1024x14x14", "32x2048x7x7"]
+NAME = "npeca_ab"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def extract(rev: str) -> str:
+    """The directory holding REV's npeca as the package NAME (made once per commit)."""
+    commit = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=ROOT,
+                            capture_output=True, text=True)
+    if commit.returncode != 0:
+        sys.exit(f"ab.py: {rev!r} is not a commit of {ROOT}: {commit.stderr.strip()}")
+    sha = commit.stdout.strip()
+    home = os.path.join(tempfile.gettempdir(), f"npeca-ab-{sha[:12]}")
+    if os.path.isdir(os.path.join(home, NAME)):
+        return home
+    staging = tempfile.mkdtemp(prefix="npeca-ab-", dir=tempfile.gettempdir())
+    archive = subprocess.run(["git", "archive", sha, "npeca"], cwd=ROOT, capture_output=True)
+    if archive.returncode != 0:
+        sys.exit(f"ab.py: git archive failed: {archive.stderr.decode(errors='replace')}")
+    subprocess.run(["tar", "-x", "-C", staging], input=archive.stdout, check=True)
+    os.rename(os.path.join(staging, "npeca"), os.path.join(staging, NAME))
+    table = os.path.join(staging, NAME, "backends", "__init__.py")
+    with open(table, encoding="utf-8") as f:
+        text = f.read()
+    with open(table, "w", encoding="utf-8") as f:
+        f.write(text.replace('"npeca.backends.', f'"{NAME}.backends.'))
+    try:
+        os.rename(staging, home)  # atomic: another run sees all of it or none
+    except OSError:  # another run made it first
+        subprocess.run(["rm", "-rf", staging], check=False)
+    return home
+
+
+def least_median(call, rounds: list) -> None:
+    """Append the median of 30 timed calls to ``rounds``."""
+    times = []
+    for _ in range(30):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    rounds.append(float(np.median(times)))
+
+
+def same(a, b) -> bool:
+    """Bit for bit (NaN payloads aside) for arrays, or tuples of arrays and None."""
+    if isinstance(a, tuple):
+        return all((p is None and q is None) or same(p, q) for p, q in zip(a, b))
+    return a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
+
+
+def the_call(package, kind: str, x, w, g, axis: int):
+    """``package``'s forward (a new y) or backward (new arrays) of x, as a call of nothing."""
+    if kind == "forward":
+        return lambda: package.eca(x, w, channel_axis=axis, backend="numba")
+    return lambda: tuple(package.eca_backward(x, w, g, channel_axis=axis, backend="numba"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("rev")
+    parser.add_argument("shapes", nargs="*", default=SHAPES)
+    parser.add_argument("--kind", choices=("forward", "backward", "both"), default="both")
+    parser.add_argument("--layout", choices=("nchw", "nhwc", "both"), default="both")
+    args = parser.parse_args()
+    sys.path.insert(0, extract(args.rev))
+    import npeca
+    old = __import__(NAME)
+    for package, name in ((old, NAME), (npeca, "npeca")):
+        module = package.backends.get_backend("numba")
+        if not module.__name__.startswith(name + "."):
+            sys.exit(f"ab.py: {name}'s numba backend is {module.__name__}: not its own")
+        package.backends.warmup()
+    print(f"A: {args.rev} ({old.__file__}); B: this tree ({npeca.__file__})")
+    print("least of 7 medians of 30 calls, ms; B / A below 1: this tree is faster")
+    kinds = ("forward", "backward") if args.kind == "both" else (args.kind,)
+    layouts = ("nchw", "nhwc") if args.layout == "both" else (args.layout,)
+    for label in args.shapes:
+        n, c, h, w_ = (int(v) for v in label.split("x"))
+        for layout in layouts:
+            shape, axis = ((n, c, h, w_), 1) if layout == "nchw" else ((n, h, w_, c), -1)
+            rng = np.random.default_rng(0)
+            x = rng.standard_normal(shape, dtype=np.float32)
+            g = rng.standard_normal(shape, dtype=np.float32)
+            w = np.array([0.1, -0.2, 0.4, 0.2, -0.1], np.float32)
+            for kind in kinds:
+                a, b = (the_call(package, kind, x, w, g, axis) for package in (old, npeca))
+                row = f"{label:14s} {layout.upper():5s} {kind:9s}"
+                if not same(a(), b()):
+                    print(f"{row} results differ: not timed")
+                    continue
+                ra: list = []
+                rb: list = []
+                for _ in range(7):
+                    least_median(a, ra)
+                    least_median(b, rb)
+                ta, tb = min(ra) * 1e3, min(rb) * 1e3
+                print(f"{row} A {ta:8.4f}  B {tb:8.4f}  B / A {tb / ta:5.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
