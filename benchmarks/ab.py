@@ -4,9 +4,11 @@ same arrays, timed in turns, after checking that both give the same bits.
     python benchmarks/ab.py REV [SHAPE ...] [--kind forward|backward|both]
                                 [--layout nchw|nhwc|both]
 
-REV (a commit, tag or branch) is extracted with ``git archive`` into a directory of the
-temporary folder as a package of another name, ``npeca_ab``, kept there so that a second run
-finds its numba kernels cached. Both packages are warmed up (``npeca warmup``'s kernels)
+REV (a commit, tag or branch) is extracted with ``git archive`` as a package of another name,
+``npeca_ab``, into ``$XDG_CACHE_HOME/npeca/ab/<commit>`` (``~/.cache`` without it), kept
+there so that a second run finds its numba kernels cached. B is the npeca of the checkout
+this script is in (its directory goes first on ``sys.path``; the script stops if another
+npeca is imported). Both packages are warmed up (``npeca warmup``'s kernels)
 before anything is timed. Per shape (``1x2048x7x7``, N x C x H x W; default: ResNet-50's
 ECA shapes at batch 1 and 32), layout and kind (``forward``: ``y = eca(x, w)``;
 ``backward``: ``eca_backward(x, w, g)``, new arrays), the two calls are first compared bit
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,24 +47,32 @@ def extract(rev: str) -> str:
     if commit.returncode != 0:
         sys.exit(f"ab.py: {rev!r} is not a commit of {ROOT}: {commit.stderr.strip()}")
     sha = commit.stdout.strip()
-    home = os.path.join(tempfile.gettempdir(), f"npeca-ab-{sha[:12]}")
-    if os.path.isdir(os.path.join(home, NAME)):
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    parent = os.path.join(cache, "npeca", "ab")
+    home = os.path.join(parent, sha)
+    if os.path.isfile(os.path.join(home, NAME, "__init__.py")):
         return home
-    staging = tempfile.mkdtemp(prefix="npeca-ab-", dir=tempfile.gettempdir())
-    archive = subprocess.run(["git", "archive", sha, "npeca"], cwd=ROOT, capture_output=True)
-    if archive.returncode != 0:
-        sys.exit(f"ab.py: git archive failed: {archive.stderr.decode(errors='replace')}")
-    subprocess.run(["tar", "-x", "-C", staging], input=archive.stdout, check=True)
-    os.rename(os.path.join(staging, "npeca"), os.path.join(staging, NAME))
-    table = os.path.join(staging, NAME, "backends", "__init__.py")
-    with open(table, encoding="utf-8") as f:
-        text = f.read()
-    with open(table, "w", encoding="utf-8") as f:
-        f.write(text.replace('"npeca.backends.', f'"{NAME}.backends.'))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".staging-", dir=parent)
     try:
-        os.rename(staging, home)  # atomic: another run sees all of it or none
-    except OSError:  # another run made it first
-        subprocess.run(["rm", "-rf", staging], check=False)
+        archive = subprocess.run(["git", "archive", sha, "npeca"], cwd=ROOT,
+                                 capture_output=True)
+        if archive.returncode != 0:
+            sys.exit(f"ab.py: git archive {sha} npeca failed: "
+                     f"{archive.stderr.decode(errors='replace').strip()}")
+        subprocess.run(["tar", "-x", "-C", staging], input=archive.stdout, check=True)
+        os.rename(os.path.join(staging, "npeca"), os.path.join(staging, NAME))
+        table = os.path.join(staging, NAME, "backends", "__init__.py")
+        with open(table, encoding="utf-8") as f:
+            text = f.read()
+        with open(table, "w", encoding="utf-8") as f:
+            f.write(text.replace('"npeca.backends.', f'"{NAME}.backends.'))
+        try:
+            os.rename(staging, home)  # atomic: another run sees all of it or none
+        except OSError:  # another run made it first
+            pass
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone after the rename, else junk
     return home
 
 
@@ -76,10 +87,15 @@ def least_median(call, rounds: list) -> None:
 
 
 def same(a, b) -> bool:
-    """Bit for bit (NaN payloads aside) for arrays, or tuples of arrays and None."""
-    if isinstance(a, tuple):
-        return all((p is None and q is None) or same(p, q) for p, q in zip(a, b))
-    return a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
+    """Bit for bit (the signs of zeros and the payloads of NaNs included) for arrays, or
+    tuples of arrays and None of the same length."""
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        return (isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b)
+                and all(same(p, q) for p, q in zip(a, b)))
+    if a is None or b is None:
+        return a is None and b is None
+    return (a.dtype == b.dtype and a.shape == b.shape
+            and a.tobytes() == b.tobytes())
 
 
 def the_call(package, kind: str, x, w, g, axis: int):
@@ -96,20 +112,34 @@ def main() -> None:
     parser.add_argument("--kind", choices=("forward", "backward", "both"), default="both")
     parser.add_argument("--layout", choices=("nchw", "nhwc", "both"), default="both")
     args = parser.parse_args()
-    sys.path.insert(0, extract(args.rev))
+    shapes = []
+    for label in args.shapes:
+        try:
+            n, c, h, w_ = (int(v) for v in label.split("x"))
+        except ValueError:
+            parser.error(f"a shape is N x C x H x W, like 1x2048x7x7; got {label!r}")
+        if min(n, c, h, w_) < 1:
+            parser.error(f"every size of a shape must be at least 1; got {label!r}")
+        shapes.append((label, n, c, h, w_))
+    sys.path.insert(0, ROOT)  # B: this checkout's npeca
+    sys.path.insert(1, extract(args.rev))
     import npeca
+    if os.path.dirname(os.path.abspath(npeca.__file__)) != os.path.join(ROOT, "npeca"):
+        sys.exit(f"ab.py: imported npeca from {npeca.__file__}, not from {ROOT}")
     old = __import__(NAME)
     for package, name in ((old, NAME), (npeca, "npeca")):
         module = package.backends.get_backend("numba")
         if not module.__name__.startswith(name + "."):
             sys.exit(f"ab.py: {name}'s numba backend is {module.__name__}: not its own")
+        if not hasattr(package.backends, "warmup"):
+            sys.exit(f"ab.py: {args.rev} predates npeca.backends.warmup; compare commits "
+                     f"from issue 13 on")
         package.backends.warmup()
     print(f"A: {args.rev} ({old.__file__}); B: this tree ({npeca.__file__})")
     print("least of 7 medians of 30 calls, ms; B / A below 1: this tree is faster")
     kinds = ("forward", "backward") if args.kind == "both" else (args.kind,)
     layouts = ("nchw", "nhwc") if args.layout == "both" else (args.layout,)
-    for label in args.shapes:
-        n, c, h, w_ = (int(v) for v in label.split("x"))
+    for label, n, c, h, w_ in shapes:
         for layout in layouts:
             shape, axis = ((n, c, h, w_), 1) if layout == "nchw" else ((n, h, w_, c), -1)
             rng = np.random.default_rng(0)

@@ -516,29 +516,50 @@ def test_exp_of_the_gates_is_within_one_ulp_of_libm_and_of_the_exact_value():
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
                     reason="reads x86 assembly")
 def test_the_loops_of_gates_vectorize_over_a_run_time_range():
-    """The gate loops over a range [c0, c1) known only at run time (the items of the
-    batch-1 schedules) compile to packed divisions (v)divpd, not one division per channel:
-    indexed from c0 with ``hard`` tested per channel, they did not vectorize, and 2048
-    sigmoids and their slopes took 22.8 us instead of 3.7 on AMD EPYC (no timing here)."""
+    """The backward's loop of gates and slopes over a range [c0, c1) known only at run time
+    (the items of the batch-1 schedules) compiles to packed divisions (v)divpd, each kind of
+    gate on its own (``hard`` a constant here, so only that kind's loop is compiled): indexed
+    from c0, with ``hard`` tested per channel, it computed one sigmoid at a time (no timing
+    here; docs/performance.md, "Gate loops that vectorize again"). The forward's loop of
+    gates is checked the same way; its earlier form vectorized too."""
     import re
     from numba import njit
     from npeca.backends.numba_cpu import _items
 
     @njit(error_model="numpy")
-    def gates(z, a, c0, c1, hard):
-        _items._gates(z, a, c0, c1, hard)
+    def gates_soft(z, a, c0, c1):
+        _items._gates(z, a, c0, c1, False)
 
     @njit(error_model="numpy")
-    def gates_and_grads(a, da, dz, c0, c1, hard):
+    def gates_hard(z, a, c0, c1):
+        _items._gates(z, a, c0, c1, True)
+
+    @njit(error_model="numpy")
+    def slopes_soft(a, da, dz, c0, c1):
+        _items._gates_and_grads(a, da, dz, c0, c1, False)
+
+    @njit(error_model="numpy")
+    def slopes_hard(a, da, dz, c0, c1):
+        _items._gates_and_grads(a, da, dz, c0, c1, True)
+
+    @njit(error_model="numpy")
+    def slopes(a, da, dz, c0, c1, hard):
         _items._gates_and_grads(a, da, dz, c0, c1, hard)
 
     row = np.linspace(-8.0, 8.0, 64)
-    gates(row, row.copy(), 3, 60, False)
-    gates_and_grads(row.copy(), row, row.copy(), 3, 60, False)
-    for fn in (gates, gates_and_grads):
+    gates_soft(row, row.copy(), 3, 60)
+    gates_hard(row, row.copy(), 3, 60)
+    slopes_soft(row.copy(), row, row.copy(), 3, 60)
+    slopes_hard(row.copy(), row, row.copy(), 3, 60)
+    slopes(row.copy(), row, row.copy(), 3, 60, False)
+    for fn in (gates_soft, gates_hard, slopes_soft, slopes_hard):
         asm = fn.inspect_asm(fn.signatures[0])
-        packed = re.findall(r"\bv?divpd\b", asm)
-        assert len(packed) >= 2, (fn.__name__, "no packed division in the gate loops")
+        assert re.search(r"\bv?divpd\b", asm), (fn.__name__, "a division per channel")
+    # with ``hard`` known only at run time: both loops vectorized, the sigmoid's with its two
+    # divisions per channel and the hard gate's with one (a loop that tests ``hard`` per
+    # channel has none)
+    packed = re.findall(r"\bv?divpd\b", slopes.inspect_asm(slopes.signatures[0]))
+    assert len(packed) >= 3, len(packed)
 
 
 def test_lane_sum_matches_exact_sum_to_its_bound():

@@ -251,7 +251,7 @@ def _hard_sigmoid(z):
 def _gates(z_row, a_row, c0, c1, hard):
     """a_row[c] = gate(z_row[c]) for c in [c0, c1): sigmoid, or relu6(z + 3) / 6 when
     ``hard`` (NaN stays NaN). Views and loops from 0, and ``hard`` tested once, outside the
-    loops, as in _gates_and_grads (which says why)."""
+    loops, as in _gates_and_grads."""
     zr = z_row[c0:c1]
     ar = a_row[c0:c1]
     if hard:
@@ -292,12 +292,14 @@ def _hard_gate_and_grad(z):
 @_jit()
 def _gates_and_grads(an, dan, dzn, c0, c1, hard):
     """an[c] = gate(an[c]) (the logit before) and dzn[c] = dan[c] * gate'(that logit), for
-    c in [c0, c1). ``hard`` is tested once, outside the loops: a loop that tested it per
-    channel (through _gate_and_grad) did not vectorize, and took 22.8 us for 2048 sigmoids
-    on AMD EPYC where this loop takes 3.7 (hard gates: 5.1 and 1.1 us)."""
-    ar = an[c0:c1]  # views and loops from 0, as in _pool_rows: with c0 a run-time index the
-    dr = dan[c0:c1]  # loops kept a test for negative indices each, and did not vectorize
-    zr = dzn[c0:c1]  # either (14 us for 2048 channels on two threads)
+    c in [c0, c1), in loops that vectorize. It takes both of two things: views indexed from
+    0 (indexed from a run-time c0, each access keeps a test for a negative index), and
+    ``hard`` tested once, outside the loops (the loop that tested it per channel, through
+    _gate_and_grad, computed one sigmoid at a time; docs/performance.md, "Gate loops that
+    vectorize again")."""
+    ar = an[c0:c1]
+    dr = dan[c0:c1]
+    zr = dzn[c0:c1]
     if hard:
         for i in range(ar.shape[0]):
             ac, grad = _hard_gate_and_grad(ar[i])
