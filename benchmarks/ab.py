@@ -76,7 +76,7 @@ def extract(rev: str) -> str:
     return home
 
 
-def least_median(call, rounds: list) -> None:
+def time_round(call, rounds: list) -> None:
     """Append the median of 30 timed calls to ``rounds``."""
     times = []
     for _ in range(30):
@@ -155,8 +155,8 @@ def main() -> None:
                 ra: list = []
                 rb: list = []
                 for _ in range(7):
-                    least_median(a, ra)
-                    least_median(b, rb)
+                    time_round(a, ra)
+                    time_round(b, rb)
                 ta, tb = min(ra) * 1e3, min(rb) * 1e3
                 print(f"{row} A {ta:8.4f}  B {tb:8.4f}  B / A {tb / ta:5.2f}", flush=True)
 
