@@ -81,7 +81,7 @@ def _group_run(c0, c1, g0, cg, left, right):
     """(a, b, lo, hi) for the group of cg channels that starts at channel g0: [a, b) is its
     part of [c0, c1), and [lo, hi) the channels of that part at least ``left`` channels
     from the group's first and ``right`` from its last (those whose taps all fall inside
-    the group; _logits, _dms and _tap_products do them tap by tap over the run)."""
+    the group; _dms and _tap_products do them tap by tap over the run)."""
     a = max(c0, g0)
     b = min(c1, g0 + cg)
     lo = min(b, max(a, g0 + left))
@@ -92,36 +92,49 @@ def _group_run(c0, c1, g0, cg, left, right):
 @_jit()
 def _logits(m_row, w, src, cg, c0, c1, bias, has_bias, z_row):
     """z_row[c] = _logit(m_row, w, src, c, bias, has_bias) for c in [c0, c1), the same
-    values (bit for bit; only which NaN a sum of NaNs of both signs keeps may differ). A
-    channel whose k taps all fall inside its group of cg channels (all but p at the start
-    of a group and k - 1 - p at its end) reads m_row[c + j - p] through tap j: those
-    channels are done tap by tap over the whole run, in the same order of additions, by
-    loops that vectorize; the channels at the edges of a group one by one (_logit)."""
+    values (bit for bit; only which NaN a sum of NaNs of both signs keeps may differ), tap
+    by tap over each group's part of the range, in loops that vectorize. The means the part
+    reads, pads included, are first copied into one row (``padded``): tap j of its i-th
+    channel reads padded[i + j], a zero pad 0.0 (w * 0.0, NaN for an infinite or NaN tap,
+    as the reference) and a circular pad the mean src names. So the channels at the edges of
+    a group need no code of their own, and a first call compiles no _logit or _group_run."""
     k = w.shape[1]
     p = (k - 1) // 2
+    padded = np.empty(min(c1 - c0, cg) + k - 1)
     g0 = c0 - c0 % cg
     while g0 < c1:
-        a, b, lo, hi = _group_run(c0, c1, g0, cg, p, k - 1 - p)
-        for c in range(a, lo):
-            z_row[c] = _logit(m_row, w, src, c, bias, has_bias)
-        zr = z_row[lo:hi]  # views and loops from 0, as in _pool_cl
-        for i in range(hi - lo):
+        a = c0 if c0 > g0 else g0  # the group's part of [c0, c1): [a, b)
+        b = c1 if c1 < g0 + cg else g0 + cg
+        n = b - a + k - 1  # padded[q] holds m~ at channel a - p + q
+        off = a - g0 - p  # ... which is off + q channels from the group's first
+        h = min(n, max(0, -off))  # q < h: before the group's first channel (src[g0, j])
+        e = max(h, min(n, cg - off))  # q >= e: past its last (src[g0 + cg - 1, j])
+        for q in range(h):
+            s = src[g0, off + q + p]
+            padded[q] = m_row[s] if s >= 0 else 0.0
+        pr = padded[h:e]  # views and loops from 0, as in _pool_cl
+        mr = m_row[g0 + off + h:g0 + off + e]
+        for i in range(e - h):
+            pr[i] = mr[i]
+        for q in range(e, n):
+            s = src[g0 + cg - 1, off + q - cg + 1 + p]
+            padded[q] = m_row[s] if s >= 0 else 0.0
+        zr = z_row[a:b]
+        for i in range(b - a):
             zr[i] = 0.0
         for j in range(k):
-            mr = m_row[lo + j - p:hi + j - p]
+            pj = padded[j:j + b - a]
             if w.shape[0] == 1:
                 wj = w[0, j]
-                for i in range(hi - lo):
-                    zr[i] += wj * mr[i]
+                for i in range(b - a):
+                    zr[i] += wj * pj[i]
             else:
-                wr = w[lo:hi, j]
-                for i in range(hi - lo):
-                    zr[i] += wr[i] * mr[i]
+                wr = w[a:b, j]
+                for i in range(b - a):
+                    zr[i] += wr[i] * pj[i]
         if has_bias:
-            for i in range(hi - lo):
+            for i in range(b - a):
                 zr[i] += bias
-        for c in range(hi, b):
-            z_row[c] = _logit(m_row, w, src, c, bias, has_bias)
         g0 += cg
 
 
@@ -129,7 +142,7 @@ def _logits(m_row, w, src, cg, c0, c1, bias, has_bias, z_row):
 def _dms(dz_row, w, rd, cg, c0, c1, s_, t_part):
     """t_part[c - c0] = _dm(dz_row, w, rd, c) / s_ for c in [c0, c1), the same values: the
     channels that every tap reads from inside their group (r = c - j + p) tap by tap over
-    the run, as in _logits; the channels at the edges of a group one by one (_dm)."""
+    the run; the channels at the edges of a group one by one (_dm)."""
     k = w.shape[1]
     p = (k - 1) // 2
     g0 = c0 - c0 % cg
@@ -174,8 +187,8 @@ def _channel_products(dz_row, m_row, src, c, part):
 def _tap_products(dz_row, m_row, src, cg, c0, c1, part):
     """part[j, c] += dz_row[c] * m~[c + j - p] for c in [c0, c1) and every tap j (m~: m_row
     with its zero or circular pads; the terms of dL/dw): the channels whose taps all fall
-    inside their group tap by tap over the run, loops that vectorize, as in _logits; the
-    channels at the edges of a group one by one (_channel_products)."""
+    inside their group tap by tap over the run, loops that vectorize; the channels at the
+    edges of a group one by one (_channel_products)."""
     k = part.shape[0]
     p = (k - 1) // 2
     g0 = c0 - c0 % cg
@@ -372,15 +385,15 @@ def _halo_means(xf, n, c0, c1, c_, s_, m, src, span):
         for c in range(c1, hi):
             m_row[c] = _lane_sum(xf, (n * c_ + c) * s_, s_) / s_
     else:  # circular padding wraps around a group edge: the far channels one by one
-        have = np.zeros(c_, dtype=np.bool_)
-        for c in range(c0, c1):
-            have[c] = True
+        have = np.empty(c_)  # 1.0 where m_row[c] is set (float64, as m_row: no second
+        for c in range(c_):  # allocation to compile for a first call)
+            have[c] = 1.0 if c0 <= c < c1 else 0.0
         for c in range(c0, c1):
             for j in range(src.shape[1]):
                 sj = src[c, j]
-                if sj >= 0 and not have[sj]:
+                if sj >= 0 and have[sj] == 0.0:
                     m_row[sj] = _lane_sum(xf, (n * c_ + sj) * s_, s_) / s_
-                    have[sj] = True
+                    have[sj] = 1.0
     return m_row
 
 
