@@ -69,6 +69,11 @@ TRAIN = [
 ]
 
 _WARM_S = 0.03  # untimed calls before each block of timed calls
+#: A column's timed calls last at least about this long in all (``repeats`` calls at the
+#: least, _MAX_RUNS at most): 21 calls of 0.03 ms are 0.6 ms, three blocks of 7 that one
+#: interruption of the host could fill; calls of a few ms and more keep ``repeats``.
+_TIMED_S = 0.25
+_MAX_RUNS = 600
 
 # The targets of issue 4: (what, implementation, reference column, shapes, largest ratio).
 BIG = ["16x256x56x56 float32", "32x64x112x112 float32"]
@@ -118,7 +123,7 @@ def label(shape, dtype) -> str:
 
 
 def time_row(case: peers.Case, columns, repeats: int, budget: float, cycles: int = 3,
-             least: int = 3) -> dict:
+             least: int = 3, timed: float = _TIMED_S) -> dict:
     """Median seconds per column.
 
     Each column runs in blocks: untimed calls for _WARM_S, then its share of the timed
@@ -126,7 +131,8 @@ def time_row(case: peers.Case, columns, repeats: int, budget: float, cycles: int
     work) do not slow the next one, and idle virtual CPUs are awake. The blocks of all
     columns are cycled ``cycles`` times, so that a passing disturbance from another process
     lands on every column rather than on one. A slow column (the NumPy reference on large
-    shapes) runs fewer calls, at least ``least``, within ``budget`` seconds."""
+    shapes) runs fewer calls, at least ``least``, within ``budget`` seconds; a fast one more,
+    up to _MAX_RUNS, so that its timed calls take about ``timed`` seconds in all."""
     calls, notes = {}, {}
     for name, setup in columns:
         try:
@@ -143,7 +149,8 @@ def time_row(case: peers.Case, columns, repeats: int, budget: float, cycles: int
         t0 = time.perf_counter()
         call()
         once = time.perf_counter() - t0
-        runs[name] = max(least, min(repeats, int(budget / max(once, 1e-9))))
+        fill = min(_MAX_RUNS, int(timed / max(once, 1e-9)))  # fast calls: more of them
+        runs[name] = max(least, min(max(repeats, fill), int(budget / max(once, 1e-9))))
         slow[name] = once > _WARM_S  # a long call needs no warming up
     for _ in range(cycles):
         for name, call in calls.items():
@@ -224,7 +231,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="fewer repeats, a smaller time budget and no cold-start runs")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="timed rounds per column (default 21, quick 5)")
+                        help="timed calls per column (default 21, quick 6; without --quick a "
+                             "fast column gets more, up to 0.25 s or 600 calls)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--only", metavar="SHAPE", action="append",
                         help="run only rows whose label starts with SHAPE, e.g. 64x512x7x7")
@@ -234,6 +242,7 @@ def main(argv=None) -> int:
     repeats = args.repeats or (6 if args.quick else 21)
     budget = 1.0 if args.quick else 8.0  # seconds per slow column and row
     cycles, least = (2, 2) if args.quick else (3, 3)
+    timed = 0.0 if args.quick else _TIMED_S
     started = time.perf_counter()
 
     import npeca.backends
@@ -249,7 +258,7 @@ def main(argv=None) -> int:
         for shape, dtype in [(s, d) for s, d in STANDARD if wanted(label(s, d))]:
             case = peers.Case.make(shape, dtype)
             for key, columns in (("forward", FORWARD), ("train", TRAIN)):
-                times = time_row(case, columns, repeats, budget, cycles, least)
+                times = time_row(case, columns, repeats, budget, cycles, least, timed)
                 results[key].append({"case": label(shape, dtype), "shape": list(shape),
                                      "dtype": dtype, "times": times})
             del case
@@ -260,7 +269,7 @@ def main(argv=None) -> int:
             case = peers.Case.make(shape, "float32", channels_last=channels_last)
             for key, columns in (("inference_forward", inference.FORWARD),
                                  ("inference_train", inference.TRAIN)):
-                times = time_row(case, columns, repeats, budget, cycles, least)
+                times = time_row(case, columns, repeats, budget, cycles, least, timed)
                 results[key].append({"case": text, "shape": list(shape), "dtype": "float32",
                                      "channels_last": channels_last,
                                      "bytes": case.x.nbytes, "times": times})
@@ -268,9 +277,9 @@ def main(argv=None) -> int:
     results["calls_us"] = None if "calls" in args.skip else inference.per_call_cost()
     results["cold"] = None if (args.quick or "cold" in args.skip) else inference.cold_start()
     results["machine"] = machine()
-    results["settings"] = {"repeats": repeats, "budget_s": budget, "cycles": cycles,
-                           "least": least, "quick": args.quick, "warmup_s": warm_s,
-                           "elapsed_s": time.perf_counter() - started}
+    results["settings"] = {"repeats": repeats, "timed_s": timed, "budget_s": budget,
+                           "cycles": cycles, "least": least, "quick": args.quick,
+                           "warmup_s": warm_s, "elapsed_s": time.perf_counter() - started}
     results["targets"] = check_targets(results)
     results["bfloat16_vs_float32"] = bfloat16_ratios(results)
     results["inference_targets"] = inference.targets(

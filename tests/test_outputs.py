@@ -126,6 +126,19 @@ def test_the_free_list_stays_within_its_limit(monkeypatch):
     assert npeca.backends.release_memory() == 0
 
 
+def test_a_lowered_limit_drops_a_lone_block_that_no_longer_fits(monkeypatch):
+    """One free block (the usual state: filing it skips the sum of the list) is dropped too
+    when the limit has become smaller than it since it was kept."""
+    a = _outputs.empty((2 * _outputs.MIN_BYTES,), np.uint8)
+    del a
+    assert _outputs.held() == 2 * _outputs.MIN_BYTES
+    monkeypatch.setattr(_outputs, "_limit", _outputs.MIN_BYTES)
+    assert _outputs.held() == 0
+    b = _outputs.empty((_outputs.MIN_BYTES,), np.uint8)
+    del b
+    assert _outputs.held() == _outputs.MIN_BYTES
+
+
 def test_the_environment_sets_the_limit(monkeypatch):
     monkeypatch.setenv("NPECA_OUTPUT_CACHE_MB", "0")
     a = _outputs.empty(BIG, np.float32)

@@ -136,11 +136,15 @@ def empty(shape: tuple, dtype: np.dtype) -> np.ndarray:
     size = -(-nbytes // _PAGE) * _PAGE
     entry = None
     with _lock:
-        _file_returned()
-        for i in range(len(_free) - 1, -1, -1):  # the newest first: most likely in cache
-            if _free[i][0] == size:
-                entry = _free.pop(i)
-                break
+        if _returned:
+            _file_returned()
+        if _free and _free[-1][0] == size:  # the newest first: most likely in cache
+            entry = _free.pop()
+        else:
+            for i in range(len(_free) - 2, -1, -1):
+                if _free[i][0] == size:
+                    entry = _free.pop(i)
+                    break
     if entry is None:
         try:
             block = np.empty(size, dtype=np.uint8)
@@ -151,7 +155,7 @@ def empty(shape: tuple, dtype: np.dtype) -> np.ndarray:
     holder = (ctypes.c_char * size).from_address(entry[2])  # the block stays alive in _live
     ref = weakref.ref(holder, _give_back)
     _live[id(ref)] = (ref, entry)
-    return np.frombuffer(holder, dtype=dtype, count=count).reshape(shape)
+    return np.ndarray(shape, dtype, buffer=holder)  # its base: the holder
 
 
 def _give_back(ref) -> None:
@@ -173,6 +177,8 @@ def _file_returned() -> None:
         entry = _returned.popleft()
         if entry[0] <= cap:  # a block larger than the limit alone is not kept
             _free.append(entry)
+    if len(_free) == 1 and _free[0][0] <= cap:  # the usual case: nothing to drop, no sum
+        return
     total = sum(entry[0] for entry in _free)
     while _free and (total > cap or len(_free) > MAX_FREE):
         total -= _free.pop(0)[0]
