@@ -13,9 +13,9 @@ before anything is timed. Per shape (``1x2048x7x7``, N x C x H x W; default: Res
 ECA shapes at batch 1 and 32), layout and kind (``forward``: ``y = eca(x, w)``;
 ``backward``: ``eca_backward(x, w, g)``, new arrays), the two calls are first compared bit
 for bit (a difference is reported and that row is not timed), then timed in 7 rounds of
-30 calls each, the two in turn (A first in rounds 1, 3, 5, 7, B first in the others: with A
-always first, the same kernels timed as B measured 2% to 8% slower on AMD EPYC); the least
-of the 7 medians of each, and their ratio.
+30 calls each, the two in turn (A first in rounds 1, 3, 5, 7, B first in the others, so that
+whatever the first or the second place in a round costs falls on both alike); the least of
+the 7 medians of each, and their ratio.
 
 A copy of npeca under another name must run its own kernels: commits before this script
 named the backend modules ``npeca.backends.*`` in full, so the copy's numba backend was this
@@ -156,8 +156,7 @@ def main() -> None:
                     continue
                 ra: list = []
                 rb: list = []
-                for i in range(7):  # in turns, A first in even rounds and B in odd ones:
-                    # the one timed second measured up to 8% slower when always second
+                for i in range(7):  # in turns, A first in even rounds and B in odd ones
                     for call, rounds in ((a, ra), (b, rb))[::1 if i % 2 == 0 else -1]:
                         time_round(call, rounds)
                 ta, tb = min(ra) * 1e3, min(rb) * 1e3

@@ -71,7 +71,7 @@ TRAIN = [
 _WARM_S = 0.03  # untimed calls before each block of timed calls
 #: A column's timed calls last at least about this long in all (``repeats`` calls at the
 #: least, _MAX_RUNS at most): 21 calls of 0.03 ms are 0.6 ms, three blocks of 7 that one
-#: interruption of the host could fill; calls of a few ms and more keep ``repeats``.
+#: interruption of the host could fill; calls of about 12 ms and more keep ``repeats``.
 _TIMED_S = 0.25
 _MAX_RUNS = 600
 
@@ -164,10 +164,30 @@ def time_row(case: peers.Case, columns, repeats: int, budget: float, cycles: int
                 t0 = time.perf_counter()
                 call()
                 samples[name].append(time.perf_counter() - t0)
-    times = {name: {"median_s": float(np.median(ts)), "samples_s": ts}
-             for name, ts in samples.items()}
+    times = {name: _summary(ts) for name, ts in samples.items()}
     times.update({name: {"unavailable": why} for name, why in notes.items()})
     return times
+
+
+def _summary(ts: list) -> dict:
+    """What the results keep of a column's timed calls: their median, their number and the
+    quantiles 0, 10, 25, 75, 90 and 100 % (seconds), not the calls themselves (up to
+    _MAX_RUNS of them per column)."""
+    quantiles = np.percentile(ts, [0, 10, 25, 75, 90, 100])
+    return {"median_s": float(np.median(ts)), "n": len(ts),
+            "quantiles_s": [float(q) for q in quantiles]}
+
+
+def _write_json(path: str, results: dict) -> None:
+    """``results`` as JSON at ``path``, atomically: written to a new file beside it, then
+    renamed over it (an interrupted run leaves the old file whole)."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(results, indent=1) + "\n")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def ratio_text(value: float | None, floor: float | None) -> str:
@@ -286,7 +306,7 @@ def main(argv=None) -> int:
         results["inference_forward"], results["inference_train"], _medians)
     report(results)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        _write_json(args.json, results)
         print(f"wrote {args.json}")
     return 0
 

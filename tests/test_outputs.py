@@ -128,7 +128,7 @@ def test_the_free_list_stays_within_its_limit(monkeypatch):
 
 def test_a_lowered_limit_drops_a_lone_block_that_no_longer_fits(monkeypatch):
     """One free block (the usual state: filing it skips the sum of the list) is dropped too
-    when the limit has become smaller than it since it was kept."""
+    when the limit has become smaller than it since it was kept, or MAX_FREE is 0."""
     a = _outputs.empty((2 * _outputs.MIN_BYTES,), np.uint8)
     del a
     assert _outputs.held() == 2 * _outputs.MIN_BYTES
@@ -137,6 +137,10 @@ def test_a_lowered_limit_drops_a_lone_block_that_no_longer_fits(monkeypatch):
     b = _outputs.empty((_outputs.MIN_BYTES,), np.uint8)
     del b
     assert _outputs.held() == _outputs.MIN_BYTES
+    monkeypatch.setattr(_outputs, "MAX_FREE", 0)  # no block may be kept at all
+    c = _outputs.empty((_outputs.MIN_BYTES,), np.uint8)
+    del c
+    assert _outputs.held() == 0
 
 
 def test_the_environment_sets_the_limit(monkeypatch):

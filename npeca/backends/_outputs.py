@@ -177,8 +177,8 @@ def _file_returned() -> None:
         entry = _returned.popleft()
         if entry[0] <= cap:  # a block larger than the limit alone is not kept
             _free.append(entry)
-    if len(_free) == 1 and _free[0][0] <= cap:  # the usual case: nothing to drop, no sum
-        return
+    if len(_free) == 1 and MAX_FREE >= 1 and _free[0][0] <= cap:  # the usual case: nothing
+        return  # to drop, no sum
     total = sum(entry[0] for entry in _free)
     while _free and (total > cap or len(_free) > MAX_FREE):
         total -= _free.pop(0)[0]
